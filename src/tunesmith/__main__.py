@@ -1,0 +1,5 @@
+"""Entry point for `python -m tunesmith`."""
+
+from tunesmith.cli import main
+
+raise SystemExit(main())
