@@ -1,0 +1,123 @@
+"""The `tunesmith` command: parses arguments and dispatches to the job modules; nothing heavy is imported here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tunesmith import __version__
+from tunesmith.errors import TunesmithError
+
+CONFIG_HELP = "YAML config file (LLaMA-Factory key names)"
+OVERRIDES_HELP = "overrides as key=value or --key value; they win over the file"
+
+
+def _add_config(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    if optional:
+        parser.add_argument("config", nargs="?", help=CONFIG_HELP)
+    else:
+        parser.add_argument("config", help=CONFIG_HELP)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, help=OVERRIDES_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunesmith",
+        description="Fine-tune large language models end to end from one YAML file.",
+    )
+    parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
+    jobs = parser.add_subparsers(dest="job", metavar="COMMAND")
+
+    train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft; LoRA, Freeze, Full)")
+    _add_config(train)
+
+    demo = jobs.add_parser("demo", help="build a tiny model, LoRA-tune it on bundled data, show before/after")
+    demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo config's)")
+
+    config = jobs.add_parser("config", help="inspect configuration keys and resolved configs")
+    config_jobs = config.add_subparsers(dest="config_job", metavar="ACTION", required=True)
+    config_jobs.add_parser("keys", help="list every key with its type, default and help")
+    show = config_jobs.add_parser("show", help="print the resolved config of CONFIG + overrides")
+    _add_config(show)
+
+    data = jobs.add_parser("data", help="validate, preview and export the encoded training data")
+    data_jobs = data.add_subparsers(dest="data_job", metavar="ACTION", required=True)
+    check = data_jobs.add_parser("check", help="validate every record; counts, token lengths, truncation")
+    _add_config(check)
+    preview = data_jobs.add_parser("preview", help="show examples with the trained tokens marked")
+    preview.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
+    _add_config(preview)
+    export = data_jobs.add_parser("export", help="write every encoded training example as JSON lines")
+    export.add_argument("--out", required=True, help="output .jsonl file")
+    _add_config(export)
+
+    tiny = jobs.add_parser("tiny", help="build a tiny random-init model with a local tokenizer (tests, demos)")
+    tiny.add_argument("out", help="output folder")
+    tiny.add_argument("--arch", default="llama", help="llama, qwen2, qwen3, mistral, gemma or phi3")
+    tiny.add_argument("--overwrite", action="store_true", help="replace an existing model in the folder")
+    return parser
+
+
+def _split_overrides(args) -> list[str]:
+    return [item for item in (args.overrides or []) if item != "--"]
+
+
+def dispatch(args) -> int:
+    if args.job == "train":
+        from tunesmith.config.load import load_config
+        from tunesmith.train.run import run_training
+
+        run_training(load_config(args.config, _split_overrides(args)))
+        return 0
+    if args.job == "demo":
+        from tunesmith.demo import run_demo
+
+        return run_demo(args.out, steps=args.steps)
+    if args.job == "config":
+        from tunesmith.config.describe import print_keys, print_resolved
+
+        if args.config_job == "keys":
+            print_keys()
+        else:
+            from tunesmith.config.load import load_config
+
+            print_resolved(load_config(args.config, _split_overrides(args)))
+        return 0
+    if args.job == "data":
+        from tunesmith.config.load import load_config
+        from tunesmith.data import inspect
+
+        config = load_config(args.config, _split_overrides(args))
+        if args.data_job == "check":
+            return inspect.check(config)
+        if args.data_job == "preview":
+            return inspect.preview(config, n=args.n)
+        return inspect.export(config, args.out)
+    if args.job == "tiny":
+        from tunesmith.model.tiny import save_tiny_model
+
+        path = save_tiny_model(args.out, arch=args.arch, overwrite=args.overwrite)
+        print(f"tiny {args.arch} model written to {path}")
+        return 0
+    raise AssertionError(args.job)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.job is None:
+        parser.print_help()
+        return 0
+    try:
+        return dispatch(args)
+    except TunesmithError as exc:
+        print(f"tunesmith: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tunesmith: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""Reads a YAML config plus key=value overrides into a validated Config, with precise errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tunesmith.config.schema import GROUPS, RENAMED_KEYS, DataArgs, MethodArgs, ModelArgs, OutputArgs, training_model
+from tunesmith.errors import ConfigError
+
+
+@dataclasses.dataclass
+class Config:
+    """The validated settings of one run, grouped by concern."""
+
+    model: ModelArgs
+    method: MethodArgs
+    data: DataArgs
+    output: OutputArgs
+    train: BaseModel  # transformers' TrainingArguments fields, validated
+    source: str = "<overrides>"
+    given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
+
+    def training_kwargs(self) -> dict[str, Any]:
+        """The TrainingArguments keys the user set, ready for Seq2SeqTrainingArguments(**kwargs)."""
+        return self.train.model_dump(exclude_unset=True)
+
+    def flat(self) -> dict[str, Any]:
+        """Every key of our own groups with its resolved value, plus the training keys that were set."""
+        out: dict[str, Any] = {}
+        for group in (self.model, self.method, self.data, self.output):
+            out.update(group.model_dump(mode="json"))
+        out.update(self.train.model_dump(mode="json", exclude_unset=True))
+        return out
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turns ["key=value", "--key", "value", "--key=value"] into a dict; values are read as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            body = arg[2:].replace("-", "_") if "=" not in arg else arg[2:]
+            if "=" in body:
+                key, text = body.split("=", 1)
+            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+                key, text = body, args[i + 1]
+                i += 1
+            else:
+                key, text = body, "true"
+        elif "=" in arg:
+            key, text = arg.split("=", 1)
+        else:
+            raise ConfigError(f"cannot read override '{arg}': write it as key=value (e.g. learning_rate=1e-4)")
+        key = key.strip().replace("-", "_") if key.startswith("-") else key.strip()
+        try:
+            out[key] = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            out[key] = text
+        i += 1
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Loads a YAML mapping, naming the file and line of any syntax error."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a folder)" if path.is_dir() else ""
+        raise ConfigError(f"config file not found: {path}{hint}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        shown = f"\n    {line}\n    {' ' * mark.column}^" if line else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}{shown}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of key: value lines, got {type(data).__name__}")
+    return data
+
+
+def known_keys(train_fields: dict) -> dict[str, str]:
+    """Maps every accepted key to the group that owns it ("train" for TrainingArguments)."""
+    owner = {key: "train" for key in train_fields}
+    for group_name, group in GROUPS.items():
+        for key in group.model_fields:
+            owner[key] = group_name
+    return owner
+
+
+def suggest(key: str, candidates) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _describe(error: dict, source: str) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    msg = error["msg"].removeprefix("Value error, ")
+    if loc:
+        return f"{source}: key '{loc}': {msg} (got {error.get('input')!r})"
+    return f"{source}: {msg}"
+
+
+def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
+    """Validates a flat dict of keys into a Config; raises ConfigError naming the key and the fix."""
+    train_cls = training_model()
+    owner = known_keys(train_cls.model_fields)
+    renamed = {}
+    for key, value in values.items():
+        if key not in owner and key in RENAMED_KEYS:
+            key = RENAMED_KEYS[key]
+        if key in renamed:
+            raise ConfigError(f"{source}: key '{key}' is given twice (under an old and a new name)")
+        renamed[key] = value
+    unknown = [key for key in renamed if key not in owner]
+    if unknown:
+        lines = [f"unknown key '{key}'{suggest(key, owner)}" for key in unknown]
+        raise ConfigError(f"{source}: " + "\n  ".join(lines) + "\n  (`tunesmith config keys` lists every key)")
+    split: dict[str, dict[str, Any]] = {name: {} for name in (*GROUPS, "train")}
+    for key, value in renamed.items():
+        split[owner[key]][key] = value
+    built = {}
+    for name, cls in (*GROUPS.items(), ("train", train_cls)):
+        try:
+            built[name] = cls(**split[name])
+        except ValidationError as exc:
+            raise ConfigError("\n".join(_describe(err, source) for err in exc.errors())) from None
+    config = Config(**built, source=source, given=renamed)
+    check_across_groups(config)
+    training_arguments(config)  # transformers' own checks (enum values, bf16 support, ...)
+    return config
+
+
+def training_arguments(config: Config, **extra):
+    """Builds transformers' Seq2SeqTrainingArguments from the config; its refusals become ConfigErrors."""
+    import transformers
+
+    kwargs = {"output_dir": "tunesmith_output", **config.training_kwargs(), **extra}
+    try:
+        return transformers.Seq2SeqTrainingArguments(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{config.source}: training arguments rejected by transformers: {exc}") from None
+
+
+def check_across_groups(config: Config) -> None:
+    """Rejects settings that contradict each other across groups, before any model or data is loaded."""
+    model, method, data, source = config.model, config.method, config.data, config.source
+    problems = []
+    if model.adapter_name_or_path and method.finetuning_type != "lora":
+        problems.append("`adapter_name_or_path` needs finetuning_type: lora")
+    if model.quantization_bit is not None and method.finetuning_type != "lora":
+        problems.append(
+            f"a quantized model (quantization_bit: {model.quantization_bit}) can only be trained with "
+            f"finetuning_type: lora, not {method.finetuning_type}"
+        )
+    if model.quantization_bit is not None and method.create_new_adapter:
+        problems.append("`create_new_adapter` cannot be used on a quantized model")
+    if (data.train_on_prompt or data.mask_history) and method.stage != "sft":
+        problems.append("`train_on_prompt` and `mask_history` only apply to stage: sft")
+    if data.packing and method.stage not in ("pt", "sft"):
+        problems.append(f"`packing` only applies to stages pt and sft, not {method.stage}")
+    train = config.train
+    if getattr(train, "predict_with_generate", False) and method.stage != "sft":
+        problems.append("`predict_with_generate` only applies to stage: sft")
+    if str(getattr(train, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO") and not (
+        data.eval_dataset or data.val_size > 0
+    ):
+        problems.append("`eval_strategy` is set but there is no eval data: set `eval_dataset` or `val_size`")
+    if problems:
+        raise ConfigError(f"{source}: " + "\n  ".join(problems))
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Reads CONFIG.yaml (optional) and applies overrides, which win."""
+    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
+    values.update(extra)
+    return build_config(values, source=str(path) if path is not None else "<overrides>")
+
+
+def require(config: Config, *keys: str, job: str) -> None:
+    """Fails when a key a job needs is missing, e.g. require(cfg, "model_name_or_path", job="train")."""
+    flat = config.flat()
+    missing = [key for key in keys if flat.get(key) in (None, [], "")]
+    if missing:
+        names = ", ".join(f"`{key}`" for key in missing)
+        raise ConfigError(f"{config.source}: `tunesmith {job}` needs {names}; add it to the YAML or as key=value")
