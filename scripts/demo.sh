@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command #1: set up .venv, build a tiny model, LoRA-tune it on the bundled demo data, show before/after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv/bin/tunesmith demo "$@"

@@ -1,0 +1,71 @@
+"""`tunesmith train`: the composition root from a validated config to a trained model in output_dir."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tunesmith.config.load import Config, require, training_arguments
+from tunesmith.train import outputs
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(format="[%(levelname)s|%(name)s] %(message)s", level=logging.INFO)
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+
+
+def run_training(config: Config) -> dict:
+    """Trains as the config says and returns the final metrics; every output lands in output_dir."""
+    from transformers import set_seed
+
+    from tunesmith.data.pipeline import build_datasets
+    from tunesmith.model.adapters import loraplus_optimizer
+    from tunesmith.model.load import load_model, load_tokenizer
+    from tunesmith.train.callbacks import JsonlLogCallback
+    from tunesmith.train.stages import stage_spec
+
+    setup_logging()
+    require(config, "model_name_or_path", "dataset", "output_dir", job="train")
+    output_dir = Path(config.training_kwargs()["output_dir"])
+    resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
+    outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
+    args = training_arguments(config, resume_from_checkpoint=resume, do_train=True)
+    spec = stage_spec(config.method.stage)
+    set_seed(args.seed)
+
+    # config -> data -> model -> trainer -> outputs
+    tokenizer = load_tokenizer(config.model)
+    data = build_datasets(config, tokenizer, encoding=spec.encoding)
+    model = load_model(config.model, config.method, tokenizer, is_trainable=True)
+    optimizers = (None, None)
+    if config.method.loraplus_lr_ratio:
+        optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
+                                         config.method.loraplus_lr_embedding), None)
+    trainer = spec.make_trainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=spec.make_collator(tokenizer, model),
+        processing_class=tokenizer,
+        callbacks=[JsonlLogCallback(output_dir)],
+        optimizers=optimizers,
+    )
+    outputs.record_run(output_dir, config)
+    result = trainer.train(resume_from_checkpoint=resume)
+    outputs.save_final(trainer, tokenizer, output_dir)
+    metrics = dict(result.metrics)
+    if data.eval is not None:
+        metrics.update(trainer.evaluate())
+    trainer.save_state()
+    if config.output.plot_loss:
+        from tunesmith.train.plot import plot_losses
+
+        plot_losses(output_dir)
+    outputs.write_json(output_dir / "all_results.json", metrics)  # written last: the run is complete
+    log.info("training finished; outputs in %s", output_dir)
+    return metrics
