@@ -20,6 +20,7 @@ def setup_logging() -> None:
 
 def run_training(config: Config) -> dict:
     """Trains as the config says and returns the final metrics; every output lands in output_dir."""
+    require(config, "model_name_or_path", "dataset", "output_dir", job="train")
     from transformers import set_seed
 
     from tunesmith.data.pipeline import build_datasets
@@ -29,7 +30,6 @@ def run_training(config: Config) -> dict:
     from tunesmith.train.stages import stage_spec
 
     setup_logging()
-    require(config, "model_name_or_path", "dataset", "output_dir", job="train")
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
     outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)

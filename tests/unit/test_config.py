@@ -1,0 +1,114 @@
+"""Config loading: LLaMA-Factory keys, overrides, and a precise error for every mistake."""
+
+import pytest
+
+from tunesmith.cli import main
+from tunesmith.config.load import load_config, parse_overrides
+from tunesmith.errors import ConfigError
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+BASE = "model_name_or_path: some/model\nstage: sft\nfinetuning_type: lora\ndataset: a,b\nlearning_rate: 1e-4\n"
+
+
+def test_lf_style_yaml_is_read_into_groups(tmp_path):
+    cfg = load_config(write(tmp_path, BASE + "lora_target: q_proj, v_proj\nwarmup_ratio: 0.1\nbf16: false\n"))
+    assert cfg.model.model_name_or_path == "some/model"
+    assert cfg.data.dataset == ["a", "b"]
+    assert cfg.method.lora_target == ["q_proj", "v_proj"]
+    assert cfg.train.learning_rate == pytest.approx(1e-4)  # YAML reads 1e-4 as a string; it is coerced
+    assert cfg.training_kwargs()["warmup_steps"] == pytest.approx(0.1)  # old key mapped to the new one
+
+
+def test_overrides_win_in_both_spellings(tmp_path):
+    path = write(tmp_path, BASE)
+    cfg = load_config(path, ["lora_rank=16", "--learning_rate", "5e-5", "--use_dora", "--lora_alpha=4"])
+    assert cfg.method.lora_rank == 16
+    assert cfg.train.learning_rate == pytest.approx(5e-5)
+    assert cfg.method.use_dora is True
+    assert cfg.method.lora_alpha == 4
+
+
+def test_parse_overrides_reads_yaml_scalars():
+    assert parse_overrides(["a=1", "b=true", "c=x,y", "d=0.5"]) == {"a": 1, "b": True, "c": "x,y", "d": 0.5}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["nonsense"])
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("lora_rnak: 8\n", "unknown key 'lora_rnak'; did you mean 'lora_rank'"),
+        ("learning_rate: -1\n", "key 'learning_rate': Input should be greater than 0"),
+        ("lora_rank: abc\n", "key 'lora_rank': Input should be a valid integer"),
+        ("finetuning_type: lorra\n", "key 'finetuning_type': Input should be 'lora', 'freeze' or 'full'"),
+        ("lr_scheduler_type: cosinee\n", "cosinee is not a valid SchedulerType"),
+        ("mask_history: true\ntrain_on_prompt: true\n", "`mask_history` and `train_on_prompt` cannot both be true"),
+        ("finetuning_type: full\nuse_dora: true\n", "`use_dora` only applies to finetuning_type: lora"),
+        ("val_size: 0.1\neval_dataset: c\n", "set either `val_size` or `eval_dataset`"),
+        ("mix_strategy: interleave_under\ninterleave_probs: 0.5,0.6\n", "must sum to 1"),
+        ("interleave_probs: 0.5,0.5\n", "needs mix_strategy interleave_under"),
+        ("quantization_bit: 4\nfinetuning_type: full\n", "can only be trained with finetuning_type: lora"),
+        ("stage: pt\ntrain_on_prompt: true\n", "only apply to stage: sft"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, extra, expected):
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_yaml_syntax_error_shows_the_line(tmp_path):
+    path = write(tmp_path, "stage: sft\nlora_rank: 8\n  bad: indent\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "line 3" in message and "invalid YAML" in message and "bad: indent" in message
+
+
+def test_missing_and_non_mapping_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_cli_prints_errors_without_traceback(tmp_path, capsys):
+    path = write(tmp_path, BASE + "lora_rnak: 8\n")
+    assert main(["config", "show", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tunesmith: error:") and "lora_rank" in err and "Traceback" not in err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_train_requires_its_keys(tmp_path, capsys):
+    path = write(tmp_path, "stage: sft\n")
+    assert main(["train", str(path)]) == 2
+    assert "`tunesmith train` needs `model_name_or_path`, `dataset`, `output_dir`" in capsys.readouterr().err
+
+
+def test_config_keys_lists_every_group(capsys):
+    assert main(["config", "keys"]) == 0
+    out = capsys.readouterr().out
+    for key in ("model_name_or_path", "lora_rank", "cutoff_len", "overwrite_output_dir", "learning_rate"):
+        assert f"  {key}:" in out
+    assert "[training (Hugging Face TrainingArguments)]" in out
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from tunesmith.cli import main; main(['--help'])"
+    probe = code.replace("main(['--help'])", "build=__import__('tunesmith.cli').cli.build_parser(); "
+                         "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
