@@ -1,0 +1,52 @@
+"""Applies the fine-tuning method (full, freeze, lora) to a loaded model and keeps trainable weights in float32."""
+
+from __future__ import annotations
+
+import logging
+
+from tunesmith.errors import ConfigError
+from tunesmith.model.freeze import setup_freeze
+from tunesmith.model.lora import loraplus_optimizer, save_pissa_converted, save_pissa_init, setup_lora
+
+log = logging.getLogger(__name__)
+
+__all__ = ["apply_method", "loraplus_optimizer", "save_pissa_converted", "save_pissa_init", "upcast_trainable"]
+
+
+def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False):
+    """Sets which parameters train for finetuning_type full/freeze/lora and returns the (possibly peft) model.
+
+    embeddings_resized (or model_args.resize_vocab) makes LoRA train and save the embeddings and output head.
+    """
+    kind = method_args.finetuning_type
+    quantized = bool(getattr(model, "quantization_method", None) or getattr(model, "hf_quantizer", None))
+    if is_trainable and quantized and kind != "lora":
+        raise ConfigError(f"a quantized model can only be trained with finetuning_type: lora, not {kind}")
+    if kind == "full":
+        if is_trainable:
+            model.requires_grad_(True)
+            log.info("full fine-tuning: every parameter trains")
+    elif kind == "freeze":
+        if is_trainable:
+            setup_freeze(model, method_args)
+    elif kind == "lora":
+        resized = embeddings_resized or bool(getattr(model_args, "resize_vocab", False))
+        model = setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized)
+    else:
+        raise ConfigError(f"unknown finetuning_type '{kind}': choose lora, freeze or full")
+    if is_trainable:
+        upcast_trainable(model)
+    return model
+
+
+def upcast_trainable(model) -> None:
+    """Trainable parameters in float32 even on a bf16/fp16 model: optimizer updates in half precision get lost."""
+    import torch
+
+    count = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32 and param.is_floating_point():
+            param.data = param.data.to(torch.float32)
+            count += 1
+    if count:
+        log.info("upcast %d trainable tensors to float32", count)

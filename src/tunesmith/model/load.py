@@ -1,0 +1,243 @@
+"""Loads the tokenizer and the model (dtype, attention, vocab resize, checkpointing) and applies the fine-tuning method."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunesmith.errors import DependencyError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizer
+
+    from tunesmith.config.schema import MethodArgs, ModelArgs
+
+log = logging.getLogger(__name__)
+
+# "org/name" or "name": anything else that is not a folder is a mistyped local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+FA2_HELP = (
+    "flash_attn: fa2 needs a CUDA GPU and the flash-attn package (pip install flash-attn --no-build-isolation); "
+    "use sdpa"
+)
+
+
+def is_offline() -> bool:
+    """True when the Hugging Face hub must not be contacted (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return constants.HF_HUB_OFFLINE or any(str(v).upper() in ("1", "ON", "YES", "TRUE") for v in flags if v)
+
+
+def _source_kwargs(model_args: ModelArgs, path: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Where to load from and the shared from_pretrained kwargs; refuses missing folders and offline hub ids."""
+    name = path or model_args.model_name_or_path
+    if not name:
+        raise ModelError("`model_name_or_path` is not set: point it at a model folder or a hub id")
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": model_args.trust_remote_code,
+        "cache_dir": model_args.cache_dir,
+        "revision": model_args.model_revision,
+        "token": model_args.hf_hub_token,
+    }
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local), kwargs
+    if local.exists():
+        raise ModelError(f"model path {name} is a file; point model_name_or_path at the model's folder")
+    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        raise ModelError(f"model folder not found: {name}")
+    if is_offline():
+        kwargs["local_files_only"] = True  # a copy already in the hub cache still loads
+    return name, kwargs
+
+
+def _not_found(name: str, exc: Exception) -> ModelError:
+    if is_offline():
+        return ModelError(
+            f"model '{name}' is not a local folder and tunesmith is offline: download it first "
+            "or point model_name_or_path at a folder"
+        )
+    return ModelError(
+        f"could not load model '{name}' from the Hugging Face hub ({type(exc).__name__}: {exc}); check the id, "
+        "your connection and hf_hub_token, or point model_name_or_path at a local folder"
+    )
+
+
+def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
+    """The model's tokenizer from a local folder or a hub id, padding on the right for training."""
+    from transformers import AutoTokenizer
+
+    name, kwargs = _source_kwargs(model_args)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, split_special_tokens=model_args.split_special_tokens, padding_side="right", **kwargs
+        )
+    except OSError as exc:
+        if Path(name).is_dir():
+            raise ModelError(f"could not load a tokenizer from {name}: {exc}") from None
+        raise _not_found(name, exc) from None
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # collators need one; eos is what LLaMA-Factory picks
+        log.info("tokenizer has no pad token: using eos %r", tokenizer.eos_token)
+    return tokenizer
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """auto -> float32 on CPU, bfloat16 on a CUDA GPU that supports it, else float16; explicit names as given."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if name == "auto":
+        if not cuda:
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise ModelError(f"unknown dtype '{name}': choose auto, float32, bfloat16 or float16")
+    dtype = table[name]
+    if dtype != torch.float32 and not cuda:
+        log.warning("dtype %s on CPU works but is slow; float32 (dtype: auto) is faster there", name)
+    return dtype
+
+
+def attn_implementation(flash_attn: str) -> str:
+    """Maps the flash_attn key to transformers' attn_implementation; fa2 without its package or a GPU is an error."""
+    import torch
+
+    fa2_ready = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+    if flash_attn == "auto":
+        choice = "flash_attention_2" if fa2_ready else "sdpa"
+    elif flash_attn == "fa2":
+        if not fa2_ready:
+            raise DependencyError(FA2_HELP)
+        choice = "flash_attention_2"
+    elif flash_attn in ("eager", "disabled"):
+        choice = "eager"
+    elif flash_attn == "sdpa":
+        choice = "sdpa"
+    else:
+        raise ModelError(f"unknown flash_attn '{flash_attn}': choose auto, sdpa, eager, disabled or fa2")
+    log.info("attention implementation: %s (flash_attn: %s)", choice, flash_attn)
+    return choice
+
+
+def resize_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizer) -> bool:
+    """Grows the embeddings (to a multiple of 64) when the tokenizer has more tokens; new rows = mean + small noise."""
+    import torch
+
+    old = model.get_input_embeddings().weight.size(0)
+    if len(tokenizer) <= old:
+        return False
+    if getattr(model, "quantization_method", None) or getattr(model, "hf_quantizer", None):
+        raise ModelError("cannot resize the embeddings of a quantized model; load it without quantization_bit")
+    output = model.get_output_embeddings()
+    if output is not None and not isinstance(output, torch.nn.Linear):
+        raise ModelError(f"cannot resize this model's output layer ({type(output).__name__})")
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=False)
+    new = model.get_input_embeddings().weight.size(0)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    with torch.no_grad():
+        _mean_init(model.get_input_embeddings().weight, new - old)
+        output = model.get_output_embeddings()
+        if output is not None and not tied and output.weight is not model.get_input_embeddings().weight:
+            _mean_init(output.weight, new - old)
+    model.config.vocab_size = new
+    log.info("resized embeddings %d -> %d for %d tokenizer tokens", old, new, len(tokenizer))
+    return True
+
+
+def _mean_init(weight: torch.Tensor, count: int) -> None:
+    # Identical rows would make every new token the same; LLaMA-Factory adds noise of std 1/sqrt(dim).
+    import torch
+
+    mean = weight[:-count].float().mean(dim=0, keepdim=True)
+    noise = torch.randn(count, weight.size(1), dtype=torch.float32, device=weight.device) / math.sqrt(weight.size(1))
+    weight[-count:] = (mean + noise).to(weight.dtype)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts, each shared tensor counted once."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def load_model(
+    model_args: ModelArgs, method_args: MethodArgs, tokenizer: PreTrainedTokenizer, *, is_trainable: bool = True
+) -> PreTrainedModel:
+    """Loads the causal LM, prepares it for training (or inference) and applies LoRA/freeze/full."""
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.model.adapters import apply_method
+
+    name, kwargs = _source_kwargs(model_args)
+    attn = attn_implementation(model_args.flash_attn)
+    dtype = resolve_dtype(model_args.dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn, **kwargs)
+    except OSError as exc:
+        if Path(name).is_dir():
+            raise ModelError(f"could not load a model from {name}: {exc}") from None
+        raise _not_found(name, exc) from None
+    except ValueError as exc:
+        if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
+            raise
+        log.info("this model does not support sdpa attention; using eager")
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager", **kwargs)
+
+    resized = resize_embeddings(model, tokenizer)
+    if resized and method_args.finetuning_type == "freeze" and is_trainable:
+        log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
+    if is_trainable:
+        _prepare_for_training(model, model_args, method_args)
+
+    model = apply_method(
+        model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab
+    )
+    if is_trainable:
+        model.train()
+    else:
+        model.requires_grad_(False)
+        model.eval()
+
+    trainable, total = count_parameters(model)
+    if is_trainable:
+        log.info(
+            "trainable params: %s || all params: %s || trainable%%: %.4f",
+            f"{trainable:,}",
+            f"{total:,}",
+            100 * trainable / max(total, 1),
+        )
+    else:
+        log.info("all params: %s", f"{total:,}")
+    return model
+
+
+def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_args: MethodArgs) -> None:
+    """No KV cache; non-reentrant gradient checkpointing unless disabled; input grads for frozen embeddings."""
+    model.config.use_cache = False
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.use_cache = False
+    if model_args.disable_gradient_checkpointing:
+        return
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        log.warning("%s does not support gradient checkpointing; training without it", type(model).__name__)
+        return
+    # transformers 5: activation_checkpointing_enable replaces the deprecated gradient_checkpointing_enable.
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if method_args.finetuning_type in ("lora", "freeze") and not getattr(model, "_require_grads_hooks", None):
+        model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph at the input
+    log.info("gradient checkpointing enabled (non-reentrant)")
