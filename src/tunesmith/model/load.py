@@ -1,4 +1,4 @@
-"""Loads the tokenizer and the model (dtype, attention, vocab resize, checkpointing) and applies the fine-tuning method."""
+"""Loads the tokenizer and the model (dtype, attention, vocab resize, checkpointing), then applies the method."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def is_offline() -> bool:
     return constants.HF_HUB_OFFLINE or any(str(v).upper() in ("1", "ON", "YES", "TRUE") for v in flags if v)
 
 
-def _source_kwargs(model_args: ModelArgs, path: str | None = None) -> tuple[str, dict[str, Any]]:
+def _source_kwargs(model_args: ModelArgs) -> tuple[str, dict[str, Any]]:
     """Where to load from and the shared from_pretrained kwargs; refuses missing folders and offline hub ids."""
-    name = path or model_args.model_name_or_path
+    name = model_args.model_name_or_path
     if not name:
         raise ModelError("`model_name_or_path` is not set: point it at a model folder or a hub id")
     kwargs: dict[str, Any] = {
@@ -52,17 +52,24 @@ def _source_kwargs(model_args: ModelArgs, path: str | None = None) -> tuple[str,
         return str(local), kwargs
     if local.exists():
         raise ModelError(f"model path {name} is a file; point model_name_or_path at the model's folder")
-    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+    if not looks_like_hub_id(name):
         raise ModelError(f"model folder not found: {name}")
     if is_offline():
         kwargs["local_files_only"] = True  # a copy already in the hub cache still loads
     return name, kwargs
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """True for "org/name" or "name" (not for ./relative, ~/home or /absolute paths)."""
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~"))
+
+
 def _not_found(name: str, exc: Exception) -> ModelError:
-    if is_offline():
+    unreachable = "couldn't connect" in str(exc).lower()  # transformers' wording when the hub cannot be reached
+    if is_offline() or unreachable:
+        why = " (the Hugging Face hub cannot be reached)" if unreachable and not is_offline() else ""
         return ModelError(
-            f"model '{name}' is not a local folder and tunesmith is offline: download it first "
+            f"model '{name}' is not a local folder and tunesmith is offline{why}: download it first "
             "or point model_name_or_path at a folder"
         )
     return ModelError(
@@ -80,9 +87,11 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
         tokenizer = AutoTokenizer.from_pretrained(
             name, split_special_tokens=model_args.split_special_tokens, padding_side="right", **kwargs
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         if Path(name).is_dir():
             raise ModelError(f"could not load a tokenizer from {name}: {exc}") from None
+        if isinstance(exc, ValueError):
+            raise
         raise _not_found(name, exc) from None
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
@@ -165,10 +174,13 @@ def _mean_init(weight: torch.Tensor, count: int) -> None:
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts, each shared tensor counted once."""
+    """(trainable, total) parameter counts, each shared tensor counted once (4-bit packed weights unpacked)."""
     trainable = total = 0
     for param in model.parameters():
         n = param.numel()
+        if type(param).__name__ == "Params4bit":  # bitsandbytes packs two 4-bit values per storage byte
+            storage = getattr(param, "quant_storage", None)
+            n *= 2 * (getattr(storage, "itemsize", None) or 1)
         total += n
         if param.requires_grad:
             trainable += n
@@ -187,18 +199,21 @@ def load_model(
     attn = attn_implementation(model_args.flash_attn)
     dtype = resolve_dtype(model_args.dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn, **kwargs)
-    except OSError as exc:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn, **kwargs)
+        except ValueError as exc:
+            if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
+                raise
+            log.info("this model does not support sdpa attention; using eager")
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager", **kwargs)
+    except (OSError, ValueError) as exc:
         if Path(name).is_dir():
             raise ModelError(f"could not load a model from {name}: {exc}") from None
-        raise _not_found(name, exc) from None
-    except ValueError as exc:
-        if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
+        if isinstance(exc, ValueError):
             raise
-        log.info("this model does not support sdpa attention; using eager")
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager", **kwargs)
+        raise _not_found(name, exc) from None
 
-    resized = resize_embeddings(model, tokenizer)
+    resized = tokenizer is not None and resize_embeddings(model, tokenizer)
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
     if is_trainable:
@@ -228,9 +243,7 @@ def load_model(
 
 def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_args: MethodArgs) -> None:
     """No KV cache; non-reentrant gradient checkpointing unless disabled; input grads for frozen embeddings."""
-    model.config.use_cache = False
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.use_cache = False
+    model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
     if model_args.disable_gradient_checkpointing:
         return
     if not getattr(model, "supports_gradient_checkpointing", False):

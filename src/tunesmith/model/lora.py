@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,6 +114,11 @@ def validate_modules_to_save(model, names: list[str]) -> list[str]:
             f"additional_target: {', '.join(unknown)} not found in this model{hint}\n  modules with weights: "
             + ", ".join(owners)
         )
+    for name in names:
+        # peft wraps every module whose name merely ends with the text ("norm" also hits "input_layernorm").
+        extra = sorted({n.split(".")[-1] for n in modules if n.endswith(name) and not _suffix_match([n], name)})
+        if extra:
+            log.warning("additional_target '%s' also matches %s (peft matches name endings)", name, ", ".join(extra))
     return list(names)
 
 
@@ -121,16 +128,24 @@ def _embedding_module_names(model) -> list[str]:
 
 
 def _adapter_source(path: str) -> str:
-    from tunesmith.model.load import _HUB_ID, is_offline
+    from tunesmith.model.load import is_offline, looks_like_hub_id
 
     local = Path(path).expanduser()
     if local.is_dir():
         if not (local / "adapter_config.json").is_file():
             raise ModelError(f"{path} is not a LoRA adapter folder (it has no adapter_config.json)")
         return str(local)
-    if local.exists() or is_offline() or not _HUB_ID.match(path) or path.startswith((".", "~")):
+    if local.exists() or is_offline() or not looks_like_hub_id(path):
         raise ModelError(f"adapter folder not found: {path}")
     return path
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    # peft 0.21 reads transformers 5's deprecated is_gradient_checkpointing property: noise, not a user problem.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _load_adapter(model, path: str, model_args: ModelArgs, **kwargs):
@@ -138,7 +153,10 @@ def _load_adapter(model, path: str, model_args: ModelArgs, **kwargs):
 
     source = _adapter_source(path)
     try:
-        return PeftModel.from_pretrained(model, source, cache_dir=model_args.cache_dir, token=model_args.hf_hub_token, **kwargs)
+        with _quiet_peft():
+            return PeftModel.from_pretrained(
+                model, source, cache_dir=model_args.cache_dir, token=model_args.hf_hub_token, **kwargs
+            )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load the adapter {path}: {exc}") from None
 
@@ -167,6 +185,8 @@ def lora_config(model, model_args: ModelArgs, method_args: MethodArgs, embedding
         if _is_quantized(model):
             raise ConfigError("pissa_init cannot initialise an adapter on a quantized model")
         init = "pissa" if method_args.pissa_iter == -1 else f"pissa_niter_{method_args.pissa_iter}"
+    # Tied input/output embeddings must stay tied in the trained copies too (peft warns otherwise).
+    tied = bool(modules_to_save) and bool(getattr(model.config, "tie_word_embeddings", False))
     rank = method_args.lora_rank
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
@@ -179,6 +199,7 @@ def lora_config(model, model_args: ModelArgs, method_args: MethodArgs, embedding
         use_rslora=method_args.use_rslora,
         use_dora=method_args.use_dora,
         init_lora_weights=init,
+        ensure_weight_tying=tied and any(name in _embedding_module_names(model) for name in modules_to_save),
     )
 
 
@@ -196,7 +217,7 @@ def setup_lora(model, model_args: ModelArgs, method_args: MethodArgs, is_trainab
     if adapters:
         mergeable = not _is_quantized(model)
         if not mergeable and len(adapters) > 1:
-            raise ConfigError("a quantized model takes a single adapter in adapter_name_or_path (they cannot be merged)")
+            raise ConfigError("a quantized model takes one adapter in adapter_name_or_path (it cannot merge them)")
         if (is_trainable and not method_args.create_new_adapter) or not mergeable:
             to_merge, resume = adapters[:-1], adapters[-1]
         else:
@@ -212,12 +233,12 @@ def setup_lora(model, model_args: ModelArgs, method_args: MethodArgs, is_trainab
     if is_trainable and resume is None:
         config = lora_config(model, model_args, method_args, embeddings_resized)
         what = "DoRA" if method_args.use_dora else "LoRA"
-        log.info(
-            "%s: r=%d alpha=%s dropout=%g%s%s", what, config.r, config.lora_alpha, config.lora_dropout,
-            " rsLoRA" if config.use_rslora else "",
-            f" init={config.init_lora_weights}" if config.init_lora_weights is not True else "",
+        extras = (" rsLoRA" if config.use_rslora else "") + (
+            f" init={config.init_lora_weights}" if config.init_lora_weights is not True else ""
         )
-        model = get_peft_model(model, config)
+        log.info("%s: r=%d alpha=%s dropout=%g%s", what, config.r, config.lora_alpha, config.lora_dropout, extras)
+        with _quiet_peft():
+            model = get_peft_model(model, config)
     return model
 
 
@@ -254,8 +275,9 @@ def loraplus_optimizer(
 
 
 def save_pissa_init(model, output_dir: str | os.PathLike) -> Path:
-    """Call before trainer.train() (not when resuming): saves the untrained PiSSA adapter in output_dir/pissa_init,
-    marked init_lora_weights=True so loading it later does not decompose the base a second time.
+    """Call before trainer.train() (not when resuming), on the main process, with the PeftModel from load_model:
+    saves the untrained PiSSA adapter in output_dir/pissa_init, marked init_lora_weights=True so loading it later
+    does not decompose the base a second time.
     """
     path = Path(output_dir) / PISSA_INIT_DIR
     config = model.peft_config["default"]
@@ -269,20 +291,18 @@ def save_pissa_init(model, output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def save_pissa_converted(model, output_dir: str | os.PathLike, pissa_init_dir: str | os.PathLike | None = None) -> Path:
-    """Call after the final save: rewrites the adapter in output_dir as a plain LoRA adapter (rank 2r) that applies
-    to the original, unmodified base model. Needs the folder written by save_pissa_init (default output_dir/pissa_init).
-    The live model keeps training/serving as the PiSSA adapter it was.
+def save_pissa_converted(
+    model, output_dir: str | os.PathLike, pissa_init_dir: str | os.PathLike | None = None
+) -> Path:
+    """Call after the final save, on the main process, with the unwrapped PeftModel: rewrites the adapter in
+    output_dir as a plain LoRA adapter (rank 2r) that applies to the original, unmodified base model. Needs the
+    folder written by save_pissa_init (default output_dir/pissa_init). The live model stays the PiSSA model it was.
     """
     init_dir = Path(pissa_init_dir) if pissa_init_dir is not None else Path(output_dir) / PISSA_INIT_DIR
     if not (init_dir / "adapter_config.json").is_file():
-        raise ModelError(f"pissa_convert: the initial PiSSA adapter is missing from {init_dir} (save_pissa_init saves it)")
-    config = model.peft_config["default"]
-    init = config.init_lora_weights
-    try:
+        raise ModelError(f"pissa_convert: no initial PiSSA adapter in {init_dir} (save_pissa_init writes it)")
+    with warnings.catch_warnings():  # peft warns that PiSSA should not be mixed with the adapter it loads here
+        warnings.filterwarnings("ignore", message="PiSSA changes the base weights")
         model.save_pretrained(str(output_dir), path_initial_model_for_weight_conversion=str(init_dir))
-    finally:
-        config.init_lora_weights = init
-        model.set_adapter("default")
     log.info("PiSSA adapter converted to a plain LoRA adapter in %s", output_dir)
     return Path(output_dir)

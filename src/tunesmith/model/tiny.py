@@ -6,9 +6,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 # Ids 0..2 follow the LLaMA convention; the trainer assigns ids in this order.
 BASE_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
@@ -77,7 +80,8 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "phi3": ("Phi3Config", {}),
 }
 
-_CORPUS = """\
+# Training text of the tiny tokenizer: English, a little code and JSON, some Chinese.
+CORPUS = """\
 The quick brown fox jumps over the lazy dog. The dog sleeps in the sun, and the fox runs into the woods.
 A language model reads text one token at a time and learns to predict the next token.
 When we fine-tune a model, we start from its weights and train it a little more on our own data.
@@ -121,13 +125,7 @@ Each line of this text is a small example of what people write and what a model 
 """
 
 
-def corpus() -> str:
-    """The built-in training text of the tiny tokenizer (English, some code/JSON, some Chinese)."""
-    # Repeat so common words win merges clearly; the order of lines does not change.
-    return _CORPUS * 4
-
-
-def build_tokenizer(chat_template: str | None = None) -> "transformers.PreTrainedTokenizerFast":  # noqa: F821
+def build_tokenizer(chat_template: str | None = None) -> "PreTrainedTokenizerFast":
     """Train the deterministic tiny byte-level BPE tokenizer (bos <s>, eos </s>, unk <unk>, no pad)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers import trainers
@@ -148,13 +146,13 @@ def build_tokenizer(chat_template: str | None = None) -> "transformers.PreTraine
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=BPE_VOCAB_SIZE,
-        min_frequency=2,
+        min_frequency=1,
         show_progress=False,
         special_tokens=[AddedToken(t, special=True, normalized=False) for t in BASE_SPECIAL_TOKENS]
         + [AddedToken(t, special=True, normalized=False) for t in TEMPLATE_SPECIAL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    backend.train_from_iterator(corpus().splitlines(keepends=True), trainer=trainer)
+    backend.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
     backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in TEMPLATE_ADDED_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -183,8 +181,6 @@ def _model_config(arch: str, vocab_size: int, tokenizer: Any, sizes: dict[str, i
     """The transformers config for `arch`, with ids taken from the tokenizer and the given sizes."""
     import transformers
 
-    if arch not in ARCHS:
-        raise ModelError(f"unknown tiny model arch {arch!r}; choose one of: {', '.join(ARCHS)}")
     config_name, arch_kwargs = ARCHS[arch]
     kwargs: dict[str, Any] = {
         "vocab_size": vocab_size,
@@ -221,6 +217,9 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
         os.replace(out, trash / out.name)
         try:
             os.replace(tmp, out)
+        except BaseException:
+            os.replace(trash / out.name, out)  # put the old folder back
+            raise
         finally:
             shutil.rmtree(trash, ignore_errors=True)
         return
@@ -250,6 +249,8 @@ def save_tiny_model(
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir).expanduser().absolute()
+    if arch not in ARCHS:
+        raise ModelError(f"unknown tiny model arch {arch!r}; choose one of: {', '.join(ARCHS)}")
     if not overwrite and (_is_built(out) or (out.exists() and any(out.iterdir()))):
         what = "already holds a model" if _is_built(out) else "exists and is not empty"
         raise ModelError(f"{out} {what}; pass overwrite=True (or --overwrite) to replace it")
@@ -259,6 +260,7 @@ def save_tiny_model(
             f"and num_heads by num_kv_heads ({num_kv_heads})"
         )
     tokenizer = build_tokenizer(chat_template)
+    tokenizer.model_max_length = max_position_embeddings
     sizes = {
         "hidden_size": hidden_size,
         "num_layers": num_layers,
