@@ -1,0 +1,123 @@
+"""`tunesmith data check|preview|export`: see exactly what the model will be trained on, before training."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tunesmith.config.load import require
+from tunesmith.data.records import IGNORE_INDEX
+from tunesmith.errors import DataError
+
+TRAINED_OPEN, TRAINED_CLOSE = "\u27e6", "\u27e7"  # ⟦ trained tokens ⟧
+
+
+def _encoding(config) -> str:
+    from tunesmith.train.stages import stage_spec
+
+    return stage_spec(config.method.stage).encoding
+
+
+def _setup(config):
+    from tunesmith.data.pipeline import resolve_template
+    from tunesmith.model.load import load_tokenizer
+
+    require(config, "model_name_or_path", "dataset", job="data")
+    tokenizer = load_tokenizer(config.model)
+    return tokenizer, resolve_template(config.data, tokenizer)
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def check(config) -> int:
+    """Validates every record of every dataset and prints counts, token lengths and truncation."""
+    from tunesmith.data.pipeline import encode_records
+    from tunesmith.data.loader import load_records
+
+    tokenizer, template = _setup(config)
+    data_args, stage, encoding = config.data, config.method.stage, _encoding(config)
+    seed = config.train.seed
+    print(f"stage {stage}, template {data_args.template or '(tokenizer chat template)'}, "
+          f"cutoff_len {data_args.cutoff_len}")
+    total = 0
+    for name in [*(data_args.dataset or []), *(data_args.eval_dataset or [])]:
+        records = load_records([name], data_args.dataset_dir, stage, max_samples=data_args.max_samples, seed=seed)
+        total += len(records)
+        print(f"  {name}: {len(records)} records, all valid")
+    records = load_records(data_args.dataset, data_args.dataset_dir, stage, max_samples=data_args.max_samples,
+                           mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
+                           seed=seed)
+    full_args = data_args.model_copy(update={"cutoff_len": 10**9})
+    full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths")
+    cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding")
+    lengths = sorted(len(ids) for ids in full["input_ids"])
+    trained = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in cut["labels"])
+    print(f"training mix: {len(records)} records -> {len(cut)} examples ({len(records) - len(cut)} dropped)")
+    if encoding != "pretrain":
+        truncated = sum(1 for length in lengths if length > data_args.cutoff_len)
+        print(f"token lengths: p50 {percentile(lengths, 50)}, p90 {percentile(lengths, 90)}, "
+              f"p99 {percentile(lengths, 99)}, max {lengths[-1] if lengths else 0}")
+        print(f"truncated by cutoff_len={data_args.cutoff_len}: {truncated} of {len(lengths)} examples")
+    print(f"trained tokens: {trained}")
+    if len(cut) == 0:
+        raise DataError(f"every example was dropped: nothing to train on with cutoff_len={data_args.cutoff_len}")
+    return 0
+
+
+def _encoded(config):
+    from tunesmith.data.pipeline import encode_records, load_split_records
+
+    tokenizer, template = _setup(config)
+    train_records, _ = load_split_records(config.data, config.method.stage, config.train.seed)
+    encoded = encode_records(train_records, _encoding(config), template, tokenizer, config.data, "encoding")
+    if len(encoded) == 0:
+        raise DataError("every example was dropped during encoding: nothing to train on; see `tunesmith data check`")
+    return tokenizer, encoded
+
+
+def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
+    """The example's text with the trained spans wrapped in ⟦ ⟧."""
+    pieces, span, span_trained = [], [], None
+    for token, label in zip(input_ids, labels):
+        trained = label != IGNORE_INDEX
+        if span and trained != span_trained:
+            pieces.append((span_trained, tokenizer.decode(span)))
+            span = []
+        span.append(token)
+        span_trained = trained
+    if span:
+        pieces.append((span_trained, tokenizer.decode(span)))
+    return "".join(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text for trained, text in pieces)
+
+
+def preview(config, n: int = 3) -> int:
+    tokenizer, encoded = _encoded(config)
+    for index in range(min(n, len(encoded))):
+        row = encoded[index]
+        trained = sum(1 for label in row["labels"] if label != IGNORE_INDEX)
+        print(f"--- example {index}: {len(row['input_ids'])} tokens, {trained} trained "
+              f"(marked {TRAINED_OPEN} {TRAINED_CLOSE})")
+        print(render(tokenizer, row["input_ids"], row["labels"]))
+        print(f"input_ids: {row['input_ids']}")
+        print(f"labels:    {row['labels']}")
+    return 0
+
+
+def export(config, out: str) -> int:
+    """Writes every encoded training example, in dataset order, as {"input_ids": [...], "labels": [...]} lines."""
+    _, encoded = _encoded(config)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in encoded:
+            handle.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n")
+    tmp.replace(path)
+    print(f"{len(encoded)} examples written to {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,165 @@
+"""From config to encoded train/eval datasets: registry -> records -> template encoding -> split, cached on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from tunesmith.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_STAMP = "tunesmith_cache.json"
+
+
+@dataclasses.dataclass
+class EncodedData:
+    """Encoded datasets ready for a collator, and what encoding dropped."""
+
+    train: object  # datasets.Dataset
+    eval: object | None
+    dropped: int = 0  # examples with nothing left to train on (e.g. truncated away)
+
+
+def resolve_template(data_args, tokenizer):
+    """The named template, or the tokenizer's own Jinja chat template when `template` is unset."""
+    from tunesmith.data.template import get_template
+
+    return get_template(
+        data_args.template,
+        tokenizer,
+        default_system=data_args.default_system,
+        tool_format=data_args.tool_format,
+        enable_thinking=data_args.enable_thinking,
+    )
+
+
+def load_split_records(data_args, stage: str, seed: int):
+    """Canonical records of the training datasets and of the eval datasets (None when not configured)."""
+    from tunesmith.data.loader import load_records
+
+    def load(names):
+        return load_records(
+            names,
+            data_args.dataset_dir,
+            stage,
+            max_samples=data_args.max_samples,
+            mix_strategy=data_args.mix_strategy,
+            interleave_probs=data_args.interleave_probs,
+            seed=seed,
+            num_proc=data_args.preprocessing_num_workers,
+        )
+
+    train = load(data_args.dataset) if data_args.dataset else None
+    evaluation = load(data_args.eval_dataset) if data_args.eval_dataset else None
+    return train, evaluation
+
+
+def encode_records(records, encoding: str, template, tokenizer, data_args, desc: str):
+    """Maps canonical records to input_ids/attention_mask/labels and drops examples with nothing to train."""
+    from tunesmith.data.encode import encoder_for
+
+    encode = encoder_for(encoding, template=template, tokenizer=tokenizer, data_args=data_args)
+    encoded = records.map(
+        encode,
+        batched=True,
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+        remove_columns=records.column_names,
+        load_from_cache_file=not data_args.overwrite_cache,
+        desc=desc,
+    )
+    return encoded
+
+
+def cache_key(data_args, stage: str, encoding: str, tokenizer, seed: int) -> str:
+    """Fingerprint of everything the encoded data depends on, so a stale tokenized_path is never reused silently."""
+    from tunesmith.data.registry import resolve_datasets
+
+    parts = {"data": data_args.model_dump(mode="json", exclude={"overwrite_cache", "tokenized_path"}),
+             "stage": stage, "encoding": encoding, "seed": seed, "vocab": len(tokenizer),
+             "tokenizer": tokenizer.__class__.__name__, "files": []}
+    names = [*(data_args.dataset or []), *(data_args.eval_dataset or [])]
+    for spec in resolve_datasets(names, data_args.dataset_dir):
+        for path in getattr(spec, "local_paths", lambda: [])():
+            stat = Path(path).stat()
+            parts["files"].append([str(path), stat.st_size, stat.st_mtime_ns])
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    parts["vocab_hash"] = hashlib.sha256(vocab.encode()).hexdigest()
+    parts["chat_template"] = getattr(tokenizer, "chat_template", None)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _load_cached(path: Path, key: str):
+    from datasets import load_from_disk
+
+    stamp = path / CACHE_STAMP
+    if not stamp.is_file():
+        raise DataError(f"tokenized_path {path} exists but was not written by tunesmith; delete it or pick another")
+    saved = json.loads(stamp.read_text())
+    if saved.get("key") != key:
+        log.warning("tokenized_path %s was made from other data or settings: re-encoding", path)
+        return None
+    log.info("loading encoded data from tokenized_path %s", path)
+    train = load_from_disk(str(path / "train"))
+    evaluation = load_from_disk(str(path / "eval")) if (path / "eval").is_dir() else None
+    return EncodedData(train=train, eval=evaluation, dropped=saved.get("dropped", 0))
+
+
+def _save_cached(path: Path, key: str, data: EncodedData) -> None:
+    import shutil
+
+    staging = path.with_name(path.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    data.train.save_to_disk(str(staging / "train"))
+    if data.eval is not None:
+        data.eval.save_to_disk(str(staging / "eval"))
+    (staging / CACHE_STAMP).write_text(json.dumps({"key": key, "dropped": data.dropped}))
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+    log.info("encoded data saved to tokenized_path %s", path)
+
+
+def build_datasets(config, tokenizer, encoding: str, template=None) -> EncodedData:
+    """Loads, converts, encodes and splits the config's datasets; reuses `tokenized_path` when it matches."""
+    data_args, stage = config.data, config.method.stage
+    seed = config.train.seed
+    cache_path = Path(data_args.tokenized_path) if data_args.tokenized_path else None
+    key = cache_key(data_args, stage, encoding, tokenizer, seed) if cache_path else ""
+    if cache_path and cache_path.exists() and not data_args.overwrite_cache:
+        cached = _load_cached(cache_path, key)
+        if cached is not None:
+            return cached
+
+    template = template or resolve_template(data_args, tokenizer)
+    train_records, eval_records = load_split_records(data_args, stage, seed)
+    if train_records is None:
+        raise DataError("no training data: set `dataset` to names from dataset_info.json or file paths")
+    train = encode_records(train_records, encoding, template, tokenizer, data_args, "encoding training data")
+    dropped = len(train_records) - len(train)
+    evaluation = None
+    if eval_records is not None:
+        evaluation = encode_records(eval_records, encoding, template, tokenizer, data_args, "encoding eval data")
+    if len(train) == 0:
+        raise DataError(
+            f"every training example was dropped during encoding ({len(train_records)} records): nothing is left "
+            f"to train on — each was truncated away by cutoff_len={data_args.cutoff_len} or had an empty answer; "
+            "raise cutoff_len or check the data with `tunesmith data check`"
+        )
+    if dropped:
+        log.warning("%d of %d examples dropped: nothing left to train on after truncation", dropped, len(train_records))
+    if data_args.val_size > 0:
+        size = int(data_args.val_size) if data_args.val_size >= 1 else data_args.val_size
+        if isinstance(size, int) and size >= len(train):
+            raise DataError(f"val_size={size} leaves no training examples (only {len(train)} encoded examples)")
+        split = train.train_test_split(test_size=size, seed=seed)
+        train, evaluation = split["train"], split["test"]
+    data = EncodedData(train=train, eval=evaluation, dropped=dropped)
+    if cache_path:
+        _save_cached(cache_path, key, data)
+    return data

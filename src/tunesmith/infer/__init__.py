@@ -1,0 +1,1 @@
+"""Inference: generating replies with the same template as training."""
