@@ -9,7 +9,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tunesmith.config.schema import GROUPS, RENAMED_KEYS, DataArgs, MethodArgs, ModelArgs, OutputArgs, training_model
+from tunesmith.config.schema import (
+    GROUPS,
+    RENAMED_KEYS,
+    VALUE_FIXES,
+    DataArgs,
+    MethodArgs,
+    ModelArgs,
+    OutputArgs,
+    training_model,
+)
 from tunesmith.errors import ConfigError
 
 
@@ -38,6 +47,31 @@ class Config:
         return out
 
 
+def yaml_loader():
+    """A safe YAML loader with YAML 1.2 scalars: only true/false are booleans (so `save_strategy: no` stays "no")
+    and 1e-4 is a float, as users of LLaMA-Factory's configs expect."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    resolvers = {}
+    for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items():
+        resolvers[first] = [(tag, regexp) for tag, regexp in entries
+                            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
+    Loader.yaml_implicit_resolvers = resolvers
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|"
+                   r"\.(?:nan|NaN|NAN))$"),
+        list("-+0123456789."))
+    return Loader
+
+
 def parse_overrides(args: list[str]) -> dict[str, Any]:
     """Turns ["key=value", "--key", "value", "--key=value"] into a dict; values are read as YAML scalars."""
     import yaml
@@ -61,7 +95,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raise ConfigError(f"cannot read override '{arg}': write it as key=value (e.g. learning_rate=1e-4)")
         key = key.strip().replace("-", "_") if key.startswith("-") else key.strip()
         try:
-            out[key] = yaml.safe_load(text) if text != "" else None
+            out[key] = yaml.load(text, Loader=yaml_loader()) if text != "" else None
         except yaml.YAMLError:
             out[key] = text
         i += 1
@@ -78,7 +112,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}{hint}")
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -132,7 +166,7 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
         raise ConfigError(f"{source}: " + "\n  ".join(lines) + "\n  (`tunesmith config keys` lists every key)")
     split: dict[str, dict[str, Any]] = {name: {} for name in (*GROUPS, "train")}
     for key, value in renamed.items():
-        split[owner[key]][key] = value
+        split[owner[key]][key] = VALUE_FIXES[key](value) if key in VALUE_FIXES else value
     built = {}
     for name, cls in (*GROUPS.items(), ("train", train_cls)):
         try:

@@ -193,6 +193,14 @@ GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "dat
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}
 
 
+def _resume_value(value):
+    return "true" if value is True else None if value is False else value
+
+
+# TrainingArguments fields typed str that LLaMA-Factory configs also give as booleans.
+VALUE_FIXES = {"resume_from_checkpoint": _resume_value}
+
+
 def training_fields() -> dict:
     """Every Hugging Face (Seq2Seq)TrainingArguments field: name -> (annotation, default, help). Imports transformers."""
     import dataclasses

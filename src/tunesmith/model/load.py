@@ -94,9 +94,7 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
             raise
         raise _not_found(name, exc) from None
     tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token  # collators need one; eos is what LLaMA-Factory picks
-        log.info("tokenizer has no pad token: using eos %r", tokenizer.eos_token)
+    # No pad token is set here: the chat template sets eos first and then pad = eos, as LLaMA-Factory does.
     return tokenizer
 
 

@@ -29,8 +29,8 @@ class JsonlLogCallback(TrainerCallback):
             self.path.unlink()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
+        if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & logs.keys()):
+            return  # the end-of-training summary goes to all_results.json instead
         elapsed = time.monotonic() - (self.start or time.monotonic())
         done = state.global_step - self.start_step
         total = state.max_steps

@@ -24,7 +24,7 @@ def run_training(config: Config) -> dict:
     from transformers import set_seed
 
     from tunesmith.data.pipeline import build_datasets
-    from tunesmith.model.adapters import loraplus_optimizer
+    from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
     from tunesmith.model.load import load_model, load_tokenizer
     from tunesmith.train.callbacks import JsonlLogCallback
     from tunesmith.train.stages import stage_spec
@@ -56,8 +56,13 @@ def run_training(config: Config) -> dict:
         optimizers=optimizers,
     )
     outputs.record_run(output_dir, config)
+    pissa_convert = config.method.pissa_convert and trainer.is_world_process_zero()
+    if pissa_convert and resume is None:
+        save_pissa_init(model, output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     outputs.save_final(trainer, tokenizer, output_dir)
+    if pissa_convert:
+        save_pissa_converted(model, output_dir)
     metrics = dict(result.metrics)
     if data.eval is not None:
         metrics.update(trainer.evaluate())
