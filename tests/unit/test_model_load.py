@@ -64,7 +64,12 @@ def test_missing_local_path_names_it(path):
 def test_tokenizer_pads_right(tiny_model_dir):
     tokenizer = load_tokenizer(ModelArgs(model_name_or_path=str(tiny_model_dir)))
     assert tokenizer.padding_side == "right"
-    assert tokenizer.pad_token is not None
+    assert tokenizer.pad_token is None  # the chat template sets pad = eos after fixing eos, like LLaMA-Factory
+
+    from tunesmith.data.template import get_template
+
+    get_template("qwen", tokenizer)
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
 
 
 def test_training_load_sets_up_checkpointing_and_logs_counts(tiny_model_dir, caplog):
