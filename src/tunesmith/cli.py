@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tunesmith import __version__
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ConfigError, TunesmithError
 
 CONFIG_HELP = "YAML config file (LLaMA-Factory key names)"
 OVERRIDES_HELP = "overrides as key=value or --key value; they win over the file"
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
     _add_config(preview)
     export = data_jobs.add_parser("export", help="write every encoded training example as JSON lines")
-    export.add_argument("--out", required=True, help="output .jsonl file")
+    export.add_argument("--out", help="output .jsonl file (required)")
     _add_config(export)
 
     tiny = jobs.add_parser("tiny", help="build a tiny random-init model with a local tokenizer (tests, demos)")
@@ -60,7 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_overrides(args) -> list[str]:
-    return [item for item in (args.overrides or []) if item != "--"]
+    """The overrides after CONFIG; this command's own options written after CONFIG are taken out of them."""
+    items = [item for item in (args.overrides or []) if item != "--"]
+    own = {"-n": "n", "--out": "out"}
+    kept, index = [], 0
+    while index < len(items):
+        item = items[index]
+        name, _, value = item.partition("=")
+        if name in own and hasattr(args, own[name]):
+            if not value:
+                index += 1
+                value = items[index] if index < len(items) else ""
+            setattr(args, own[name], int(value) if own[name] == "n" else value)
+        else:
+            kept.append(item)
+        index += 1
+    return kept
 
 
 def dispatch(args) -> int:
@@ -88,7 +103,10 @@ def dispatch(args) -> int:
         from tunesmith.config.load import load_config
         from tunesmith.data import inspect
 
-        config = load_config(args.config, _split_overrides(args))
+        overrides = _split_overrides(args)
+        if args.data_job == "export" and not args.out:
+            raise ConfigError("`tunesmith data export` needs --out FILE.jsonl")
+        config = load_config(args.config, overrides)
         if args.data_job == "check":
             return inspect.check(config)
         if args.data_job == "preview":

@@ -112,7 +112,54 @@ def encode_unsupervised(batch: dict, *, template, tokenizer, data_args) -> dict:
     return out
 
 
-ENCODERS = {"supervised": encode_supervised, "pretrain": encode_pretrain, "unsupervised": encode_unsupervised}
+def _answer_ids(template, tokenizer, prompt, answer, system, tools):
+    prompt_ids, answer_ids = template.encode_oneturn(tokenizer, prompt + [answer], system, tools)
+    if template.efficient_eos:
+        answer_ids = answer_ids + [tokenizer.eos_token_id]
+    return prompt_ids, answer_ids
+
+
+def encode_pairwise(batch: dict, *, template, tokenizer, data_args) -> dict:
+    """Chosen and rejected sequences sharing one prompt, truncated together (rm, dpo, orpo, simpo)."""
+    keys = [f"{side}_{part}" for side in ("chosen", "rejected") for part in ("input_ids", "attention_mask", "labels")]
+    out = {key: [] for key in keys}
+    for prompt, response, system, tools in zip(batch["prompt"], batch["response"], batch["system"], batch["tools"]):
+        if len(prompt) % 2 != 1 or len(response) < 2:
+            continue
+        prompt_ids, chosen = _answer_ids(template, tokenizer, prompt, response[0], system, tools)
+        _, rejected = _answer_ids(template, tokenizer, prompt, response[1], system, tools)
+        source_len, target_len = infer_seqlen(len(prompt_ids), max(len(chosen), len(rejected)), data_args.cutoff_len)
+        prompt_ids = prompt_ids[:source_len]
+        for side, answer in (("chosen", chosen[:target_len]), ("rejected", rejected[:target_len])):
+            out[f"{side}_input_ids"].append(prompt_ids + answer)
+            out[f"{side}_attention_mask"].append([1] * (source_len + len(answer)))
+            out[f"{side}_labels"].append([IGNORE_INDEX] * source_len + answer)
+    return out
+
+
+def encode_feedback(batch: dict, *, template, tokenizer, data_args) -> dict:
+    """KTO examples: the answer with its desirable/undesirable tag, plus a mismatched answer for the KL term."""
+    out = {key: [] for key in ("input_ids", "attention_mask", "labels", "kl_input_ids", "kl_attention_mask",
+                               "kl_labels", "kto_tags")}
+    responses = batch["response"]
+    kl_responses = [responses[-1]] + responses[:-1]  # each prompt paired with another record's answer
+    for prompt, response, kl_response, system, tools, tag in zip(
+            batch["prompt"], responses, kl_responses, batch["system"], batch["tools"], batch["kto_tag"]):
+        if len(prompt) % 2 != 1 or len(response) != 1 or not kl_response or tag is None:
+            continue
+        for prefix, answer in (("", response[0]), ("kl_", kl_response[0])):
+            prompt_ids, answer_ids = _answer_ids(template, tokenizer, prompt, answer, system, tools)
+            source_len, target_len = infer_seqlen(len(prompt_ids), len(answer_ids), data_args.cutoff_len)
+            ids = prompt_ids[:source_len] + answer_ids[:target_len]
+            out[f"{prefix}input_ids"].append(ids)
+            out[f"{prefix}attention_mask"].append([1] * len(ids))
+            out[f"{prefix}labels"].append([IGNORE_INDEX] * source_len + answer_ids[:target_len])
+        out["kto_tags"].append(bool(tag))
+    return out
+
+
+ENCODERS = {"supervised": encode_supervised, "pretrain": encode_pretrain, "unsupervised": encode_unsupervised,
+            "pairwise": encode_pairwise, "feedback": encode_feedback}
 
 
 def encoder_for(encoding: str, *, template, tokenizer, data_args):

@@ -28,6 +28,15 @@ def _setup(config):
     return tokenizer, resolve_template(config.data, tokenizer)
 
 
+def sequences(row: dict) -> list[tuple[str, list[int], list[int]]]:
+    """The (name, input_ids, labels) sequences of an encoded example: one, or chosen/rejected, or answer/KL."""
+    out = []
+    for prefix in ("", "chosen_", "rejected_", "kl_"):
+        if f"{prefix}input_ids" in row:
+            out.append((prefix.rstrip("_") or "example", row[f"{prefix}input_ids"], row[f"{prefix}labels"]))
+    return out
+
+
 def percentile(sorted_values: list[int], q: float) -> int:
     if not sorted_values:
         return 0
@@ -56,8 +65,9 @@ def check(config) -> int:
     full_args = data_args.model_copy(update={"cutoff_len": 10**9})
     full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths")
     cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding")
-    lengths = sorted(len(ids) for ids in full["input_ids"])
-    trained = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in cut["labels"])
+    first = sequences(full[0])[0][0] + "_" if len(full) and sequences(full[0])[0][0] != "example" else ""
+    lengths = sorted(len(ids) for ids in full[f"{first}input_ids"])
+    trained = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in cut[f"{first}labels"])
     print(f"training mix: {len(records)} records -> {len(cut)} examples ({len(records) - len(cut)} dropped)")
     if encoding != "pretrain":
         truncated = sum(1 for length in lengths if length > data_args.cutoff_len)
@@ -100,12 +110,15 @@ def preview(config, n: int = 3) -> int:
     tokenizer, encoded = _encoded(config)
     for index in range(min(n, len(encoded))):
         row = encoded[index]
-        trained = sum(1 for label in row["labels"] if label != IGNORE_INDEX)
-        print(f"--- example {index}: {len(row['input_ids'])} tokens, {trained} trained "
-              f"(marked {TRAINED_OPEN} {TRAINED_CLOSE})")
-        print(render(tokenizer, row["input_ids"], row["labels"]))
-        print(f"input_ids: {row['input_ids']}")
-        print(f"labels:    {row['labels']}")
+        for name, input_ids, labels in sequences(row):
+            trained = sum(1 for label in labels if label != IGNORE_INDEX)
+            tag = f" (kto_tag {row['kto_tags']})" if name == "example" and "kto_tags" in row else ""
+            label = "" if name == "example" else f" ({name})"
+            print(f"--- example {index}{label}: {len(input_ids)} tokens, {trained} "
+                  f"trained (marked {TRAINED_OPEN} {TRAINED_CLOSE}){tag}")
+            print(render(tokenizer, input_ids, labels))
+            print(f"input_ids: {input_ids}")
+            print(f"labels:    {labels}")
     return 0
 
 
@@ -117,7 +130,13 @@ def export(config, out: str) -> int:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         for row in encoded:
-            handle.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n")
+            record = {}
+            for name, input_ids, labels in sequences(row):
+                prefix = "" if name == "example" else f"{name}_"
+                record[f"{prefix}input_ids"], record[f"{prefix}labels"] = input_ids, labels
+            if "kto_tags" in row:
+                record["kto_tag"] = row["kto_tags"]
+            handle.write(json.dumps(record) + "\n")
     tmp.replace(path)
     print(f"{len(encoded)} examples written to {path}", file=sys.stderr)
     return 0

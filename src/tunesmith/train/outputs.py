@@ -47,16 +47,21 @@ def resolve_resume(output_dir: Path, resume) -> str | None:
     return str(path)
 
 
-def prepare_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
-    """Refuses a non-empty folder unless overwriting or resuming; overwriting clears it first."""
+def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
+    """Refuses a non-empty folder unless overwriting or resuming; changes nothing on disk."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not resuming and not overwrite:
+        raise ConfigError(
+            f"output_dir {output_dir} is not empty; set overwrite_output_dir: true to replace it, "
+            "resume_from_checkpoint: true to continue it, or pick another output_dir"
+        )
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
+    """Creates output_dir; with overwrite (and not resuming) clears what a previous run left there."""
+    check_output_dir(output_dir, overwrite, resuming)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not resuming:
-        if not overwrite:
-            raise ConfigError(
-                f"output_dir {output_dir} is not empty; set overwrite_output_dir: true to replace it, "
-                "resume_from_checkpoint: true to continue it, or pick another output_dir"
-            )
         log.warning("overwrite_output_dir: clearing %s", output_dir)
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -30,17 +30,19 @@ def run_training(config: Config) -> dict:
     from tunesmith.train.stages import stage_spec
 
     setup_logging()
+    spec = stage_spec(config.method.stage, training=True)
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
-    outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
+    outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
     args = training_arguments(config, resume_from_checkpoint=resume, do_train=True)
-    spec = stage_spec(config.method.stage)
     set_seed(args.seed)
 
     # config -> data -> model -> trainer -> outputs
     tokenizer = load_tokenizer(config.model)
     data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True)
+    # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
+    outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
     optimizers = (None, None)
     if config.method.loraplus_lr_ratio:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
