@@ -17,8 +17,9 @@ TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation
 SOURCE_KEYS = ("file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 ENTRY_KEYS = (*SOURCE_KEYS, "formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags",
               "load_from", "file_sha1", "stage")
-ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
-SHAREGPT_COLUMNS = {"messages": "conversations"}
+ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "chosen": "chosen",
+                  "rejected": "rejected"}
+SHAREGPT_COLUMNS = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
