@@ -62,7 +62,7 @@ def check(config) -> int:
     records = load_records(data_args.dataset, data_args.dataset_dir, stage, max_samples=data_args.max_samples,
                            mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
                            seed=seed)
-    full_args = data_args.model_copy(update={"cutoff_len": 10**9})
+    full_args = data_args.model_copy(update={"cutoff_len": 10**9, "packing": False})  # untruncated lengths
     full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths")
     cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding")
     first = sequences(full[0])[0][0] + "_" if len(full) and sequences(full[0])[0][0] != "example" else ""

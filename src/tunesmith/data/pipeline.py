@@ -141,10 +141,13 @@ def build_datasets(config, tokenizer, encoding: str, template=None) -> EncodedDa
     if train_records is None:
         raise DataError("no training data: set `dataset` to names from dataset_info.json or file paths")
     train = encode_records(train_records, encoding, template, tokenizer, data_args, "encoding training data")
-    dropped = len(train_records) - len(train)
+    dropped = 0 if encoding == "pretrain" else len(train_records) - len(train)
     evaluation = None
     if eval_records is not None:
         evaluation = encode_records(eval_records, encoding, template, tokenizer, data_args, "encoding eval data")
+    if len(train) == 0 and encoding == "pretrain":
+        raise DataError(f"the pre-training text is shorter than one block of cutoff_len={data_args.cutoff_len} "
+                        "tokens: lower cutoff_len or add text")
     if len(train) == 0:
         raise DataError(
             f"every training example was dropped during encoding ({len(train_records)} records): nothing is left "
