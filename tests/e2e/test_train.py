@@ -163,3 +163,15 @@ def test_full_fine_tune_halves_the_loss(tiny_model_dir, tmp_path):
                 "per_device_train_batch_size=4", dataset="tunesmith_identity", steps=60)
     history = losses(out)
     assert history[-1] < history[0] / 2
+
+
+def test_val_size_holds_out_data_and_reports_eval_loss(tiny_model_dir, tmp_path):
+    out = train(tiny_model_dir, tmp_path / "eval", "val_size=0.25", "eval_strategy=steps", "eval_steps=2", steps=4)
+    results = json.loads((out / "all_results.json").read_text())
+    assert math.isfinite(results["eval_loss"]) and results["eval_samples"] == 5  # 25% of the 20 demo examples
+    assert any("eval_loss" in line for line in log_lines(out))
+
+
+def test_saved_full_model_config_is_ready_for_inference(tiny_model_dir, tmp_path):
+    out = train(tiny_model_dir, tmp_path / "full", "finetuning_type=full", steps=1)
+    assert json.loads((out / "config.json").read_text())["use_cache"] is True

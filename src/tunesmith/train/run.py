@@ -34,7 +34,12 @@ def run_training(config: Config) -> dict:
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
     outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
-    args = training_arguments(config, resume_from_checkpoint=resume, do_train=True)
+    extra = {}
+    if "dataloader_pin_memory" not in config.training_kwargs():
+        import torch
+
+        extra["dataloader_pin_memory"] = torch.cuda.is_available()  # pinning needs an accelerator
+    args = training_arguments(config, resume_from_checkpoint=resume, do_train=True, **extra)
     set_seed(args.seed)
 
     # config -> data -> model -> trainer -> outputs
@@ -62,12 +67,13 @@ def run_training(config: Config) -> dict:
     if pissa_convert and resume is None:
         save_pissa_init(model, output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
+    model.config.use_cache = True  # training turned the KV cache off; the saved model is for inference
     outputs.save_final(trainer, tokenizer, output_dir)
     if pissa_convert:
         save_pissa_converted(model, output_dir)
-    metrics = dict(result.metrics)
+    metrics = {**result.metrics, "train_samples": len(data.train), "dropped_examples": data.dropped}
     if data.eval is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(trainer.evaluate(), eval_samples=len(data.eval))
     trainer.save_state()
     if config.output.plot_loss:
         from tunesmith.train.plot import plot_losses
