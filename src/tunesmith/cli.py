@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo config's)")
 
+    chat = jobs.add_parser("chat", help="chat with a model (base + adapters) in the terminal")
+    _add_config(chat)
+    api = jobs.add_parser("api", help="serve an OpenAI-compatible API (default http://127.0.0.1:8000/v1)")
+    _add_config(api)
+    export_model = jobs.add_parser("export", help="merge LoRA adapters into the base model and save it")
+    _add_config(export_model)
+
     config = jobs.add_parser("config", help="inspect configuration keys and resolved configs")
     config_jobs = config.add_subparsers(dest="config_job", metavar="ACTION", required=True)
     config_jobs.add_parser("keys", help="list every key with its type, default and help")
@@ -89,6 +96,21 @@ def dispatch(args) -> int:
         from tunesmith.demo import run_demo
 
         return run_demo(args.out, steps=args.steps)
+    if args.job in ("chat", "api", "export"):
+        from tunesmith.config.load import load_config
+
+        config = load_config(args.config, _split_overrides(args))
+        if args.job == "chat":
+            from tunesmith.infer.chat_cli import run_chat
+
+            return run_chat(config)
+        if args.job == "api":
+            from tunesmith.api.app import run_api
+
+            return run_api(config)
+        from tunesmith.export import run_export
+
+        return run_export(config)
     if args.job == "config":
         from tunesmith.config.describe import print_keys, print_resolved
 

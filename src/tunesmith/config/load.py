@@ -14,6 +14,9 @@ from tunesmith.config.schema import (
     RENAMED_KEYS,
     VALUE_FIXES,
     DataArgs,
+    ExportArgs,
+    GenerationArgs,
+    InferArgs,
     MethodArgs,
     ModelArgs,
     OutputArgs,
@@ -31,6 +34,9 @@ class Config:
     data: DataArgs
     output: OutputArgs
     train: BaseModel  # transformers' TrainingArguments fields, validated
+    generation: GenerationArgs = dataclasses.field(default_factory=GenerationArgs)
+    infer: InferArgs = dataclasses.field(default_factory=InferArgs)
+    export: ExportArgs = dataclasses.field(default_factory=ExportArgs)
     source: str = "<overrides>"
     given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
 
@@ -41,7 +47,8 @@ class Config:
     def flat(self) -> dict[str, Any]:
         """Every key of our own groups with its resolved value, plus the training keys that were set."""
         out: dict[str, Any] = {}
-        for group in (self.model, self.method, self.data, self.output):
+        for name in GROUPS:
+            group = getattr(self, name)
             out.update(group.model_dump(mode="json"))
         out.update(self.train.model_dump(mode="json", exclude_unset=True))
         return out

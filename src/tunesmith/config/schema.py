@@ -187,7 +187,41 @@ class OutputArgs(Group):
     plot_loss: bool = Field(False, description="Save training_loss.png (and eval_loss.png) in output_dir.")
 
 
-GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "data": DataArgs, "output": OutputArgs}
+class GenerationArgs(Group):
+    """How replies are sampled (chat, api, predict); LLaMA-Factory's names and defaults."""
+
+    do_sample: bool = Field(True, description="Sample; false = greedy (or beam) decoding.")
+    temperature: float = Field(0.95, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.7, gt=0, le=1, description="Nucleus sampling: keep the smallest set with this mass.")
+    top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens (0 = no limit).")
+    num_beams: int = Field(1, ge=1, description="Beam search width (1 = none).")
+    max_new_tokens: int = Field(1024, ge=1, description="Most tokens generated per reply.")
+    repetition_penalty: float = Field(1.0, gt=0, description="Penalty for repeated tokens (1.0 = none).")
+    length_penalty: float = Field(1.0, description="Beam search length penalty.")
+    skip_special_tokens: bool = Field(True, description="Drop special tokens from decoded replies.")
+
+
+class InferArgs(Group):
+    """Serving: backend and the API server's address and key."""
+
+    infer_backend: Literal["huggingface", "vllm"] = Field("huggingface", description="Inference engine.")
+    api_host: str = Field("127.0.0.1", description="API server host (0.0.0.0 listens on every interface).")
+    api_port: int | None = Field(None, ge=1, le=65535, description="API server port; default $API_PORT or 8000.")
+    api_key: str | None = Field(None, description="Key every API request must send; default $API_KEY (none: open).")
+    api_model_name: str | None = Field(None, description="Model name the API reports; default the model folder.")
+
+
+class ExportArgs(Group):
+    """Merging adapters into the base model and saving it."""
+
+    export_dir: str | None = Field(None, description="Where `tunesmith export` writes the merged model.")
+    export_size: int = Field(5, ge=1, description="Largest shard of the exported weights, in GB.")
+    export_dtype: Literal["float32", "float16", "bfloat16"] = Field("bfloat16", description="Exported weights dtype.")
+    export_hub_model_id: str | None = Field(None, description="Also push the export to this hub repo (online).")
+
+
+GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "data": DataArgs, "output": OutputArgs,
+                                  "generation": GenerationArgs, "infer": InferArgs, "export": ExportArgs}
 
 # Keys from older LLaMA-Factory / transformers configs that map onto a current key.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}

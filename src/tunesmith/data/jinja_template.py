@@ -79,4 +79,15 @@ class JinjaTemplate:
         return prompt_ids, answer_ids
 
     def stop_token_ids(self, tokenizer) -> list[int]:
-        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        """eos, plus the special tokens the chat template puts right after an answer (e.g. <|im_end|>)."""
+        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+        _, answer = self.encode_oneturn(tokenizer, probe)
+        special = set(tokenizer.all_special_ids)
+        ids.update(token for token in answer if token in special)
+        return sorted(ids)
+
+    def extract_tool_calls(self, text: str):
+        from tunesmith.data.tools import extract_calls
+
+        return extract_calls("qwen", text)  # the <tool_call> JSON style most chat templates use

@@ -180,6 +180,10 @@ class Template:
         ids.update(tokenizer.convert_tokens_to_ids(word) for word in self.stop_words)
         return sorted(i for i in ids if i is not None)
 
+    def extract_tool_calls(self, text: str):
+        """The tool calls in a generated reply (list of FunctionCall), or None when it is plain text."""
+        return toolfmt.extract_calls(self.tool_format, text)
+
     # ---- tokenizer fixes
     def fix_tokenizer(self, tokenizer) -> list[str]:
         """Sets eos/pad and adds stop words like LLaMA-Factory; returns the tokens that were new to the vocab."""

@@ -112,6 +112,71 @@ def qwen_calls(calls: list[FunctionCall]) -> str:
     return "\n".join(f"<tool_call>\n{text}\n</tool_call>" for text in texts)
 
 
+def _calls_from_objects(objects, arguments_key: str) -> list[FunctionCall] | None:
+    objects = objects if isinstance(objects, list) else [objects]
+    try:
+        return [FunctionCall(o["name"], json.dumps(o[arguments_key], ensure_ascii=False)) for o in objects]
+    except (KeyError, TypeError):
+        return None
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text.strip())
+    except json.JSONDecodeError:
+        return None
+
+
+def default_extract(text: str):
+    pattern = re.compile(r"Action:\s*([a-zA-Z0-9_]+)\s*Action Input:\s*(.+?)(?=\s*Action:|\s*$)", re.DOTALL)
+    calls = []
+    for name, raw in pattern.findall(text):
+        arguments = _json_or_none(raw.strip().strip('"').strip("```"))
+        if arguments is None:
+            return None
+        calls.append(FunctionCall(name.strip(), json.dumps(arguments, ensure_ascii=False)))
+    return calls or None
+
+
+def qwen_extract(text: str):
+    found = re.findall(r"<tool_call>(.+?)</tool_call>(?=\s*<tool_call>|\s*$)", text, re.DOTALL)
+    calls = []
+    for raw in found:
+        parsed = _json_or_none(raw)
+        call = _calls_from_objects(parsed, "arguments") if isinstance(parsed, dict) else None
+        if not call:
+            return None
+        calls += call
+    return calls or None
+
+
+def glm4_extract(text: str):
+    if "\n" not in text:
+        return None
+    name, raw = text.split("\n", maxsplit=1)
+    arguments = _json_or_none(raw)
+    return None if arguments is None else [FunctionCall(name, json.dumps(arguments, ensure_ascii=False))]
+
+
+def llama3_extract(text: str):
+    parsed = _json_or_none(text)
+    return None if parsed is None else _calls_from_objects(parsed, "parameters")
+
+
+def mistral_extract(text: str):
+    parsed = _json_or_none(text)
+    return None if parsed is None else _calls_from_objects(parsed, "arguments")
+
+
+EXTRACTORS = {"default": default_extract, "glm4": glm4_extract, "llama3": llama3_extract,
+              "mistral": mistral_extract, "qwen": qwen_extract}
+
+
+def extract_calls(name: str, text: str) -> list[FunctionCall] | None:
+    """The tool calls in a generated reply written in the format's syntax, or None when it holds none."""
+    return EXTRACTORS[name](text)
+
+
 # name -> (tool list formatter, function call formatter)
 TOOL_FORMATS = {
     "default": (default_tools, default_calls),

@@ -1,0 +1,56 @@
+"""`tunesmith export`: merge LoRA adapters into the base model and save it, sharded, with its tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from tunesmith.config.load import require
+from tunesmith.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+
+def run_export(config) -> int:
+    import torch
+
+    from tunesmith.data.pipeline import resolve_template
+    from tunesmith.model.load import load_model, load_tokenizer
+
+    require(config, "model_name_or_path", "export_dir", job="export")
+    if config.model.quantization_bit is not None:
+        raise ConfigError(f"{config.source}: cannot merge adapters into a quantized base (quantization_bit: "
+                          f"{config.model.quantization_bit}); export from the full-precision model")
+    export_dir = Path(config.export.export_dir)
+    if export_dir.exists() and any(export_dir.iterdir()) and not config.output.overwrite_output_dir:
+        raise ConfigError(f"export_dir {export_dir} is not empty; set overwrite_output_dir: true or pick another")
+
+    tokenizer = load_tokenizer(config.model)
+    resolve_template(config.data, tokenizer)  # the saved tokenizer carries the template's eos, pad and chat template
+    model = load_model(config.model, config.method, tokenizer, is_trainable=False)  # merges adapter_name_or_path
+    if getattr(model.config, "quantization_config", None):
+        raise ModelError(f"{config.model.model_name_or_path} is a quantized checkpoint; merged export needs the "
+                         "full-precision base model")
+    model = model.to(getattr(torch, config.export.export_dtype))
+    model.config.use_cache = True
+
+    staging = export_dir.with_name(export_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(str(staging), max_shard_size=f"{config.export.export_size}GB")
+    tokenizer.padding_side = "left"  # for generation with the exported model
+    tokenizer.save_pretrained(str(staging))
+    if export_dir.exists():
+        shutil.rmtree(export_dir)
+    staging.rename(export_dir)
+    log.info("merged model saved to %s (%s)", export_dir, config.export.export_dtype)
+    print(f"exported to {export_dir}")
+    if config.export.export_hub_model_id:
+        try:
+            model.push_to_hub(config.export.export_hub_model_id, token=config.model.hf_hub_token)
+            tokenizer.push_to_hub(config.export.export_hub_model_id, token=config.model.hf_hub_token)
+        except Exception as exc:
+            raise ModelError(f"export saved locally, but pushing to {config.export.export_hub_model_id} failed: "
+                             f"{exc}") from None
+    return 0
