@@ -169,6 +169,12 @@ def test_merged_export_gives_the_same_logits(tmp_path, tiny_model_dir):
     assert (merged_dir / "tokenizer_config.json").is_file() and (merged_dir / "chat_template.jinja").is_file()
 
 
+def test_chat_from_a_run_folder(trained, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Say hi.\n"))
+    assert main(["chat", str(trained / "model"), "do_sample=false", "max_new_tokens=10"]) == 0
+    assert "Assistant: Hi there!" in capsys.readouterr().out
+
+
 def test_export_refuses_a_quantized_base(tmp_path, tiny_model_dir, capsys):
     (tmp_path / "c.yaml").write_text("stage: sft\n")
     code = main(["export", str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", "quantization_bit=4",

@@ -225,9 +225,31 @@ def check_across_groups(config: Config) -> None:
         raise ConfigError(f"{source}: " + "\n  ".join(problems))
 
 
+RUN_CONFIG = "tunesmith_config.yaml"
+
+
+def run_values(run_dir: Path) -> dict[str, Any]:
+    """The config of a finished training run, pointed at what it produced (its adapter or its full model)."""
+    values = read_yaml(run_dir / RUN_CONFIG)
+    if values.get("finetuning_type", "lora") == "lora":
+        earlier = list(values.get("adapter_name_or_path") or [])
+        if earlier and not values.get("create_new_adapter"):
+            earlier = earlier[:-1]  # training continued the last adapter: the run's adapter replaces it
+        values["adapter_name_or_path"] = [*earlier, str(run_dir)]
+    else:
+        values["model_name_or_path"], values["adapter_name_or_path"] = str(run_dir), None
+    for key in ("resume_from_checkpoint", "output_dir", "overwrite_output_dir"):
+        values.pop(key, None)
+    return values
+
+
 def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """Reads CONFIG.yaml (optional) and applies overrides, which win."""
-    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    """Reads CONFIG.yaml (optional) and applies overrides, which win. A training run's output folder is accepted
+    as CONFIG too: its recorded config is used, with the run's adapter or model."""
+    if path is not None and Path(path).is_dir() and (Path(path) / RUN_CONFIG).is_file():
+        values: dict[str, Any] = run_values(Path(path))
+    else:
+        values = read_yaml(path) if path is not None else {}
     extra = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
     values.update(extra)
     return build_config(values, source=str(path) if path is not None else "<overrides>")

@@ -7,9 +7,10 @@ import sys
 from tunesmith.data.records import ASSISTANT, USER
 
 
-def run_chat(config, read=input, write=sys.stdout.write) -> int:
+def run_chat(config, read=input, write=None) -> int:
     from tunesmith.infer.engine import ChatEngine
 
+    write = write or sys.stdout.write
     engine = ChatEngine(config)
     history: list[dict] = []
     write("Chat with the model. Type `clear` to start over, `exit` to quit.\n")
