@@ -63,7 +63,7 @@ def answers_of(config, prompts: list[str]) -> list[str]:
 
     tokenizer = load_tokenizer(config.model)
     template = resolve_template(config.data, tokenizer)
-    model = load_model(config.model, config.method, tokenizer, is_trainable=False)
+    model = load_model(config.model, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len)
     return [generate_reply(model, tokenizer, template, [{"role": "user", "content": p}], max_new_tokens=32)
             for p in prompts]
 

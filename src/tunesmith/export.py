@@ -28,7 +28,8 @@ def run_export(config) -> int:
 
     tokenizer = load_tokenizer(config.model)
     resolve_template(config.data, tokenizer)  # the saved tokenizer carries the template's eos, pad and chat template
-    model = load_model(config.model, config.method, tokenizer, is_trainable=False)  # merges adapter_name_or_path
+    model = load_model(config.model, config.method, tokenizer, is_trainable=False,
+                       cutoff_len=config.data.cutoff_len)  # merges adapter_name_or_path
     if getattr(model.config, "quantization_config", None):
         raise ModelError(f"{config.model.model_name_or_path} is a quantized checkpoint; merged export needs the "
                          "full-precision base model")

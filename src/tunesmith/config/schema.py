@@ -60,6 +60,10 @@ class ModelArgs(Group):
     )
     quantization_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type (bitsandbytes).")
     double_quantization: bool = Field(True, description="Double quantization (bitsandbytes 4-bit).")
+    hqq_group_size: int = Field(64, ge=8, description="HQQ quantization group size.")
+    rope_scaling_factor: float | None = Field(
+        None, ge=1, description="RoPE scaling factor; default ceil(cutoff_len / max_position_embeddings)."
+    )
     use_unsloth: bool = Field(False, description="Load through Unsloth's patched model (CUDA only).")
     enable_liger_kernel: bool = Field(False, description="Apply Liger Kernel's fused ops (CUDA only).")
     disable_gradient_checkpointing: bool = Field(False, description="Turn gradient checkpointing off.")

@@ -56,7 +56,8 @@ class ChatEngine:
         self.tokenizer = load_tokenizer(config.model)
         self.tokenizer.padding_side = "left"
         self.template = resolve_template(config.data, self.tokenizer)
-        self.model = load_model(config.model, config.method, self.tokenizer, is_trainable=False)
+        self.model = load_model(config.model, config.method, self.tokenizer, is_trainable=False,
+                                cutoff_len=config.data.cutoff_len)
         self.lock = threading.Lock()
         path = config.model.adapter_name_or_path[-1] if config.model.adapter_name_or_path else \
             config.model.model_name_or_path

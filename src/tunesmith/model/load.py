@@ -186,35 +186,58 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def load_model(
-    model_args: ModelArgs, method_args: MethodArgs, tokenizer: PreTrainedTokenizer, *, is_trainable: bool = True
+    model_args: ModelArgs, method_args: MethodArgs, tokenizer: PreTrainedTokenizer, *, is_trainable: bool = True,
+    cutoff_len: int | None = None,
 ) -> PreTrainedModel:
-    """Loads the causal LM, prepares it for training (or inference) and applies LoRA/freeze/full."""
-    from transformers import AutoModelForCausalLM
+    """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured), prepares it for training (or
+    inference) and applies LoRA/freeze/full."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
+    from tunesmith.model import kernels, quantize
     from tunesmith.model.adapters import apply_method
+    from tunesmith.model.rope import configure_rope
 
     name, kwargs = _source_kwargs(model_args)
     attn = attn_implementation(model_args.flash_attn)
     dtype = resolve_dtype(model_args.dtype)
     try:
+        model_config = AutoConfig.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        if Path(name).is_dir():
+            raise ModelError(f"could not load a model from {name}: {exc}") from None
+        raise _not_found(name, exc) from None
+    configure_rope(model_config, model_args, cutoff_len)
+    if model_args.enable_liger_kernel:
+        kernels.apply_liger(model_config.model_type)
+    if model_args.use_unsloth:
+        return kernels.load_with_unsloth(model_args, method_args, dtype, cutoff_len or 2048, is_trainable)
+    quant_kwargs = quantize.from_pretrained_kwargs(model_args, model_config, dtype)
+    load = {"config": model_config, "dtype": dtype, **quant_kwargs, **kwargs}
+    try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(name, attn_implementation=attn, **load)
         except ValueError as exc:
             if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
                 raise
             log.info("this model does not support sdpa attention; using eager")
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager", **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="eager", **load)
     except (OSError, ValueError) as exc:
         if Path(name).is_dir():
             raise ModelError(f"could not load a model from {name}: {exc}") from None
         if isinstance(exc, ValueError):
             raise
         raise _not_found(name, exc) from None
+    if quantize.method_of(model_args) == "hqq" and not quantize.existing_quantization(model_config):
+        quantize.quantize_hqq(model, model_args, dtype)
 
     resized = tokenizer is not None and resize_embeddings(model, tokenizer)
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
-    if is_trainable:
+    if is_trainable and getattr(model, "hf_quantizer", None) is not None:
+        model = quantize.prepare_for_kbit_training(model, model_args,
+                                                   not model_args.disable_gradient_checkpointing)
+        model.config.use_cache = False
+    elif is_trainable:
         _prepare_for_training(model, model_args, method_args)
 
     model = apply_method(
