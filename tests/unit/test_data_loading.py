@@ -41,8 +41,10 @@ def registry(tmp_path, entries: dict, files: dict):
 
 
 def test_alpaca_with_history_and_system(tmp_path):
-    d = registry(tmp_path, {"a": {"file_name": "a.json", "columns": {"system": "system", "history": "history"}}},
-                 {"a.json": ALPACA})
+    # like LLaMA-Factory, a "columns" block replaces the defaults, so it names every column it uses
+    columns = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
+               "history": "history"}
+    d = registry(tmp_path, {"a": {"file_name": "a.json", "columns": columns}}, {"a.json": ALPACA})
     records = load_records(["a"], d, "sft")
     first = records[0]
     assert first["prompt"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
@@ -106,13 +108,14 @@ def test_mixing_and_max_samples(tmp_path):
 def test_ranking_and_kto_records(tmp_path):
     rows = [{"instruction": "q", "chosen": "good", "rejected": "bad", "tag": True}]
     d = registry(tmp_path, {"p": {"file_name": "p.json", "ranking": True},
-                            "k": {"file_name": "k.json", "columns": {"response": "chosen", "kto_tag": "tag"}}},
+                            "k": {"file_name": "k.json", "columns": {"prompt": "instruction", "response": "chosen",
+                                                        "kto_tag": "tag"}}},
                  {"p.json": rows, "k.json": rows})
     pair = load_records(["p"], d, "dpo")[0]
     assert [m["content"] for m in pair["response"]] == ["good", "bad"]
     kto = load_records(["k"], d, "kto")[0]
     assert kto["kto_tag"] is True and kto["response"][0]["content"] == "good"
-    with pytest.raises(DataError, match="not a ranking dataset; stage dpo needs chosen/rejected"):
+    with pytest.raises(DataError, match="has no chosen/rejected columns; stage dpo needs a ranking dataset"):
         load_records(["k"], d, "dpo")
     with pytest.raises(DataError, match="has no kto_tag column"):
         load_records(["p"], d, "kto")

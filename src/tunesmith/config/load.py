@@ -212,8 +212,8 @@ def check_across_groups(config: Config) -> None:
         problems.append("`create_new_adapter` cannot be used on a quantized model")
     if (data.train_on_prompt or data.mask_history) and method.stage != "sft":
         problems.append("`train_on_prompt` and `mask_history` only apply to stage: sft")
-    if data.packing and method.stage not in ("pt", "sft"):
-        problems.append(f"`packing` only applies to stages pt and sft, not {method.stage}")
+    if data.packing and method.stage != "pt":
+        problems.append(f"`packing` applies to stage pt only (sft packing is not supported yet), not {method.stage}")
     train = config.train
     if getattr(train, "predict_with_generate", False) and method.stage != "sft":
         problems.append("`predict_with_generate` only applies to stage: sft")

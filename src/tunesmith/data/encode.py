@@ -1,15 +1,20 @@
-"""Encoders from canonical records to input_ids/attention_mask/labels, one per kind of training example."""
+"""Encoders from batches of canonical records to model inputs, one per kind of example, as LLaMA-Factory 0.9.5 does.
+
+Each encoder takes a batch (dict of columns, as `datasets.map(batched=True)` gives) and returns new columns.
+Records of the wrong shape are skipped, like LF; the caller reports len(records) - len(encoded).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from itertools import chain
 
-from tunesmith.data.records import IGNORE_INDEX
+from tunesmith.data.records import ASSISTANT, IGNORE_INDEX
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
-    """How much of a prompt/answer pair fits in cutoff_len (LLaMA-Factory's rule: keep answers whole if short)."""
+    """How much of a prompt/answer pair fits in cutoff_len (LF's rule: a short answer is kept whole)."""
     if target_len * 2 < cutoff_len:
         max_target_len = cutoff_len
     elif source_len * 2 < cutoff_len:
@@ -21,14 +26,20 @@ def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int
     return new_source_len, new_target_len
 
 
+def _rows(batch: dict):
+    return zip(batch["prompt"], batch["response"], batch["system"], batch["tools"])
+
+
 def encode_conversation(template, tokenizer, prompt: list[dict], response: list[dict], system: str, tools: str,
-                        cutoff_len: int, train_on_prompt: bool = False, mask_history: bool = False):
+                        cutoff_len: int, train_on_prompt: bool = False,
+                        mask_history: bool = False) -> tuple[list[int], list[int]]:
     """One supervised example: every answer trained (only the last with mask_history), truncated to cutoff_len."""
+    discard_thoughts = mask_history and not getattr(template, "preserve_thinking", False)
     pairs = template.encode_multiturn(tokenizer, prompt + response, system, tools,
-                                      discard_history_thoughts=mask_history)
+                                      discard_history_thoughts=discard_thoughts)
     eos = tokenizer.eos_token_id
     input_ids, labels = [], []
-    total = 1 if template.efficient_eos else 0
+    total = 1 if template.efficient_eos else 0  # room for the final eos
     if mask_history:
         pairs = pairs[::-1]  # the last turns get the room first
     for turn, (source, target) in enumerate(pairs):
@@ -40,6 +51,7 @@ def encode_conversation(template, tokenizer, prompt: list[dict], response: list[
         if train_on_prompt:
             source_labels = source
         elif template.efficient_eos and turn != 0:
+            # efficient_eos answers carry no end token; the next prompt's first position learns the eos instead
             source_labels = [eos] + [IGNORE_INDEX] * (source_len - 1)
         else:
             source_labels = [IGNORE_INDEX] * source_len
@@ -56,112 +68,122 @@ def encode_conversation(template, tokenizer, prompt: list[dict], response: list[
     return input_ids, labels
 
 
-def encode_supervised(batch: dict, *, template, tokenizer, data_args) -> dict:
-    """Batched supervised encoding; records that are not prompt(odd turns) + one answer are skipped like LF."""
+def encode_supervised(batch: dict, template, tokenizer, cutoff_len: int, train_on_prompt: bool = False,
+                      mask_history: bool = False) -> dict:
+    """SFT examples. Unlike LF, an example whose labels are all masked (truncated away) is dropped, not kept."""
     out = {"input_ids": [], "attention_mask": [], "labels": []}
-    for prompt, response, system, tools in zip(batch["prompt"], batch["response"], batch["system"], batch["tools"]):
+    for prompt, response, system, tools in _rows(batch):
         if len(prompt) % 2 != 1 or len(response) != 1:
             continue
-        input_ids, labels = encode_conversation(template, tokenizer, prompt, response, system, tools,
-                                                data_args.cutoff_len, data_args.train_on_prompt,
-                                                data_args.mask_history)
+        input_ids, labels = encode_conversation(template, tokenizer, prompt, response, system, tools, cutoff_len,
+                                                train_on_prompt, mask_history)
         if all(label == IGNORE_INDEX for label in labels):
-            continue  # nothing left to train on (truncated away); the pipeline reports the count
+            continue  # nothing to learn; LF keeps it and a batch of such rows gives a NaN loss
         out["input_ids"].append(input_ids)
         out["attention_mask"].append([1] * len(input_ids))
         out["labels"].append(labels)
     return out
 
 
-def encode_pretrain(batch: dict, *, template, tokenizer, data_args) -> dict:
-    """Plain text + eos, concatenated and cut into cutoff_len blocks (packing), or each text truncated."""
-    name = getattr(template, "name", None)
-    eos_text = "<|end_of_text|>" if name == "llama3" else tokenizer.eos_token
+def encode_pretrain(batch: dict, tokenizer, cutoff_len: int, packing: bool = True, eos_text: str | None = None) -> dict:
+    """Plain text + eos; packed: concatenated and cut into full cutoff_len blocks (the tail is dropped), else
+    each text truncated. A bos is put first (overwriting a block's first token) when the tokenizer adds one.
+
+    Labels are the ids with every pad id masked, as LF's pt collator makes them: pad is usually eos, so the eos
+    between documents is not trained."""
+    eos_text = tokenizer.eos_token if eos_text is None else eos_text
     texts = [messages[0]["content"] + eos_text for messages in batch["prompt"]]
     add_bos = getattr(tokenizer, "add_bos_token", False)
-    packing = data_args.packing is not False
     if not packing:
         if add_bos:
             texts = [tokenizer.bos_token + text for text in texts]
-        ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=data_args.cutoff_len)["input_ids"]
+        ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=cutoff_len)["input_ids"]
     else:
         stream = list(chain.from_iterable(tokenizer(texts, add_special_tokens=False)["input_ids"]))
-        block = data_args.cutoff_len
-        ids = [stream[i: i + block] for i in range(0, len(stream) // block * block, block)]
+        ids = [stream[i: i + cutoff_len] for i in range(0, len(stream) // cutoff_len * cutoff_len, cutoff_len)]
         if add_bos:
             for row in ids:
                 row[0] = tokenizer.bos_token_id
-    return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids], "labels": [list(row) for row in ids]}
+    pad = tokenizer.pad_token_id
+    labels = [[IGNORE_INDEX if token == pad else token for token in row] for row in ids]
+    return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids], "labels": labels}
 
 
-def encode_unsupervised(batch: dict, *, template, tokenizer, data_args) -> dict:
-    """Prompt ids (ending with the answer cue) and the reference answer as labels, for generation and eval."""
-    out = {"input_ids": [], "attention_mask": [], "labels": []}
-    for prompt, response, system, tools in zip(batch["prompt"], batch["response"], batch["system"], batch["tools"]):
-        if len(prompt) % 2 != 1:
-            continue
-        messages = prompt + (response[:1] if response else [{"role": "assistant", "content": ""}])
-        input_ids, labels = template.encode_oneturn(tokenizer, messages, system, tools)
-        if template.efficient_eos:
-            labels = labels + [tokenizer.eos_token_id]
-        source_len, target_len = infer_seqlen(len(input_ids), len(labels), data_args.cutoff_len)
-        input_ids, labels = input_ids[:source_len], labels[:target_len]
-        out["input_ids"].append(input_ids)
-        out["attention_mask"].append([1] * len(input_ids))
-        out["labels"].append(labels)
-    return out
-
-
-def _answer_ids(template, tokenizer, prompt, answer, system, tools):
-    prompt_ids, answer_ids = template.encode_oneturn(tokenizer, prompt + [answer], system, tools)
+def _oneturn(template, tokenizer, messages, system, tools) -> tuple[list[int], list[int]]:
+    prompt_ids, answer_ids = template.encode_oneturn(tokenizer, messages, system, tools)
     if template.efficient_eos:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
     return prompt_ids, answer_ids
 
 
-def encode_pairwise(batch: dict, *, template, tokenizer, data_args) -> dict:
+def encode_unsupervised(batch: dict, template, tokenizer, cutoff_len: int) -> dict:
+    """Prompt ids (ending with the answer cue) as input_ids and the reference answer as labels, for generation."""
+    out = {"input_ids": [], "attention_mask": [], "labels": []}
+    for prompt, response, system, tools in _rows(batch):
+        if len(prompt) % 2 != 1:
+            continue
+        answer = response if len(response) == 1 else [{"role": ASSISTANT, "content": ""}]
+        input_ids, labels = _oneturn(template, tokenizer, prompt + answer, system, tools)
+        source_len, target_len = infer_seqlen(len(input_ids), len(labels), cutoff_len)
+        out["input_ids"].append(input_ids[:source_len])
+        out["attention_mask"].append([1] * source_len)
+        out["labels"].append(labels[:target_len])
+    return out
+
+
+def encode_pairwise(batch: dict, template, tokenizer, cutoff_len: int) -> dict:
     """Chosen and rejected sequences sharing one prompt, truncated together (rm, dpo, orpo, simpo)."""
-    keys = [f"{side}_{part}" for side in ("chosen", "rejected") for part in ("input_ids", "attention_mask", "labels")]
-    out = {key: [] for key in keys}
-    for prompt, response, system, tools in zip(batch["prompt"], batch["response"], batch["system"], batch["tools"]):
+    out = {f"{side}_{part}": [] for side in ("chosen", "rejected") for part in ("input_ids", "attention_mask", "labels")}
+    for prompt, response, system, tools in _rows(batch):
         if len(prompt) % 2 != 1 or len(response) < 2:
             continue
-        prompt_ids, chosen = _answer_ids(template, tokenizer, prompt, response[0], system, tools)
-        _, rejected = _answer_ids(template, tokenizer, prompt, response[1], system, tools)
-        source_len, target_len = infer_seqlen(len(prompt_ids), max(len(chosen), len(rejected)), data_args.cutoff_len)
-        prompt_ids = prompt_ids[:source_len]
+        prompt_ids, chosen = _oneturn(template, tokenizer, prompt + response[:1], system, tools)
+        _, rejected = _oneturn(template, tokenizer, prompt + response[1:2], system, tools)
+        source_len, target_len = infer_seqlen(len(prompt_ids), max(len(chosen), len(rejected)), cutoff_len)
         for side, answer in (("chosen", chosen[:target_len]), ("rejected", rejected[:target_len])):
-            out[f"{side}_input_ids"].append(prompt_ids + answer)
+            out[f"{side}_input_ids"].append(prompt_ids[:source_len] + answer)
             out[f"{side}_attention_mask"].append([1] * (source_len + len(answer)))
             out[f"{side}_labels"].append([IGNORE_INDEX] * source_len + answer)
     return out
 
 
-def encode_feedback(batch: dict, *, template, tokenizer, data_args) -> dict:
-    """KTO examples: the answer with its desirable/undesirable tag, plus a mismatched answer for the KL term."""
+def encode_feedback(batch: dict, template, tokenizer, cutoff_len: int) -> dict:
+    """KTO examples: the answer with its desirable/undesirable tag, plus the previous record's answer for the KL term
+    (the batch's answers rotated by one, the first taking the last, as LF does)."""
     out = {key: [] for key in ("input_ids", "attention_mask", "labels", "kl_input_ids", "kl_attention_mask",
                                "kl_labels", "kto_tags")}
     responses = batch["response"]
-    kl_responses = [responses[-1]] + responses[:-1]  # each prompt paired with another record's answer
-    for prompt, response, kl_response, system, tools, tag in zip(
-            batch["prompt"], responses, kl_responses, batch["system"], batch["tools"], batch["kto_tag"]):
-        if len(prompt) % 2 != 1 or len(response) != 1 or not kl_response or tag is None:
+    kl_responses = responses[-1:] + responses[:-1]
+    for (prompt, response, system, tools), kl_response, tag in zip(_rows(batch), kl_responses, batch["kto_tag"]):
+        if len(prompt) % 2 != 1 or len(response) != 1 or len(kl_response) != 1 or tag is None:
             continue
-        for prefix, answer in (("", response[0]), ("kl_", kl_response[0])):
-            prompt_ids, answer_ids = _answer_ids(template, tokenizer, prompt, answer, system, tools)
-            source_len, target_len = infer_seqlen(len(prompt_ids), len(answer_ids), data_args.cutoff_len)
-            ids = prompt_ids[:source_len] + answer_ids[:target_len]
-            out[f"{prefix}input_ids"].append(ids)
-            out[f"{prefix}attention_mask"].append([1] * len(ids))
-            out[f"{prefix}labels"].append([IGNORE_INDEX] * source_len + answer_ids[:target_len])
+        for prefix, answer in (("", response), ("kl_", kl_response)):
+            prompt_ids, answer_ids = _oneturn(template, tokenizer, prompt + answer, system, tools)
+            source_len, target_len = infer_seqlen(len(prompt_ids), len(answer_ids), cutoff_len)
+            answer_ids = answer_ids[:target_len]
+            out[f"{prefix}input_ids"].append(prompt_ids[:source_len] + answer_ids)
+            out[f"{prefix}attention_mask"].append([1] * (source_len + target_len))
+            out[f"{prefix}labels"].append([IGNORE_INDEX] * source_len + answer_ids)
         out["kto_tags"].append(bool(tag))
     return out
 
 
-ENCODERS = {"supervised": encode_supervised, "pretrain": encode_pretrain, "unsupervised": encode_unsupervised,
-            "pairwise": encode_pairwise, "feedback": encode_feedback}
+ENCODERS: dict[str, Callable[..., dict]] = {"supervised": encode_supervised, "pretrain": encode_pretrain,
+                                           "unsupervised": encode_unsupervised, "pairwise": encode_pairwise,
+                                           "feedback": encode_feedback}
 
 
-def encoder_for(encoding: str, *, template, tokenizer, data_args):
-    """A batch function for datasets.map with everything but the batch bound."""
-    return partial(ENCODERS[encoding], template=template, tokenizer=tokenizer, data_args=data_args)
+def encoder_for(encoding: str, *, template, tokenizer, data_args) -> Callable[[dict], dict]:
+    """A batch function for datasets.map with everything but the batch bound from the data settings."""
+    # LF quirk: an explicit `packing: true` shortens cutoff_len by one (DataArguments.__post_init__), while the
+    # packing that stage pt turns on by default keeps it.
+    cutoff_len = data_args.cutoff_len - 1 if getattr(data_args, "packing", None) is True else data_args.cutoff_len
+    if encoding == "supervised":
+        return partial(encode_supervised, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len,
+                       train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history)
+    if encoding == "pretrain":
+        # LF quirk: llama3 documents end with <|end_of_text|>, not its (chat) eos <|eot_id|>
+        eos_text = "<|end_of_text|>" if getattr(template, "name", None) == "llama3" else None
+        return partial(encode_pretrain, tokenizer=tokenizer, cutoff_len=cutoff_len,
+                       packing=getattr(data_args, "packing", None) is not False, eos_text=eos_text)
+    return partial(ENCODERS[encoding], template=template, tokenizer=tokenizer, cutoff_len=cutoff_len)

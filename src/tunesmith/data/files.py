@@ -1,4 +1,4 @@
-"""Reads a registered dataset (local files or the hub) into a `datasets.Dataset`, checking files before pyarrow does."""
+"""Reads a dataset's rows (local files, a folder, or the hub) into a `datasets.Dataset`, checking files first."""
 
 from __future__ import annotations
 
@@ -9,127 +9,220 @@ from pathlib import Path
 from tunesmith.data.registry import DatasetSpec
 from tunesmith.errors import DataError
 
-BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow",
+BUILDERS = {".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
             ".txt": "text"}
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
-def _offline() -> bool:
-    return any(os.environ.get(key, "").lower() in ("1", "true", "yes") for key in
-               ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+def is_offline() -> bool:
+    """True when the Hugging Face offline switches are set (read now, not at import)."""
+    return any(os.environ.get(key, "").strip().upper() in ("1", "ON", "YES", "TRUE") for key in OFFLINE_VARIABLES)
 
 
-def read_json_rows(path: Path, dataset: str) -> list[dict]:
-    """Parses a .json (a list of objects, or JSON lines) or .jsonl file; errors name the file, line and record."""
-    text = path.read_text(encoding="utf-8-sig")
-    if not text.strip():
-        raise DataError(f"dataset '{dataset}': {path} is empty")
-    rows = None
-    if path.suffix == ".json" and text.lstrip()[:1] in "[{":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            first_line = text.lstrip().splitlines()[0]
-            if not (text.lstrip().startswith("{") and _is_json(first_line)):  # not JSON lines either
-                raise DataError(f"dataset '{dataset}': {path} line {exc.lineno}, column {exc.colno}: "
-                                f"invalid JSON: {exc.msg}") from None
-    if rows is None:
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"dataset '{dataset}': {path} line {number}, column {exc.colno}: invalid JSON "
-                                f"line: {exc.msg}") from None
-    if isinstance(rows, dict):
-        rows = [rows]
-    if not isinstance(rows, list):
-        raise DataError(f"dataset '{dataset}': {path} must hold a list of records (JSON objects)")
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DataError(f"dataset '{dataset}': {path} record {index} (0-based) is a {type(row).__name__}, "
-                            "not an object with named columns")
-    return rows
-
-
-def _is_json(line: str) -> bool:
-    try:
-        json.loads(line)
-        return True
-    except json.JSONDecodeError:
-        return False
-
-
-def _files_of(spec: DatasetSpec) -> list[Path]:
+def data_files(spec: DatasetSpec) -> list[Path]:
+    """The files of a local dataset: the file itself, or the files of a folder, all of one supported type."""
     path = Path(spec.location)
+    origin = f" (\"file_name\" of its entry in {spec.registry})" if spec.registry else ""
     if not path.exists():
-        origin = f" (file_name in {spec.registry})" if spec.registry else ""
-        raise DataError(f"dataset '{spec.name}': file not found: {path}{origin}")
-    files = spec.local_paths()
-    files = [f for f in files if f.suffix.lower() in BUILDERS]
-    if not files:
-        raise DataError(f"dataset '{spec.name}': {path} holds no data file ({', '.join(sorted(BUILDERS))})")
-    kinds = {BUILDERS[f.suffix.lower()] for f in files}
+        raise DataError(f"dataset '{spec.name}': file not found: {path}{origin}; check the path and dataset_dir")
+    if path.is_file():
+        files = [path]
+    else:
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        folders = [p.name for p in entries if p.is_dir()]
+        if folders:
+            raise DataError(f"dataset '{spec.name}': folder {path} holds subfolders ({', '.join(folders)}); put the "
+                            "data files directly in it")
+        files = [p for p in entries if p.is_file()]
+        if not files:
+            raise DataError(f"dataset '{spec.name}': folder {path} is empty; put data files in it "
+                            f"({', '.join(BUILDERS)})")
+    unsupported = [p.name for p in files if p.suffix.lower() not in BUILDERS]
+    if unsupported:
+        raise DataError(f"dataset '{spec.name}': cannot read {', '.join(unsupported)} in {path}: the file type is "
+                        f"told by its extension, one of {', '.join(BUILDERS)}")
+    kinds = sorted({BUILDERS[p.suffix.lower()] for p in files})
     if len(kinds) > 1:
-        raise DataError(f"dataset '{spec.name}': folder {path} mixes file types ({', '.join(sorted(kinds))}); "
-                        "keep one type per dataset")
+        raise DataError(f"dataset '{spec.name}': folder {path} mixes file types ({', '.join(kinds)}); keep one "
+                        "type per folder, or register each type as its own dataset")
     return files
 
 
-def load_local(spec: DatasetSpec, cache_dir: str | None = None):
-    """A local file, several files or a folder of one type, as a Dataset."""
-    from datasets import Dataset, concatenate_datasets, load_dataset
+def _json_lines(lines: list[str], path: Path, dataset: str) -> int:
+    count = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"dataset '{dataset}': {path} line {number}, column {exc.colno}: invalid JSON "
+                            f"({exc.msg}); each line of a JSON-lines file must be one complete object") from None
+        if not isinstance(row, dict):
+            raise DataError(f"dataset '{dataset}': {path} line {number} (record {count}, 0-based) is a "
+                            f"{type(row).__name__}, not an object of named columns")
+        count += 1
+    return count
 
-    files = _files_of(spec)
-    builder = BUILDERS[files[0].suffix.lower()]
+
+def check_json_file(path: Path, dataset: str) -> int:
+    """Parses a .json (a list of objects, or JSON lines like LLaMA-Factory accepts) or .jsonl file and returns its
+    record count; a problem is reported with the file, line and column, or the record index."""
     try:
-        if builder == "json":
-            parts = [Dataset.from_list(read_json_rows(f, spec.name)) for f in files]
-            dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
-        else:
-            for f in files:
-                if f.stat().st_size == 0:
-                    raise DataError(f"dataset '{spec.name}': {f} is empty")
-            dataset = load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
-    except DataError:
-        raise
-    except Exception as exc:  # pyarrow/datasets errors become one message naming the files
-        names = ", ".join(str(f) for f in files)
-        raise DataError(f"dataset '{spec.name}': could not read {names}: {type(exc).__name__}: {exc}") from None
-    if len(dataset) == 0:
-        raise DataError(f"dataset '{spec.name}': {spec.location} holds no records")
-    return dataset
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"dataset '{dataset}': {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    body = text.strip()
+    if not body:
+        raise DataError(f"dataset '{dataset}': {path} is empty; it needs at least one record")
+    if path.suffix.lower() == ".jsonl" or body.startswith("{"):
+        lines = text.splitlines()
+        first = next(line for line in lines if line.strip())
+        try:
+            json.loads(first)
+        except json.JSONDecodeError:  # not JSON lines; maybe one pretty-printed object
+            if path.suffix.lower() == ".json":
+                return _json_document(text, path, dataset)
+        count = _json_lines(lines, path, dataset)
+    else:
+        count = _json_document(text, path, dataset)
+    if count == 0:
+        raise DataError(f"dataset '{dataset}': {path} holds no records")
+    return count
 
 
-def load_hub(spec: DatasetSpec, cache_dir: str | None = None):
-    """A hub dataset through `datasets`, only when online."""
-    if _offline():
-        raise DataError(f"dataset '{spec.name}' needs a download from the hub ({spec.location}) but tunesmith is "
-                        "offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set): download it and register a local "
-                        "file_name instead")
+def _json_document(text: str, path: Path, dataset: str) -> int:
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"dataset '{dataset}': {path} line {exc.lineno}, column {exc.colno}: invalid JSON "
+                        f"({exc.msg})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"dataset '{dataset}': {path} holds one JSON {type(rows).__name__}; it must be a list of "
+                        "records ([{...}, {...}]) or JSON lines (one object per line)")
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"dataset '{dataset}': {path} record {index} (0-based) is a {type(row).__name__}, "
+                            "not an object of named columns")
+    return len(rows)
+
+
+def load_files(paths: list[str | Path], dataset: str, *, split: str = "train", cache_dir: str | None = None):
+    """Local files of one type as one `datasets.Dataset`, through `datasets.load_dataset` after our own checks."""
     from datasets import load_dataset
+
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"dataset '{dataset}': file not found: {path}")
+        if path.suffix.lower() not in BUILDERS:
+            raise DataError(f"dataset '{dataset}': cannot read {path}: unknown extension; use one of "
+                            f"{', '.join(BUILDERS)}")
+        if path.stat().st_size == 0:
+            raise DataError(f"dataset '{dataset}': {path} is empty; it needs at least one record")
+        if BUILDERS[path.suffix.lower()] == "json":
+            check_json_file(path, dataset)
+    builder = BUILDERS[paths[0].suffix.lower()]
+    try:
+        rows = load_dataset(builder, data_files=[str(p) for p in paths], split=split, cache_dir=cache_dir)
+    except Exception as exc:  # pyarrow / datasets errors become one message naming the files
+        names = ", ".join(str(p) for p in paths)
+        if "corresponds to no data" in str(exc):  # e.g. a CSV with only its header line
+            raise DataError(f"dataset '{dataset}': {names} holds no records") from None
+        detail = " ".join(str(exc).split())[:500]
+        raise DataError(f"dataset '{dataset}': could not read {names} as {builder}: {type(exc).__name__}: "
+                        f"{detail}") from None
+    if len(rows) == 0:
+        raise DataError(f"dataset '{dataset}': {', '.join(str(p) for p in paths)} holds no records")
+    return rows
+
+
+def _offline_error(spec: DatasetSpec) -> DataError:
+    return DataError(f"dataset '{spec.name}' needs a download from the hub ({spec.location}) but tunesmith is offline "
+                     f"({' or '.join(OFFLINE_VARIABLES)} is set, or the hub cannot be reached); download it and "
+                     f"register a local file_name instead (in {spec.registry or 'dataset_info.json'})")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFoundError", "TimeoutError",
+                         "ConnectTimeout", "ReadTimeout", "ConnectError", "Timeout"})
+
+
+def load_remote(spec: DatasetSpec, cache_dir: str | None = None):
+    """A hub dataset through `datasets.load_dataset`, only when online; other remote kinds explain themselves."""
+    if spec.load_from == "script":  # since datasets 4 a "script" folder is read as a folder of data files
+        return _load_folder_dataset(spec, cache_dir)
+    if is_offline():
+        raise _offline_error(spec)
+    if spec.load_from != "hf_hub":
+        tool = {"ms_hub": "ModelScope", "om_hub": "Modelers (openMind)", "cloud_file": "cloud storage"}[spec.load_from]
+        raise DataError(f"dataset '{spec.name}' is on {tool} ({spec.location}), which tunesmith does not download "
+                        f"from; download it and register a local file_name instead (in {spec.registry})")
+    from datasets import DownloadConfig, load_dataset
 
     try:
         return load_dataset(spec.location, name=spec.subset, data_dir=spec.folder, split=spec.split,
+                            cache_dir=cache_dir, download_config=DownloadConfig(max_retries=1))
+    except Exception as exc:
+        if _is_connection_error(exc) or any(_is_connection_error(e) for e in (exc.__cause__, exc.__context__) if e):
+            raise _offline_error(spec) from None
+        detail = " ".join(str(exc).split())[:500]
+        raise DataError(f"dataset '{spec.name}': could not load {spec.location} from the hub: "
+                        f"{type(exc).__name__}: {detail}") from None
+
+
+def _load_folder_dataset(spec: DatasetSpec, cache_dir: str | None):
+    from datasets import load_dataset
+
+    folder = Path(spec.location)
+    if not folder.is_dir() or any(folder.glob("*.py")):
+        raise DataError(f"dataset '{spec.name}': script_url {folder} must be a folder of data files; dataset loading "
+                        "scripts are not supported by datasets>=4 — convert the data to files and use file_name")
+    try:
+        return load_dataset(str(folder), name=spec.subset, data_dir=spec.folder, split=spec.split,
                             cache_dir=cache_dir)
     except Exception as exc:
-        raise DataError(f"dataset '{spec.name}': could not load {spec.location} from the hub: "
-                        f"{type(exc).__name__}: {exc}") from None
+        detail = " ".join(str(exc).split())[:500]
+        raise DataError(f"dataset '{spec.name}': could not read folder {folder}: {type(exc).__name__}: "
+                        f"{detail}") from None
 
 
-def load_spec(spec: DatasetSpec, *, max_samples: int | None = None, seed: int = 42, cache_dir: str | None = None):
-    """Loads one dataset and applies the registry's num_samples and the config's max_samples."""
+def check_available(spec: DatasetSpec) -> None:
+    """Fails fast, before anything is loaded, on a missing local file or a hub dataset while offline."""
+    if spec.is_local:
+        data_files(spec)
+    elif spec.load_from != "script" and is_offline():
+        raise _offline_error(spec)
+
+
+def load_rows(spec: DatasetSpec, cache_dir: str | None = None):
+    """The raw rows of one dataset, before any conversion or sampling."""
+    if not spec.is_local:
+        rows = load_remote(spec, cache_dir)
+    else:
+        rows = load_files(data_files(spec), spec.name, split=spec.split, cache_dir=cache_dir)
+    if len(rows) == 0:
+        raise DataError(f"{spec.where()} holds no records")
+    return rows
+
+
+def sample(rows, spec: DatasetSpec, max_samples: int | None = None, seed: int = 42):
+    """Applies the registry's num_samples (a random subset, oversampled when larger, like LLaMA-Factory) and then
+    max_samples (the first N). Returns (rows, source indices or None when rows are a prefix of the original)."""
     import numpy as np
 
-    dataset = load_local(spec, cache_dir) if spec.source == "file" else load_hub(spec, cache_dir)
-    if spec.num_samples is not None:  # like LLaMA-Factory: sample without replacement, then oversample
+    indexes = None
+    if spec.num_samples is not None:
         rng = np.random.default_rng(seed)
-        indexes = rng.permutation(len(dataset))[: spec.num_samples]
+        indexes = rng.permutation(len(rows))[: spec.num_samples]
         missing = spec.num_samples - len(indexes)
         if missing > 0:
-            indexes = np.concatenate([indexes, rng.choice(len(dataset), missing)])
-        dataset = dataset.select(indexes.tolist())
+            indexes = np.concatenate([indexes, rng.choice(len(rows), missing)])
+        indexes = indexes.tolist()
     if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
-    return dataset
+        if indexes is not None:
+            indexes = indexes[:max_samples]
+        elif max_samples < len(rows):
+            return rows.select(range(max_samples)), None
+    return (rows, None) if indexes is None else (rows.select(indexes), indexes)

@@ -1,138 +1,299 @@
-"""Converts rows of Alpaca, ShareGPT, OpenAI-messages and plain-text datasets into canonical records."""
+"""Converts Alpaca, ShareGPT, OpenAI-messages and plain-text rows into canonical records, batch-wise, per stage."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from functools import partial
 
 from tunesmith.data.records import ANSWER_ROLES, ASSISTANT, FUNCTION, OBSERVATION, PROMPT_ROLES, SYSTEM, USER
+from tunesmith.data.records import make_record
 from tunesmith.data.registry import DatasetSpec
 from tunesmith.errors import DataError
 
 log = logging.getLogger(__name__)
 
 RECORD_COLUMNS = ("prompt", "response", "system", "tools", "kto_tag")
-PAIRWISE_STAGES = ("rm", "dpo")
+DROP = "_drop"  # per-row reason a record is skipped ("" when kept); removed before the records leave convert()
+MEDIA_KEYS = ("images", "videos", "audios")
+TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"  # LLaMA-Factory's join of parallel OpenAI tool results
+NUM_PROC_MIN_ROWS = 10_000  # below this, worker processes cost more than they save
 
 
-def detect_formatting(spec: DatasetSpec, column_names: list[str]) -> DatasetSpec:
-    """For a dataset given as a path: sharegpt/openai when rows hold messages, text for pre-training, else alpaca."""
-    import dataclasses
+@dataclasses.dataclass(frozen=True)
+class StageNeeds:
+    """What a training stage needs from each record."""
 
+    ranking: bool = False  # a chosen and a rejected answer (rm, dpo)
+    kto: bool = False  # a true/false kto_tag per record
+    answer: str = "required"  # the answer: "required", "optional" (ppo) or "none" (pt: text only)
+
+
+STAGE_NEEDS = {
+    "pt": StageNeeds(answer="none"),
+    "sft": StageNeeds(),
+    "rm": StageNeeds(ranking=True),
+    "dpo": StageNeeds(ranking=True),
+    "kto": StageNeeds(kto=True),
+    "ppo": StageNeeds(answer="optional"),
+}
+
+
+def stage_needs(stage: str) -> StageNeeds:
+    if stage not in STAGE_NEEDS:
+        raise DataError(f"unknown stage '{stage}' for data loading; allowed: {', '.join(STAGE_NEEDS)}")
+    return STAGE_NEEDS[stage]
+
+
+def record_features(with_drop: bool = False):
+    """The Arrow schema of canonical records, fixed so datasets of any source concatenate and interleave."""
+    from datasets import Features, List, Value
+
+    message = {"role": Value("string"), "content": Value("string")}
+    features = {"prompt": List(message), "response": List(message), "system": Value("string"),
+                "tools": Value("string"), "kto_tag": Value("bool")}
+    if with_drop:
+        features[DROP] = Value("string")
+    return Features(features)
+
+
+def _where_registry(spec: DatasetSpec) -> str:
+    return spec.registry or "dataset_info.json (register the file there to map its columns)"
+
+
+def detect_format(spec: DatasetSpec, column_names: list[str], first_message: object = None) -> DatasetSpec:
+    """For a dataset given as a path: sharegpt/openai when rows hold conversations or messages, alpaca with
+    instruction columns, plain text with a `text` column. Registered datasets are returned unchanged."""
     if spec.formatting != "auto":
         return spec
-    for column in ("messages", "conversations"):
-        if column in column_names:
-            return dataclasses.replace(spec, formatting="sharegpt", columns={"messages": column})
-    if "text" in column_names and "instruction" not in column_names:
-        return dataclasses.replace(spec, formatting="alpaca", columns={"prompt": "text", "response": None})
-    return dataclasses.replace(spec, formatting="alpaca")
+    present = set(column_names)
+    columns = {}
+    messages = next((c for c in ("conversations", "messages") if c in present), None)
+    if messages:
+        formatting = "openai" if isinstance(first_message, dict) and "role" in first_message else "sharegpt"
+        columns["messages"] = messages
+    elif "instruction" in present:
+        formatting = "alpaca"
+        columns.update({k: c for k, c in (("prompt", "instruction"), ("query", "input"), ("response", "output"),
+                                          ("history", "history")) if c in present})
+    elif "text" in present:
+        formatting = "alpaca"
+        columns["prompt"] = "text"
+    else:
+        raise DataError(f"{spec.where()}: cannot tell its format from its columns ({', '.join(column_names)}); "
+                        "expected instruction/input/output (alpaca), conversations or messages (sharegpt/openai), "
+                        "or text (pre-training). Register it in dataset_info.json with \"columns\" to map yours")
+    columns.update({key: key for key in ("system", "tools", "chosen", "rejected", "kto_tag") if key in present})
+    ranking = "chosen" in columns and "rejected" in columns
+    return dataclasses.replace(spec, formatting=formatting, columns=columns, ranking=ranking)
 
 
-def _sharegpt_tags(spec: DatasetSpec, first_message) -> DatasetSpec:
-    """Paths holding OpenAI-style role/content messages get the matching tags."""
-    import dataclasses
+def check_stage(spec: DatasetSpec, stage: str) -> None:
+    """Refuses a dataset that cannot feed the stage (checked before any file is read)."""
+    needs = stage_needs(stage)
+    if spec.formatting == "auto":
+        return  # known once its columns are seen
+    registry = _where_registry(spec)
+    if spec.formatting != "alpaca" and not (spec.tag("role_tag") and spec.tag("content_tag")):
+        raise DataError(f"{spec.where()}: its \"tags\" block in {registry} must name \"role_tag\" and "
+                        "\"content_tag\" (a tags block replaces the defaults, like LLaMA-Factory)")
+    if needs.ranking and not (spec.ranking and spec.column("chosen") and spec.column("rejected")):
+        raise DataError(f"{spec.where()} has no chosen/rejected columns; stage {stage} needs a ranking dataset (set "
+                        f"\"ranking\": true and map \"chosen\" and \"rejected\" under \"columns\" in {registry})")
+    if needs.kto and not spec.column("kto_tag"):
+        raise DataError(f"{spec.where()} has no kto_tag column; stage kto needs one: map a true/false column as "
+                        f"\"kto_tag\" under \"columns\" in {registry}")
+    if spec.ranking and not needs.ranking:
+        raise DataError(f"{spec.where()} is a ranking dataset (chosen/rejected answers), which stage {stage} cannot "
+                        "use: train it with stage rm or dpo, or use a dataset without \"ranking\": true")
+    if spec.column("kto_tag") and not needs.kto and not needs.ranking:
+        raise DataError(f"{spec.where()} is KTO feedback data (it maps a kto_tag column); stage {stage} would also "
+                        "train on its undesirable answers: use stage kto, or remove the kto_tag mapping")
 
-    if spec.tags or spec.formatting != "sharegpt" or not isinstance(first_message, dict):
-        return spec
-    if "role" in first_message and "from" not in first_message:
-        return dataclasses.replace(spec, formatting="openai")
-    return spec
+
+def check_text_only(spec: DatasetSpec) -> None:
+    """Refuses image/video/audio columns rather than silently training on the text around them."""
+    media = [key for key in MEDIA_KEYS if spec.column(key)]
+    if media:
+        raise DataError(f"{spec.where()} maps {'/'.join(media)} columns; tunesmith trains on text only for now: "
+                        f"remove them from \"columns\" in {_where_registry(spec)} to train on the text alone")
 
 
-def _where(spec: DatasetSpec, index: int) -> str:
-    return f"dataset '{spec.name}' ({spec.location}) record {index} (0-based)"
+def _needed_keys(spec: DatasetSpec, stage: str) -> list[str]:
+    needs = stage_needs(stage)
+    keys = ["prompt"] if spec.formatting == "alpaca" else ["messages"]
+    if needs.ranking:
+        keys += ["chosen", "rejected"]
+    elif needs.answer == "required" and spec.formatting == "alpaca":
+        keys.append("response")
+    if needs.kto:
+        keys.append("kto_tag")
+    return keys
 
 
-def _require_columns(spec: DatasetSpec, column_names: list[str], needed: dict[str, str | None]) -> None:
-    missing = {key: col for key, col in needed.items() if col and col not in column_names}
+def check_columns(spec: DatasetSpec, stage: str, column_names: list[str]) -> None:
+    """Every column the stage needs, and every column the registry maps explicitly, must exist in the data."""
+    present = set(column_names)
+    keys = set(_needed_keys(spec, stage)) | {k for k, v in (spec.columns or {}).items() if v and k not in MEDIA_KEYS}
+    missing = [(key, spec.column(key)) for key in keys if spec.column(key) and spec.column(key) not in present]
+    missing += [(key, None) for key in _needed_keys(spec, stage) if not spec.column(key)]
     if missing:
-        wanted = ", ".join(f"'{col}' ({key})" for key, col in missing.items())
-        raise DataError(
-            f"dataset '{spec.name}' ({spec.location}) has no column {wanted}; its columns are "
-            f"{', '.join(column_names)}. Map them in dataset_info.json under \"columns\" "
-            f"(formatting: {spec.formatting})"
-        )
+        wanted = ", ".join(f"column '{col}' ({key})" if col else f"column mapped as {key}"
+                           for key, col in sorted(missing))
+        hint = " (plain text trains with stage pt)" if spec.column("prompt") == "text" and stage != "pt" else ""
+        raise DataError(f"{spec.where()} has no {wanted} for stage {stage}{hint}; its columns are "
+                        f"{', '.join(column_names)}. Map them under \"columns\" in {_where_registry(spec)} "
+                        f"(formatting {spec.formatting})")
 
 
-def _tools_text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+class _Record:
+    """Converts one row; every problem names the dataset, file and 0-based record index."""
 
+    def __init__(self, spec: DatasetSpec, stage: str, row: dict, index: int):
+        self.spec, self.stage, self.row, self.index = spec, stage, row, index
+        self.needs = stage_needs(stage)
 
-def _kto(spec, row, index):
-    column = spec.column("kto_tag")
-    if not column:
-        return None
-    value = row.get(column)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise DataError(f"{_where(spec, index)}: kto_tag column '{column}' must be true or false, got {value!r}")
-    return value
+    def fail(self, problem: str) -> DataError:
+        return DataError(f"{self.spec.where()} record {self.index} (0-based): {problem}")
 
+    def missing(self, key: str) -> DataError:
+        expected = ", ".join(f"'{self.spec.column(k)}'" for k in _needed_keys(self.spec, self.stage))
+        present = ", ".join(f"'{k}'" for k, v in self.row.items() if v is not None) or "none"
+        return self.fail(f"has no value for '{self.spec.column(key)}' (the {key} column); expected columns: "
+                         f"{expected}; present in this record: {present}")
 
-def alpaca_record(spec: DatasetSpec, row: dict, index: int, stage: str) -> dict | None:
-    prompt = []
-    history_column = spec.column("history")
-    history = row.get(history_column) if history_column else None
-    if isinstance(history, list):
-        for turn in history:
-            if not isinstance(turn, (list, tuple)) or len(turn) != 2:
-                raise DataError(f"{_where(spec, index)}: each '{history_column}' item must be [query, answer]")
-            prompt += [{"role": USER, "content": str(turn[0])}, {"role": ASSISTANT, "content": str(turn[1])}]
-    query = [row.get(spec.column(key)) for key in ("prompt", "query") if spec.column(key)]
-    query = [str(part) for part in query if part]
-    if not query and stage != "pt":
-        raise DataError(f"{_where(spec, index)}: empty '{spec.column('prompt')}' (the instruction)")
-    prompt.append({"role": USER, "content": "\n".join(query)})
-    response = []
-    kto_tag = _kto(spec, row, index)
-    if stage in PAIRWISE_STAGES:
-        chosen, rejected = row.get(spec.column("chosen")), row.get(spec.column("rejected"))
-        if not isinstance(chosen, str) or not isinstance(rejected, str):
-            raise DataError(f"{_where(spec, index)}: chosen and rejected must both be text")
-        response = [{"role": ASSISTANT, "content": chosen}, {"role": ASSISTANT, "content": rejected}]
-    elif spec.column("response") and stage != "pt":
-        answer = row.get(spec.column("response"))
-        if isinstance(answer, str):
-            response = [{"role": ASSISTANT, "content": answer}]
-        elif stage in ("sft", "kto"):
-            raise DataError(f"{_where(spec, index)}: '{spec.column('response')}' (the answer) is missing or not text")
-    system = row.get(spec.column("system")) if spec.column("system") else ""
-    tools = row.get(spec.column("tools")) if spec.column("tools") else ""
-    return {"prompt": prompt, "response": response, "system": system or "", "tools": _tools_text(tools),
-            "kto_tag": kto_tag}
+    def text(self, key: str, required: bool = False) -> str | None:
+        column = self.spec.column(key)
+        value = self.row.get(column) if column else None
+        if value is None:
+            if required:
+                raise self.missing(key)
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # CSV cells like 4 arrive as numbers
+        if not isinstance(value, str):
+            raise self.fail(f"'{column}' (the {key} column) must be text, got {type(value).__name__} {value!r:.80}")
+        return value
 
+    def kto_tag(self) -> bool | None:
+        if not self.needs.kto:
+            return None
+        column = self.spec.column("kto_tag")
+        value = self.row.get(column)
+        if value is None:
+            raise self.missing("kto_tag")
+        if not isinstance(value, bool):
+            raise self.fail(f"'{column}' (the kto_tag column) must be true or false, got {value!r:.80}")
+        return value
 
-def _tag_roles(spec: DatasetSpec) -> dict:
-    return {spec.tag("user_tag"): USER, spec.tag("assistant_tag"): ASSISTANT, spec.tag("observation_tag"): OBSERVATION,
-            spec.tag("function_tag"): FUNCTION, spec.tag("system_tag"): SYSTEM}
+    def tools(self) -> str:
+        column = self.spec.column("tools")
+        value = self.row.get(column) if column else None
+        if value is None:
+            return ""
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
+    def alpaca(self) -> dict | str:
+        prompt = []
+        column = self.spec.column("history")
+        history = self.row.get(column) if column else None
+        if history is not None:
+            if not isinstance(history, list):
+                raise self.fail(f"'{column}' (the history column) must be a list of [query, answer] pairs")
+            for turn, pair in enumerate(history):
+                if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                    raise self.fail(f"'{column}' item {turn} must be a [query, answer] pair of texts, got {pair!r:.80}")
+                prompt += [{"role": USER, "content": pair[0]}, {"role": ASSISTANT, "content": pair[1]}]
+        parts = [self.text("prompt"), self.text("query")]
+        if parts == [None, None]:
+            raise self.missing("prompt")
+        prompt.append({"role": USER, "content": "\n".join(part for part in parts if part)})  # "instruction\ninput"
+        response = []
+        if self.needs.ranking:
+            response = [{"role": ASSISTANT, "content": self.text(key, required=True)} for key in ("chosen", "rejected")]
+        elif self.needs.answer != "none":
+            answer = self.text("response", required=self.needs.answer == "required")
+            response = [] if answer is None else [{"role": ASSISTANT, "content": answer}]
+        else:
+            prompt = prompt[:1]  # pre-training reads the first user text, like LLaMA-Factory
+        return make_record(prompt, response, self.text("system") or "", self.tools(), self.kto_tag())
 
-def _message(spec, message, index, roles) -> dict:
-    role_tag, content_tag = spec.tag("role_tag"), spec.tag("content_tag")
-    if not isinstance(message, dict) or role_tag not in message:
-        raise DataError(f"{_where(spec, index)}: every message needs a '{role_tag}' key (the role tag); got "
-                        f"{message!r:.120}")
-    role = message[role_tag]
-    content = message.get(content_tag)
-    if spec.formatting == "openai" and message.get("tool_calls") and role in (spec.tag("assistant_tag"),
-                                                                              spec.tag("function_tag")):
-        calls = [call.get("function", call) for call in message["tool_calls"]]
-        return {"role": FUNCTION, "content": json.dumps(calls, ensure_ascii=False)}
-    if role not in roles:
-        allowed = ", ".join(repr(tag) for tag in roles if tag)
-        raise DataError(f"{_where(spec, index)}: unknown role {role!r} in '{role_tag}'; allowed: {allowed} "
-                        "(set \"tags\" in dataset_info.json if your data uses other names)")
-    if content is None and not message.get("tool_calls"):
-        raise DataError(f"{_where(spec, index)}: a message has no '{content_tag}' (the content tag)")
-    if not isinstance(content, str):
-        content = json.dumps(content, ensure_ascii=False)
-    return {"role": roles[role], "content": content}
+    def roles(self) -> dict:
+        keys = (("user_tag", USER), ("assistant_tag", ASSISTANT), ("observation_tag", OBSERVATION),
+                ("function_tag", FUNCTION), ("system_tag", SYSTEM))
+        return {self.spec.tag(tag): role for tag, role in keys if self.spec.tag(tag)}
+
+    def message(self, message: object, label: str, roles: dict) -> dict:
+        role_tag, content_tag = self.spec.tag("role_tag"), self.spec.tag("content_tag")
+        tags_hint = f"set \"tags\" in {_where_registry(self.spec)} to the names your data uses"
+        if not isinstance(message, dict):
+            raise self.fail(f"{label} is a {type(message).__name__}, not an object with '{role_tag}' and "
+                            f"'{content_tag}'")
+        if role_tag not in message or message[role_tag] is None:
+            raise self.fail(f"{label} has no '{role_tag}' (the role tag); its keys: {', '.join(map(str, message))}. "
+                            f"{tags_hint.capitalize()}")
+        role, content = message[role_tag], message.get(content_tag)
+        calls = message.get("tool_calls")
+        if self.spec.formatting == "openai" and calls and role in (self.spec.tag("assistant_tag"),
+                                                                   self.spec.tag("function_tag")):
+            if not isinstance(calls, list) or not all(isinstance(c, dict) and "function" in c for c in calls):
+                raise self.fail(f"{label}: 'tool_calls' must be a list of {{\"function\": {{...}}}} objects")
+            return {"role": FUNCTION, "content": json.dumps([c["function"] for c in calls], ensure_ascii=False)}
+        if role not in roles:
+            allowed = ", ".join(f"{tag!r} ({name})" for tag, name in roles.items())
+            raise self.fail(f"{label} has unknown role {role!r} in '{role_tag}'; allowed: {allowed}. {tags_hint} "
+                            "(user_tag, assistant_tag, observation_tag, function_tag, system_tag)")
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+            content = "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts, text only
+        if content is None:
+            raise self.fail(f"{label} has no '{content_tag}' (the content tag); its keys: "
+                            f"{', '.join(map(str, message))}")
+        if not isinstance(content, str):
+            raise self.fail(f"{label}: '{content_tag}' must be text, got {type(content).__name__} {content!r:.80}")
+        return {"role": roles[role], "content": content}
+
+    def sharegpt(self) -> dict | str:
+        column = self.spec.column("messages")
+        raw = self.row.get(column)
+        if raw is None:
+            raise self.missing("messages")
+        if not isinstance(raw, list):
+            raise self.fail(f"'{column}' (the messages column) must be a list of messages, got "
+                            f"{type(raw).__name__}")
+        if not raw:
+            return "empty conversation"
+        roles = self.roles()
+        messages = [self.message(m, f"message {turn}", roles) for turn, m in enumerate(raw)]
+        system = self.text("system") or ""
+        if messages[0]["role"] == SYSTEM:
+            system = messages.pop(0)["content"]
+        if self.spec.formatting == "openai":
+            messages = _merge_tool_results(messages)
+        if not messages:
+            return "empty conversation"
+        if self.needs.answer == "none":
+            return make_record(messages[:1], [], system, self.tools(), None)
+        for turn, message in enumerate(messages):
+            if message["role"] not in (PROMPT_ROLES if turn % 2 == 0 else ANSWER_ROLES):
+                return "turns out of order"
+        if (len(messages) % 2 == 1) != self.needs.ranking:
+            return "ends on the wrong turn"
+        if self.needs.ranking:
+            prompt, response = messages, [self.answer(key, roles) for key in ("chosen", "rejected")]
+        else:
+            prompt, response = messages[:-1], messages[-1:]
+        return make_record(prompt, response, system, self.tools(), self.kto_tag())
+
+    def answer(self, key: str, roles: dict) -> dict:
+        column = self.spec.column(key)
+        value = self.row.get(column)
+        if value is None:
+            raise self.missing(key)
+        message = self.message(value, f"'{column}'", roles)
+        if message["role"] not in ANSWER_ROLES:
+            raise self.fail(f"'{column}' must be an assistant or function-call message, got role {message['role']}")
+        return message
 
 
 def _merge_tool_results(messages: list[dict]) -> list[dict]:
@@ -140,108 +301,79 @@ def _merge_tool_results(messages: list[dict]) -> list[dict]:
     merged = []
     for message in messages:
         if message["role"] == OBSERVATION and merged and merged[-1]["role"] == OBSERVATION:
-            merged[-1] = {"role": OBSERVATION,
-                          "content": merged[-1]["content"] + "\n</tool_response>\n<tool_response>\n" +
-                          message["content"]}
+            merged[-1] = {"role": OBSERVATION, "content": merged[-1]["content"] + TOOL_RESULT_JOIN + message["content"]}
         else:
             merged.append(message)
     return merged
 
 
-def sharegpt_record(spec: DatasetSpec, row: dict, index: int, stage: str) -> dict | None:
-    """None when the turns are out of order (LLaMA-Factory skips such records too; the caller counts them)."""
-    roles = _tag_roles(spec)
-    raw = row.get(spec.column("messages"))
-    if not isinstance(raw, list):
-        raise DataError(f"{_where(spec, index)}: '{spec.column('messages')}' must be a list of messages")
-    messages = [_message(spec, message, index, roles) for message in raw]
-    system = ""
-    if messages and messages[0]["role"] == SYSTEM:
-        system = messages[0]["content"]
-        messages = messages[1:]
-    elif spec.column("system"):
-        system = row.get(spec.column("system")) or ""
-    if spec.formatting == "openai":
-        messages = _merge_tool_results(messages)
-    for turn, message in enumerate(messages):
-        if message["role"] not in (PROMPT_ROLES if turn % 2 == 0 else ANSWER_ROLES):
-            return None
-    pairwise = stage in PAIRWISE_STAGES
-    if (len(messages) % 2 == 0) == pairwise:  # pairwise data ends with the prompt; others with the answer
+def convert_batch(batch: dict, indices: list[int], *, spec: DatasetSpec, stage: str,
+                  row_ids: list[int] | None = None) -> dict:
+    """A `datasets.map(batched=True, with_indices=True)` function: raw rows -> record columns plus a drop reason."""
+    out = {column: [] for column in (*RECORD_COLUMNS, DROP)}
+    keys = list(batch)
+    empty = make_record([], [])
+    method = _Record.alpaca if spec.formatting == "alpaca" else _Record.sharegpt
+    for position, values in zip(indices, zip(*batch.values())):
+        index = row_ids[position] if row_ids is not None else position
+        record = method(_Record(spec, stage, dict(zip(keys, values)), index))
+        reason = record if isinstance(record, str) else ""
+        record = empty if reason else record
+        for column in RECORD_COLUMNS:
+            out[column].append(record[column])
+        out[DROP].append(reason)
+    return out
+
+
+def _first_message(rows, column: str | None):
+    if not column or column not in rows.column_names:
         return None
-    if pairwise:
-        picked = []
-        for key in ("chosen", "rejected"):
-            value = row.get(spec.column(key))
-            if not isinstance(value, dict):
-                raise DataError(f"{_where(spec, index)}: '{spec.column(key)}' must be one message object")
-            picked.append(_message(spec, value, index, roles))
-        if any(m["role"] not in ANSWER_ROLES for m in picked):
-            return None
-        prompt, response = messages, picked
-    elif stage == "pt":
-        prompt, response = messages, []
-    else:
-        prompt, response = messages[:-1], messages[-1:]
-    tools = row.get(spec.column("tools")) if spec.column("tools") else ""
-    return {"prompt": prompt, "response": response, "system": system or "", "tools": _tools_text(tools),
-            "kto_tag": _kto(spec, row, index)}
+    for value in rows.select(range(min(len(rows), 20)))[column]:
+        if isinstance(value, list) and value:
+            return value[0]
+    return None
 
 
-def required_columns(spec: DatasetSpec, stage: str) -> dict[str, str | None]:
-    if spec.formatting == "alpaca":
-        needed = {"prompt": spec.column("prompt")}
-        if stage in PAIRWISE_STAGES:
-            needed.update(chosen=spec.column("chosen"), rejected=spec.column("rejected"))
-        elif stage in ("sft", "kto"):
-            needed["response"] = spec.column("response")
-    else:
-        needed = {"messages": spec.column("messages")}
-        if stage in PAIRWISE_STAGES:
-            needed.update(chosen=spec.column("chosen"), rejected=spec.column("rejected"))
-    if stage == "kto":
-        needed["kto_tag"] = spec.column("kto_tag")
-    return needed
+def _drop_skipped(records, spec: DatasetSpec, stage: str, row_ids: list[int] | None):
+    reasons = list(records[DROP])
+    skipped: dict[str, list[int]] = {}
+    for position, reason in enumerate(reasons):
+        if reason:
+            skipped.setdefault(reason, []).append(row_ids[position] if row_ids is not None else position)
+    records = records.remove_columns(DROP)
+    if not skipped:
+        return records
+    total = sum(len(v) for v in skipped.values())
+    detail = "; ".join(f"{len(ids)} {reason} (records {', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
+                       for reason, ids in skipped.items())
+    if total == len(reasons):
+        raise DataError(f"{spec.where()}: none of its {total} records can be used for stage {stage}: {detail} "
+                        "(0-based). ShareGPT turns must alternate user/observation and assistant/function_call, and "
+                        "end with an answer (a prompt turn for ranking data)")
+    log.warning("%s: skipped %d of %d records, as LLaMA-Factory does: %s (0-based)", spec.where(), total,
+                len(reasons), detail)
+    return records.select([i for i, reason in enumerate(reasons) if not reason])
 
 
-def check_stage(spec: DatasetSpec, stage: str) -> None:
-    if stage in PAIRWISE_STAGES and not spec.ranking and spec.formatting != "auto":
-        raise DataError(f"dataset '{spec.name}' is not a ranking dataset; stage {stage} needs chosen/rejected "
-                        "answers (set \"ranking\": true and the chosen/rejected columns in dataset_info.json)")
-    if stage == "kto" and not spec.column("kto_tag"):
-        raise DataError(f"dataset '{spec.name}' has no kto_tag column; stage kto needs one (a true/false column "
-                        "mapped as \"kto_tag\" under \"columns\" in dataset_info.json)")
-
-
-def convert(dataset, spec: DatasetSpec, stage: str, num_proc: int | None = None):
-    """Maps a loaded dataset onto canonical records; fails on the first bad record with its index."""
-    spec = detect_formatting(spec, dataset.column_names)
-    if spec.formatting == "sharegpt" and len(dataset):
-        first = dataset[0].get(spec.column("messages"))
-        spec = _sharegpt_tags(spec, first[0] if isinstance(first, list) and first else None)
+def convert(rows, spec: DatasetSpec, stage: str, *, row_ids: list[int] | None = None, num_proc: int | None = None):
+    """Maps raw rows onto canonical records for the stage. Fails on the first bad record, naming it; skips (with a
+    warning) the records LLaMA-Factory skips: empty conversations and turns out of order. `row_ids` are the rows'
+    indexes in the file when they were sampled, so messages point at the right record."""
+    if spec.formatting == "auto":
+        column = "conversations" if "conversations" in rows.column_names else "messages"
+        spec = detect_format(spec, rows.column_names, _first_message(rows, column))
     check_stage(spec, stage)
-    _require_columns(spec, dataset.column_names, required_columns(spec, stage))
-    to_record = alpaca_record if spec.formatting == "alpaca" else sharegpt_record
-
-    def convert_batch(batch, indices):
-        out = {column: [] for column in (*RECORD_COLUMNS, "_keep")}
-        keys = list(batch)
-        for position, index in enumerate(indices):
-            row = {key: batch[key][position] for key in keys}
-            record = to_record(spec, row, index, stage)
-            keep = record is not None
-            record = record or {"prompt": [], "response": [], "system": "", "tools": "", "kto_tag": None}
-            for column in RECORD_COLUMNS:
-                out[column].append(record[column])
-            out["_keep"].append(keep)
-        return out
-
-    converted = dataset.map(convert_batch, batched=True, with_indices=True, remove_columns=dataset.column_names,
-                            num_proc=num_proc, load_from_cache_file=False,
-                            desc=f"converting {spec.name}" if len(dataset) > 5000 else None)
-    kept = converted.filter(lambda keep: keep, input_columns="_keep", load_from_cache_file=False)
-    skipped = len(converted) - len(kept)
-    if skipped:
-        log.warning("dataset '%s': skipped %d of %d records whose turns are out of order (user/assistant must "
-                    "alternate)", spec.name, skipped, len(converted))
-    return kept.remove_columns("_keep")
+    check_text_only(spec)
+    check_columns(spec, stage, rows.column_names)
+    if num_proc is not None and (num_proc <= 1 or len(rows) < NUM_PROC_MIN_ROWS):
+        num_proc = None
+    records = rows.map(
+        partial(convert_batch, spec=spec, stage=stage, row_ids=row_ids),
+        batched=True,
+        with_indices=True,
+        remove_columns=rows.column_names,
+        features=record_features(with_drop=True),
+        num_proc=num_proc,
+        desc=f"converting {spec.name}",
+    )
+    return _drop_skipped(records, spec, stage, row_ids)

@@ -16,7 +16,7 @@ class JinjaTemplate:
     name = "tokenizer chat template"
     style = "plain"
     efficient_eos = False
-    stop_words: list[str] = []
+    preserve_thinking = False
 
     def __init__(self, chat_template: str, default_system: str = ""):
         self.chat_template = chat_template

@@ -1,4 +1,4 @@
-"""The dataset registry: LLaMA-Factory's dataset_info.json schema, read strictly, plus plain file paths."""
+"""The dataset registry: LLaMA-Factory's dataset_info.json read strictly into DatasetSpecs, plus plain file paths."""
 
 from __future__ import annotations
 
@@ -14,14 +14,19 @@ FORMATTINGS = ("alpaca", "sharegpt", "openai")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
                "audios", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
-SOURCE_KEYS = ("file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
-ENTRY_KEYS = (*SOURCE_KEYS, "formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags",
-              "load_from", "file_sha1", "stage")
-ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "chosen": "chosen",
-                  "rejected": "rejected"}
-SHAREGPT_COLUMNS = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}
+# Where the data comes from, in LLaMA-Factory's order of preference: entry key -> load_from.
+SOURCES = {"hf_hub_url": "hf_hub", "ms_hub_url": "ms_hub", "om_hub_url": "om_hub", "script_url": "script",
+           "cloud_file_name": "cloud_file", "file_name": "file"}
+OPTION_KEYS = ("formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags", "load_from")
+IGNORED_KEYS = ("file_sha1",)  # written by older LLaMA-Factory versions; never read
+ENTRY_KEYS = (*SOURCES, *OPTION_KEYS, *IGNORED_KEYS)
+
+# LLaMA-Factory's defaults. They apply only while an entry has no "columns" / "tags" block: a block replaces them,
+# so a key it leaves out is unmapped (None).
+DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "messages": "conversations"}
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+# LLaMA-Factory requires a tags block for formatting "openai"; without one we assume OpenAI's own names.
 OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
                "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}
 
@@ -31,125 +36,193 @@ class DatasetSpec:
     """One dataset: where it comes from and how its columns map onto the canonical record."""
 
     name: str
-    source: str  # "file" or "hub"
-    location: str  # a local path (file or folder) or a hub id
-    formatting: str = "alpaca"
+    load_from: str  # file, hf_hub, ms_hub, om_hub, script or cloud_file
+    location: str  # an absolute local path, or a hub id / cloud path
+    formatting: str = "alpaca"  # alpaca, sharegpt, openai; "auto" for a path given as the dataset
     ranking: bool = False
     subset: str | None = None
     split: str = "train"
     folder: str | None = None
     num_samples: int | None = None
-    columns: dict = dataclasses.field(default_factory=dict)
-    tags: dict = dataclasses.field(default_factory=dict)
+    columns: dict | None = None  # the entry's "columns" block; None when it has none
+    tags: dict | None = None  # the entry's "tags" block; None when it has none
     registry: str | None = None  # the dataset_info.json it came from
 
     def column(self, key: str) -> str | None:
-        """The source column for a canonical key, with LLaMA-Factory's defaults for the formatting."""
-        defaults = ALPACA_COLUMNS if self.formatting == "alpaca" else SHAREGPT_COLUMNS
-        return self.columns.get(key, defaults.get(key))
+        """The source column of a canonical key, or None when it is unmapped."""
+        if self.columns is not None:
+            return self.columns.get(key)
+        if self.ranking and key in ("chosen", "rejected"):  # LLaMA-Factory has no default here and fails
+            return key
+        return DEFAULT_COLUMNS.get(key)
 
     def tag(self, key: str) -> str | None:
-        defaults = OPENAI_TAGS if self.formatting == "openai" else SHAREGPT_TAGS
-        return self.tags.get(key, defaults.get(key))
+        """The role/content tag of a message key, or None when it is unmapped."""
+        if self.tags is not None:
+            return self.tags.get(key)
+        return (OPENAI_TAGS if self.formatting == "openai" else SHAREGPT_TAGS)[key]
+
+    @property
+    def is_local(self) -> bool:
+        return self.load_from == "file"
+
+    def where(self) -> str:
+        """`dataset 'name' (location)`, the prefix of every message about this dataset."""
+        return f"dataset '{self.name}' ({self.location})"
 
     def local_paths(self) -> list[Path]:
-        """The files behind a local dataset (a folder lists its files)."""
-        if self.source != "file":
+        """The existing files behind a local dataset (a folder lists its files); [] for other sources."""
+        if not self.is_local:
             return []
         path = Path(self.location)
         if path.is_dir():
-            return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return [path]
+            return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return [path] if path.is_file() else []
 
 
-def read_registry(dataset_dir: str | Path) -> dict:
+def read_registry(dataset_dir: str | Path, needed_by: str | None = None) -> dict:
     """Loads dataset_info.json, naming the line and column of a syntax error."""
-    path = Path(dataset_dir) / REGISTRY_FILE
-    if not Path(dataset_dir).is_dir():
-        raise DataError(f"dataset_dir {dataset_dir} does not exist; set dataset_dir to the folder holding "
-                        f"{REGISTRY_FILE}")
+    folder = Path(dataset_dir)
+    path = folder / REGISTRY_FILE
+    reason = f" (needed to look up dataset '{needed_by}', which is not an existing file or folder either)" \
+        if needed_by else ""
+    if not folder.is_dir():
+        raise DataError(f"dataset_dir {folder} does not exist{reason}; set dataset_dir to the folder holding "
+                        f"{REGISTRY_FILE}, or give the dataset as a file path")
     if not path.is_file():
-        raise DataError(f"{path} not found: dataset names are looked up in {REGISTRY_FILE} inside dataset_dir "
-                        "(or give a file path as the dataset)")
+        raise DataError(f"{path} not found{reason}: dataset names are looked up in {REGISTRY_FILE} inside "
+                        "dataset_dir; create it, point dataset_dir at the folder that has it, or give a file path")
     try:
-        registry = json.loads(path.read_text(encoding="utf-8"))
+        registry = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; save it as UTF-8") from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+        raise DataError(f"{path} line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg}); fix the file "
+                        "(a trailing comma or a missing quote is the usual cause)") from None
     if not isinstance(registry, dict):
-        raise DataError(f"{path}: must be a JSON object of dataset name -> entry")
+        raise DataError(f"{path}: must be one JSON object mapping dataset names to entries, "
+                        f"got a {type(registry).__name__}")
     return registry
 
 
-def _check_entry(name: str, entry, path: Path) -> None:
-    where = f"{path}: dataset '{name}'"
+def _unknown(key: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown key '{key}'; {hint}allowed: {', '.join(allowed)}"
+
+
+def _check_entry(name: str, entry: object, where: str) -> dict:
     if not isinstance(entry, dict):
-        raise DataError(f"{where}: entry must be an object, got {type(entry).__name__}")
+        raise DataError(f"{where}: the entry must be a JSON object, got a {type(entry).__name__}")
     for key in entry:
         if key not in ENTRY_KEYS:
-            close = difflib.get_close_matches(key, ENTRY_KEYS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(ENTRY_KEYS)}"
-            raise DataError(f"{where}: unknown key '{key}'{hint}")
-    if not any(key in entry for key in SOURCE_KEYS):
-        raise DataError(f"{where}: needs one of {', '.join(SOURCE_KEYS)}")
+            raise DataError(f"{where}: {_unknown(key, ENTRY_KEYS)}")
+    sources = [key for key in SOURCES if key in entry]
+    if not sources:
+        raise DataError(f"{where}: says nowhere to load from; add \"file_name\" (a file or folder in dataset_dir) "
+                        f"or one of {', '.join(k for k in SOURCES if k != 'file_name')}")
+    for key in (*sources, "subset", "split", "folder"):
+        if key in entry and not (isinstance(entry[key], str) and entry[key]):
+            raise DataError(f"{where}: \"{key}\" must be a non-empty string, got {entry[key]!r}")
     formatting = entry.get("formatting", "alpaca")
     if formatting not in FORMATTINGS:
-        raise DataError(f"{where}: formatting '{formatting}' is not one of {', '.join(FORMATTINGS)}")
-    for group, allowed in (("columns", COLUMN_KEYS), ("tags", TAG_KEYS)):
-        block = entry.get(group, {})
-        if not isinstance(block, dict):
-            raise DataError(f"{where}: '{group}' must be an object")
-        for key in block:
+        raise DataError(f"{where}: \"formatting\" is {formatting!r}; allowed values: {', '.join(FORMATTINGS)}")
+    if not isinstance(entry.get("ranking", False), bool):
+        raise DataError(f"{where}: \"ranking\" must be true or false, got {entry['ranking']!r}")
+    num = entry.get("num_samples")
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+        raise DataError(f"{where}: \"num_samples\" must be a whole number >= 1, got {num!r}")
+    if "load_from" in entry:
+        wanted = {value: key for key, value in SOURCES.items()}
+        if entry["load_from"] not in wanted or wanted[entry["load_from"]] not in entry:
+            usable = ", ".join(SOURCES[key] for key in sources)
+            raise DataError(f"{where}: \"load_from\" is {entry['load_from']!r}; this entry can load from: {usable}")
+    for block, allowed in (("columns", COLUMN_KEYS), ("tags", TAG_KEYS)):
+        mapping = entry.get(block, {})
+        if not isinstance(mapping, dict):
+            raise DataError(f"{where}: \"{block}\" must be a JSON object, got a {type(mapping).__name__}")
+        for key, value in mapping.items():
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
-                raise DataError(f"{where}: unknown {group} key '{key}'{hint}")
+                raise DataError(f"{where}: in \"{block}\": {_unknown(key, allowed)}")
+            if value is not None and not (isinstance(value, str) and value):
+                raise DataError(f"{where}: \"{block}\".\"{key}\" must be a name (a string), got {value!r}")
+    return entry
 
 
-def spec_from_entry(name: str, entry: dict, dataset_dir: Path, registry_path: Path) -> DatasetSpec:
-    _check_entry(name, entry, registry_path)
-    common = {
-        "formatting": entry.get("formatting", "alpaca"),
-        "ranking": bool(entry.get("ranking", False)),
-        "subset": entry.get("subset"),
-        "split": entry.get("split", "train"),
-        "folder": entry.get("folder"),
-        "num_samples": entry.get("num_samples"),
-        "columns": dict(entry.get("columns", {})),
-        "tags": dict(entry.get("tags", {})),
-        "registry": str(registry_path),
-    }
-    if "file_name" in entry:
-        return DatasetSpec(name=name, source="file", location=str(dataset_dir / entry["file_name"]), **common)
-    for key in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"):
-        if key in entry:
-            return DatasetSpec(name=name, source="hub", location=str(entry[key]), **common)
-    raise AssertionError("checked above")
+def spec_from_entry(name: str, entry: object, dataset_dir: str | Path, registry_path: str | Path) -> DatasetSpec:
+    """Validates one dataset_info.json entry and turns it into a DatasetSpec."""
+    entry = _check_entry(name, entry, f"{registry_path}: dataset '{name}'")
+    source = entry.get("load_from")
+    key = next(k for k, v in SOURCES.items() if v == source) if source else next(k for k in SOURCES if k in entry)
+    location = entry[key]
+    if key in ("file_name", "script_url"):  # relative to dataset_dir, like LLaMA-Factory
+        location = str((Path(dataset_dir) / location).absolute())
+    return DatasetSpec(
+        name=name,
+        load_from=SOURCES[key],
+        location=location,
+        formatting=entry.get("formatting", "alpaca"),
+        ranking=entry.get("ranking", False),
+        subset=entry.get("subset"),
+        split=entry.get("split", "train"),
+        folder=entry.get("folder"),
+        num_samples=entry.get("num_samples"),
+        columns=dict(entry["columns"]) if "columns" in entry else None,
+        tags=dict(entry["tags"]) if "tags" in entry else None,
+        registry=str(registry_path),
+    )
 
 
-def spec_from_path(path: Path) -> DatasetSpec:
-    """A dataset given as a file or folder: alpaca columns unless the rows hold `messages`/`conversations`."""
-    return DatasetSpec(name=str(path), source="file", location=str(path), formatting="auto")
+def spec_from_path(name: str, path: Path) -> DatasetSpec:
+    """A dataset given as a file or folder path; its format is detected from its columns when converting."""
+    return DatasetSpec(name=name, load_from="file", location=str(path.absolute()), formatting="auto")
 
 
-def resolve_datasets(names: list[str] | None, dataset_dir: str | Path) -> list[DatasetSpec]:
-    """Looks each name up in dataset_dir/dataset_info.json; a name that is an existing path is taken as a file."""
-    specs = []
-    registry = None
+def _existing_path(name: str, dataset_dir: Path) -> Path | None:
+    for candidate in (Path(name).expanduser(), dataset_dir / name):
+        if candidate.exists():
+            if candidate.is_dir() and (candidate / REGISTRY_FILE).is_file():
+                raise DataError(f"dataset '{name}' is a folder holding {REGISTRY_FILE} ({candidate}); set "
+                                "dataset_dir to that folder and name datasets registered in it instead")
+            return candidate
+    return None
+
+
+def _registered(name: str, registry: dict, registry_path: Path) -> None:
+    if name in registry:
+        return
+    close = difflib.get_close_matches(name, list(registry), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    listed = ", ".join(sorted(registry)) or "(none)"
+    raise DataError(f"dataset '{name}' is not registered in {registry_path} and is not an existing file or folder."
+                    f"{hint} Registered: {listed}. Add an entry for it, or give a path to the data file.")
+
+
+def resolve_datasets(names: list[str] | str | None, dataset_dir: str | Path) -> list[DatasetSpec]:
+    """One DatasetSpec per name: a dataset_info.json entry, or else an existing file/folder (absolute, or
+    relative to the current folder or dataset_dir). The registry is read only when a name needs it."""
+    if isinstance(names, str):
+        names = names.split(",")
     dataset_dir = Path(dataset_dir)
+    registry_path = dataset_dir / REGISTRY_FILE
+    registry = None  # read once, on first need
+    specs = []
     for name in names or []:
-        for candidate in (Path(name), dataset_dir / name):
-            if candidate.suffix and candidate.exists() or candidate.is_dir() and not (
-                    candidate / REGISTRY_FILE).exists() and candidate != dataset_dir:
-                specs.append(spec_from_path(candidate))
-                break
-        else:
-            if registry is None:
-                registry = read_registry(dataset_dir)
-            if name not in registry:
-                close = difflib.get_close_matches(name, list(registry), n=3, cutoff=0.5)
-                hint = f" Did you mean {', '.join(close)}?" if close else ""
-                listed = ", ".join(sorted(registry)) or "(none)"
-                raise DataError(f"dataset '{name}' is not registered in {dataset_dir / REGISTRY_FILE}.{hint} "
-                                f"Registered: {listed}")
-            specs.append(spec_from_entry(name, registry[name], dataset_dir, dataset_dir / REGISTRY_FILE))
+        name = name.strip()
+        if not name:
+            raise DataError("an empty dataset name was given; list names from dataset_info.json or file paths")
+        path = _existing_path(name, dataset_dir)
+        if path is not None:
+            if registry is None and registry_path.is_file():  # a registered name wins over a same-named path
+                try:
+                    registry = read_registry(dataset_dir)
+                except DataError:  # a broken registry does not block a path; names that need it report it
+                    pass
+            if registry is None or name not in registry:
+                specs.append(spec_from_path(name, path))
+                continue
+        if registry is None:
+            registry = read_registry(dataset_dir, needed_by=None if path else name)
+        _registered(name, registry, registry_path)
+        specs.append(spec_from_entry(name, registry[name], dataset_dir, registry_path))
     return specs

@@ -8,10 +8,14 @@ import logging
 import re
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunesmith.data import tools as toolfmt
 from tunesmith.data.records import ASSISTANT, FUNCTION, OBSERVATION, USER
 from tunesmith.errors import TemplateError
+
+if TYPE_CHECKING:
+    from tunesmith.data.jinja_template import JinjaTemplate
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,9 @@ class Template:
     replace_jinja_template: bool = False
     style: str = "plain"
     enable_thinking: bool | None = True
+    preserve_thinking: bool = False  # keep earlier turns' thoughts in prompts (encode_oneturn) and with mask_history
     tool_date: str | None = None  # llama3's tool prompt carries today's date; tests pin it
+    added_tokens: list[str] = dataclasses.field(default_factory=list)  # new to the vocab after fix_tokenizer
 
     # ---- slots -> ids
     @staticmethod
@@ -161,8 +167,9 @@ class Template:
         """All but the last message as the prompt (ending with the answer cue), and the last message's ids."""
         if self.style == "reasoning":
             messages = [dict(m) for m in messages]
-            for i in range(1, len(messages) - 2, 2):
-                messages[i]["content"] = self.remove_thought(messages[i]["content"])
+            if not self.preserve_thinking:
+                for i in range(1, len(messages) - 2, 2):
+                    messages[i]["content"] = self.remove_thought(messages[i]["content"])
             if self.enable_thinking is False:
                 messages[-1]["content"] = self.remove_thought(messages[-1]["content"])
         encoded = self.encode_messages(tokenizer, messages, system, tools)
@@ -201,11 +208,12 @@ class Template:
             _add_special(tokenizer, stop_words)
         if tokenizer.chat_template is None or self.replace_jinja_template:
             tokenizer.chat_template = self.jinja_template(tokenizer)
-        added = list(tokenizer.get_vocab())[before:] if len(tokenizer) > before else []
-        if len(tokenizer) > before:
-            log.warning("template %s added %d token(s) to the tokenizer; the embeddings will be resized",
-                        self.name, len(tokenizer) - before)
-        return added
+        added = sorted((index, token) for token, index in tokenizer.get_vocab().items() if index >= before)
+        self.added_tokens = [token for _, token in added]
+        if self.added_tokens:
+            log.warning("template %s added %s to the tokenizer; the embeddings will be resized",
+                        self.name, ", ".join(self.added_tokens))
+        return self.added_tokens
 
     def jinja_template(self, tokenizer) -> str:
         """A Jinja chat template equivalent to this template, saved with the tokenizer for other tools."""
@@ -286,8 +294,13 @@ def build_template(name: str, entry: dict) -> Template:
 
 
 def get_template(name: str | None, tokenizer, *, default_system: str | None = None, tool_format: str | None = None,
-                 enable_thinking: bool | None = True, train_on_prompt: bool = False, tool_date: str | None = None):
-    """The named template (or the tokenizer's own Jinja template when name is None), with the tokenizer fixed."""
+                 enable_thinking: bool | None = True, preserve_thinking: bool = False, train_on_prompt: bool = False,
+                 tool_date: str | None = None) -> Template | JinjaTemplate:
+    """The named template (or the tokenizer's own Jinja template when name is None), with the tokenizer fixed.
+
+    Fixing follows LLaMA-Factory: eos becomes stop_words[0] when replace_eos, pad = eos when missing, other stop
+    words become special tokens; `template.added_tokens` lists tokens new to the vocab (resize the embeddings).
+    """
     if name is None:
         from tunesmith.data.jinja_template import JinjaTemplate
 
@@ -297,7 +310,9 @@ def get_template(name: str | None, tokenizer, *, default_system: str | None = No
                 f"to one of {', '.join(template_names())}"
             )
         template = JinjaTemplate(tokenizer.chat_template, default_system=default_system or "")
-        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        if tokenizer.eos_token_id is None:
+            _set_eos(tokenizer, "<|endoftext|>")
+        if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return template
     table = template_table()
@@ -315,6 +330,7 @@ def get_template(name: str | None, tokenizer, *, default_system: str | None = No
         template.default_system = default_system
     if template.style == "reasoning":
         template.enable_thinking = enable_thinking
+        template.preserve_thinking = preserve_thinking
     template.tool_date = tool_date
     template.fix_tokenizer(tokenizer)
     return template
