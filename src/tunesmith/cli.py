@@ -88,9 +88,15 @@ def _split_overrides(args) -> list[str]:
 def dispatch(args) -> int:
     if args.job == "train":
         from tunesmith.config.load import load_config
+        from tunesmith.train import launch
+
+        overrides = _split_overrides(args)
+        config = load_config(args.config, overrides)
+        if launch.needs_launch(config):
+            return launch.launch(args.config, overrides, config)
         from tunesmith.train.run import run_training
 
-        run_training(load_config(args.config, _split_overrides(args)))
+        run_training(config)
         return 0
     if args.job == "demo":
         from tunesmith.demo import run_demo

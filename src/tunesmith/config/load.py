@@ -17,6 +17,7 @@ from tunesmith.config.schema import (
     ExportArgs,
     GenerationArgs,
     InferArgs,
+    LaunchArgs,
     MethodArgs,
     ModelArgs,
     OutputArgs,
@@ -37,6 +38,7 @@ class Config:
     generation: GenerationArgs = dataclasses.field(default_factory=GenerationArgs)
     infer: InferArgs = dataclasses.field(default_factory=InferArgs)
     export: ExportArgs = dataclasses.field(default_factory=ExportArgs)
+    launch: LaunchArgs = dataclasses.field(default_factory=LaunchArgs)
     source: str = "<overrides>"
     given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
 
@@ -182,7 +184,9 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
             raise ConfigError("\n".join(_describe(err, source) for err in exc.errors())) from None
     config = Config(**built, source=source, given=renamed)
     check_across_groups(config)
-    training_arguments(config)  # transformers' own checks (enum values, bf16 support, ...)
+    # transformers' own checks (enum values, bf16 support, ...). The DeepSpeed config is left to the real run: reading
+    # it here would register it globally before the distributed world is known.
+    training_arguments(config, deepspeed=None)
     return config
 
 

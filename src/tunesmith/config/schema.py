@@ -224,8 +224,19 @@ class ExportArgs(Group):
     export_hub_model_id: str | None = Field(None, description="Also push the export to this hub repo (online).")
 
 
+class LaunchArgs(Group):
+    """Scale-out: tunesmith relaunches itself under torchrun (DDP, DeepSpeed) when these ask for it."""
+
+    nproc_per_node: int = Field(1, ge=1, description="Processes (GPUs) per node; > 1 launches torchrun.")
+    nnodes: int = Field(1, ge=1, description="Number of nodes.")
+    node_rank: int = Field(0, ge=0, description="This node's rank (0 on the master).")
+    master_addr: str = Field("127.0.0.1", description="Address of the rank-0 node.")
+    master_port: int = Field(29500, ge=1, le=65535, description="Port of the rank-0 node.")
+
+
 GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "data": DataArgs, "output": OutputArgs,
-                                  "generation": GenerationArgs, "infer": InferArgs, "export": ExportArgs}
+                                  "generation": GenerationArgs, "infer": InferArgs, "export": ExportArgs,
+                                  "launch": LaunchArgs}
 
 # Keys from older LLaMA-Factory / transformers configs that map onto a current key.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}

@@ -96,9 +96,12 @@ def write_json(path: Path, data: dict) -> None:
 def save_final(trainer, tokenizer, output_dir: Path) -> None:
     """Saves the model/adapter and tokenizer into a staging folder, then moves the files into output_dir."""
     staging = output_dir / ".staging-final"
-    if staging.exists():
+    if trainer.is_world_process_zero() and staging.exists():
         shutil.rmtree(staging)
-    trainer.save_model(str(staging))
+    trainer.save_model(str(staging))  # every rank takes part (DeepSpeed ZeRO-3 gathers the weights); rank 0 writes
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return
     tokenizer.save_pretrained(str(staging))
     for item in staging.iterdir():
         target = output_dir / item.name

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from tunesmith.config.load import Config, require, training_arguments
-from tunesmith.train import outputs
+from tunesmith.train import launch, outputs
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +34,25 @@ def run_training(config: Config) -> dict:
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
     outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
+    import torch
+
     extra = {}
     if "dataloader_pin_memory" not in config.training_kwargs():
-        import torch
-
         extra["dataloader_pin_memory"] = torch.cuda.is_available()  # pinning needs an accelerator
+    if launch.under_launcher() and not torch.cuda.is_available() and not {"use_cpu", "deepspeed"} & set(
+            config.training_kwargs()):
+        extra.update(use_cpu=True, ddp_backend="gloo")  # accelerate runs CPU workers as DDP only when told so
     args = training_arguments(config, resume_from_checkpoint=resume, do_train=True, **extra)
     set_seed(args.seed)
 
     # config -> data -> model -> trainer -> outputs
     tokenizer = load_tokenizer(config.model)
-    data = build_datasets(config, tokenizer, encoding=spec.encoding)
+    with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
+        data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
-    outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
+    if args.should_save:  # rank 0 owns the output folder
+        outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
     optimizers = (None, None)
     if config.method.loraplus_lr_ratio:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
@@ -62,8 +67,10 @@ def run_training(config: Config) -> dict:
         callbacks=[JsonlLogCallback(output_dir)],
         optimizers=optimizers,
     )
-    outputs.record_run(output_dir, config)
-    pissa_convert = config.method.pissa_convert and trainer.is_world_process_zero()
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        outputs.record_run(output_dir, config)
+    pissa_convert = config.method.pissa_convert and main_process
     if pissa_convert and resume is None:
         save_pissa_init(model, output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -74,6 +81,8 @@ def run_training(config: Config) -> dict:
     metrics = {**result.metrics, "train_samples": len(data.train), "dropped_examples": data.dropped}
     if data.eval is not None:
         metrics.update(trainer.evaluate(), eval_samples=len(data.eval))
+    if not main_process:
+        return metrics
     trainer.save_state()
     if config.output.plot_loss:
         from tunesmith.train.plot import plot_losses

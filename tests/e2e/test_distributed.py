@@ -1,0 +1,38 @@
+"""`tunesmith train --nproc-per-node 2` relaunches itself under torchrun: DDP on CPU (gloo) equals one process."""
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from tunesmith.cli import main
+
+DEMO_DATA = Path(__file__).resolve().parents[2] / "src" / "tunesmith" / "demo_data"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def losses(out: Path) -> list[float]:
+    state = json.loads((out / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+@pytest.mark.distributed
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path):
+    (tmp_path / "c.yaml").write_text("stage: sft\n")
+    common = [str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
+              f"dataset_dir={DEMO_DATA}", "template=chatml", "max_samples=8", "max_steps=3", "learning_rate=1e-2",
+              "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3"]
+    assert main(["train", *common, f"output_dir={tmp_path / 'one'}", "per_device_train_batch_size=8"]) == 0
+    assert main(["train", *common, f"output_dir={tmp_path / 'two'}", "per_device_train_batch_size=4",
+                 "--nproc-per-node", "2", "--master-port", str(free_port())]) == 0
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+    # rank 0 alone writes the outputs, and writes them once
+    assert (tmp_path / "two" / "model.safetensors").is_file()
+    lines = (tmp_path / "two" / "trainer_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
