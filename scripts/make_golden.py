@@ -29,22 +29,22 @@ for _name in ("torchaudio", "av"):  # imported by LF's multimodal plugin; text t
     _stub.__spec__ = importlib.machinery.ModuleSpec(_name, None)
     sys.modules[_name] = _stub
 
-import transformers  # noqa: E402
-from llamafactory import __version__ as lf_version  # noqa: E402
-from llamafactory.data import template as lf_template  # noqa: E402
-from llamafactory.data import tool_utils  # noqa: E402
-from llamafactory.data.processor import (  # noqa: E402
+import transformers
+from llamafactory import __version__ as lf_version
+from llamafactory.data import template as lf_template
+from llamafactory.data import tool_utils
+from llamafactory.data.processor import (
     FeedbackDatasetProcessor,
     PairwiseDatasetProcessor,
     PretrainDatasetProcessor,
     SupervisedDatasetProcessor,
     UnsupervisedDatasetProcessor,
 )
-from llamafactory.data.template import get_template_and_fix_tokenizer  # noqa: E402
-from llamafactory.hparams import DataArguments  # noqa: E402
-from transformers import DataCollatorForLanguageModeling  # noqa: E402
+from llamafactory.data.template import get_template_and_fix_tokenizer
+from llamafactory.hparams import DataArguments
+from transformers import DataCollatorForLanguageModeling
 
-from tunesmith.model.tiny import build_tokenizer, fingerprint  # noqa: E402
+from tunesmith.model.tiny import build_tokenizer, fingerprint
 
 TEMPLATES = ["default", "empty", "alpaca", "vicuna", "chatml", "qwen", "qwen3", "qwen3_nothink", "llama2", "llama3",
              "mistral", "gemma", "phi", "deepseek", "yi", "glm4"]

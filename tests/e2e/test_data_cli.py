@@ -50,8 +50,7 @@ def test_export_writes_every_example_in_order(tmp_path, tiny_model_dir):
     assert "Count from one to five." in tokenizer.decode(rows[11]["input_ids"])  # second dataset follows the first
 
 
-def test_export_matches_between_runs_and_uses_the_cache(tmp_path, tiny_model_dir, capsys):
-    cache = tmp_path / "encoded-cache"
+def test_export_is_the_same_between_runs_with_workers(tmp_path, tiny_model_dir):
     first, second = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
     cfg = config(tmp_path, tiny_model_dir, preprocessing_num_workers=2)
     assert main(["data", "export", cfg, "--out", str(first)]) == 0

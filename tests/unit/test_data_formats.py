@@ -216,8 +216,8 @@ def test_record_missing_a_value(tmp_path):
       {"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]}],
      {"formatting": "sharegpt"}, "sft",
      ["record 1 (0-based)", "message 1 has unknown role 'bot' in 'from'",
-      "allowed: 'human' (user), 'gpt' (assistant), 'observation' (observation), 'function_call' (function), "
-      "'system' (system)", "\"tags\""]),
+      ("allowed: 'human' (user), 'gpt' (assistant), 'observation' (observation), 'function_call' (function), "
+      "'system' (system)"), "\"tags\""]),
     ([{"conversations": [user("q"), assistant("a")]}], {"formatting": "sharegpt"}, "sft",
      ["record 0 (0-based)", "message 0 has no 'from' (the role tag); its keys: role, content", "\"tags\""]),
     ([{"messages": [{"role": "user", "content": ["q"]}, assistant("a")]}], {"formatting": "openai",

@@ -101,9 +101,9 @@ def test_each_stage_gets_what_it_needs(data_dir):
 
 
 @pytest.mark.parametrize("names, stage, expected", [
-    (["a"], "dpo", "dataset 'a' ({dir}/a.json) has no chosen/rejected columns; stage dpo needs a ranking dataset "
+    (["a"], "dpo", ("dataset 'a' ({dir}/a.json) has no chosen/rejected columns; stage dpo needs a ranking dataset "
                    "(set \"ranking\": true and map \"chosen\" and \"rejected\" under \"columns\" in "
-                   "{dir}/dataset_info.json)"),
+                   "{dir}/dataset_info.json)")),
     (["b"], "rm", "stage rm needs a ranking dataset"),
     (["prefs"], "sft", "is a ranking dataset (chosen/rejected answers), which stage sft cannot use"),
     (["a"], "kto", "dataset 'a' ({dir}/a.json) has no kto_tag column; stage kto needs one"),

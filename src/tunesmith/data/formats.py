@@ -7,8 +7,16 @@ import json
 import logging
 from functools import partial
 
-from tunesmith.data.records import ANSWER_ROLES, ASSISTANT, FUNCTION, OBSERVATION, PROMPT_ROLES, SYSTEM, USER
-from tunesmith.data.records import make_record
+from tunesmith.data.records import (
+    ANSWER_ROLES,
+    ASSISTANT,
+    FUNCTION,
+    OBSERVATION,
+    PROMPT_ROLES,
+    SYSTEM,
+    USER,
+    make_record,
+)
 from tunesmith.data.registry import DatasetSpec
 from tunesmith.errors import DataError
 

@@ -46,8 +46,8 @@ def percentile(sorted_values: list[int], q: float) -> int:
 
 def check(config) -> int:
     """Validates every record of every dataset and prints counts, token lengths and truncation."""
-    from tunesmith.data.pipeline import encode_records
     from tunesmith.data.loader import load_records
+    from tunesmith.data.pipeline import encode_records
 
     tokenizer, template = _setup(config)
     data_args, stage, encoding = config.data, config.method.stage, _encoding(config)

@@ -127,8 +127,17 @@ Each line of this text is a small example of what people write and what a model 
 
 def build_tokenizer(chat_template: str | None = None) -> "PreTrainedTokenizerFast":
     """Train the deterministic tiny byte-level BPE tokenizer (bos <s>, eos </s>, unk <unk>, no pad)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers import trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
