@@ -78,6 +78,16 @@ def _not_found(name: str, exc: Exception) -> ModelError:
     )
 
 
+def _load_error(name: str, exc: Exception, what: str) -> Exception:
+    """A from_pretrained failure as the error to raise: a broken local folder, a missing hub model, or the original
+    ValueError (a real bug or an unsupported option) when the name is not a folder."""
+    if Path(name).is_dir():
+        return ModelError(f"could not load a {what} from {name}: {exc}")
+    if isinstance(exc, ValueError):
+        return exc
+    return _not_found(name, exc)
+
+
 def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
     """The model's tokenizer from a local folder or a hub id, padding on the right for training."""
     from transformers import AutoTokenizer
@@ -88,11 +98,7 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
             name, split_special_tokens=model_args.split_special_tokens, padding_side="right", **kwargs
         )
     except (OSError, ValueError) as exc:
-        if Path(name).is_dir():
-            raise ModelError(f"could not load a tokenizer from {name}: {exc}") from None
-        if isinstance(exc, ValueError):
-            raise
-        raise _not_found(name, exc) from None
+        raise _load_error(name, exc, "tokenizer") from None
     tokenizer.padding_side = "right"
     # No pad token is set here: the chat template sets eos first and then pad = eos, as LLaMA-Factory does.
     return tokenizer
@@ -203,9 +209,7 @@ def load_model(
     try:
         model_config = AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        if Path(name).is_dir():
-            raise ModelError(f"could not load a model from {name}: {exc}") from None
-        raise _not_found(name, exc) from None
+        raise _load_error(name, exc, "model") from None
     configure_rope(model_config, model_args, cutoff_len)
     if model_args.enable_liger_kernel:
         kernels.apply_liger(model_config.model_type)
@@ -222,11 +226,7 @@ def load_model(
             log.info("this model does not support sdpa attention; using eager")
             model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="eager", **load)
     except (OSError, ValueError) as exc:
-        if Path(name).is_dir():
-            raise ModelError(f"could not load a model from {name}: {exc}") from None
-        if isinstance(exc, ValueError):
-            raise
-        raise _not_found(name, exc) from None
+        raise _load_error(name, exc, "model") from None
     if quantize.method_of(model_args) == "hqq" and not quantize.existing_quantization(model_config):
         quantize.quantize_hqq(model, model_args, dtype)
 
