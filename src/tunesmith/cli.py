@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     export_model = jobs.add_parser("export", help="merge LoRA adapters into the base model and save it")
     _add_config(export_model)
 
+    webui = jobs.add_parser("webui", help="the whole workflow in the browser (Gradio), English and Chinese")
+    webui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    webui.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    webui.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+
     config = jobs.add_parser("config", help="inspect configuration keys and resolved configs")
     config_jobs = config.add_subparsers(dest="config_job", metavar="ACTION", required=True)
     config_jobs.add_parser("keys", help="list every key with its type, default and help")
@@ -117,6 +122,10 @@ def dispatch(args) -> int:
         from tunesmith.export import run_export
 
         return run_export(config)
+    if args.job == "webui":
+        from tunesmith.webui.app import run_webui
+
+        return run_webui(args.host, args.port, args.share)
     if args.job == "config":
         from tunesmith.config.describe import print_keys, print_resolved
 

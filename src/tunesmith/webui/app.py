@@ -1,0 +1,239 @@
+"""`tunesmith webui`: Gradio front door that writes the same YAML the CLI reads and runs the same command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tunesmith.webui import form
+from tunesmith.webui.runner import TrainingRun, read_progress
+from tunesmith.webui.texts import LANGUAGES, label, ui
+
+SECTION_TITLES = {"model": "sec_model", "train": "sec_train", "extra": "sec_extra", "freeze": "sec_freeze",
+                  "lora": "sec_lora", "rlhf": "sec_rlhf", "output": "sec_output"}
+OPEN_SECTIONS = ("model", "train")
+
+
+def _component(gr, field: form.Field, lang: str):
+    text, help_text = label(lang, field.key, field.help)
+    common = {"label": text, "info": help_text, "value": field.default}
+    if field.kind == "choice":
+        return gr.Dropdown(choices=[c for c in field.choices], **common)
+    if field.kind == "bool":
+        return gr.Checkbox(**common)
+    if field.kind in ("int", "float"):
+        return gr.Number(precision=0 if field.kind == "int" else None, **common)
+    if field.kind == "list":
+        value = ",".join(field.default) if isinstance(field.default, list) else field.default
+        return gr.Textbox(**{**common, "value": value})
+    return gr.Textbox(**{**common, "value": None if field.default is None else str(field.default)})
+
+
+def _text(content) -> str:
+    """Chatbot message content (a string, or Gradio's list of typed parts) as plain text."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
+
+
+def _format_seconds(value) -> str:
+    if value is None:
+        return "--:--"
+    value = int(value)
+    return f"{value // 3600:02d}:{value % 3600 // 60:02d}:{value % 60:02d}"
+
+
+def build_app(workdir: str | Path = "."):
+    """The Blocks app; training configs and logs are written under workdir/webui_runs."""
+    import gradio as gr
+    import pandas as pd
+
+    fields = form.fields()
+    runs_dir = Path(workdir) / "webui_runs"
+    state = {"run": None}
+    keys = [key for section in form.SECTIONS.values() for key in section]
+    components: dict[str, object] = {}
+    titles = {}
+
+    with gr.Blocks(title="tunesmith") as app:
+        title = gr.Markdown(f"## {ui('en', 'title')}")
+        lang = gr.Dropdown(choices=list(LANGUAGES), value="en", label=ui("en", "lang"))
+        with gr.Tab(ui("en", "tab_train")) as train_tab:
+            for section, section_keys in form.SECTIONS.items():
+                with gr.Accordion(ui("en", SECTION_TITLES[section]), open=section in OPEN_SECTIONS) as box:
+                    titles[section] = box
+                    with gr.Row():
+                        for key in section_keys:
+                            components[key] = _component(gr, fields[key], "en")
+            with gr.Row():
+                config_path = gr.Textbox(label=ui("en", "config_path"), value=str(runs_dir / "train.yaml"))
+                preview_btn = gr.Button(ui("en", "preview"))
+                save_btn = gr.Button(ui("en", "save"))
+                load_btn = gr.Button(ui("en", "load"))
+                start_btn = gr.Button(ui("en", "start"), variant="primary")
+                abort_btn = gr.Button(ui("en", "abort"), variant="stop")
+            command = gr.Code(label="YAML", language="yaml")
+            status = gr.Markdown(ui("en", "status_idle"))
+            progress = gr.Slider(0, 100, value=0, label=ui("en", "progress"), interactive=False)
+            loss = gr.LinePlot(x="step", y="loss", label=ui("en", "loss"))
+            log = gr.Textbox(label=ui("en", "log"), lines=12, max_lines=12, autoscroll=True)
+            timer = gr.Timer(1.0)
+
+        with gr.Tab(ui("en", "tab_chat")):
+            with gr.Row():
+                chat_load = gr.Button(ui("en", "chat_load"))
+                chat_unload = gr.Button(ui("en", "chat_unload"))
+                chat_state = gr.Markdown("")
+            system = gr.Textbox(label=ui("en", "chat_system"))
+            tools = gr.Textbox(label=ui("en", "chat_tools"), lines=2)
+            with gr.Row():
+                temperature = gr.Slider(0, 1.5, value=0.95, label="temperature")
+                top_p = gr.Slider(0.01, 1.0, value=0.7, label="top_p")
+                max_new_tokens = gr.Slider(1, 2048, value=256, step=1, label="max_new_tokens")
+            chatbot = gr.Chatbot(height=300)
+            with gr.Row():
+                query = gr.Textbox(label=ui("en", "chat_input"), scale=4)
+                send = gr.Button(ui("en", "chat_send"), variant="primary")
+                clear = gr.Button(ui("en", "chat_clear"))
+        with gr.Tab(ui("en", "tab_export")):
+            with gr.Row():
+                export_fields = {key: _component(gr, fields[key], "en") for key in ("export_dir", "export_size",
+                                                                                    "export_dtype")}
+                export_btn = gr.Button(ui("en", "export_run"), variant="primary")
+            export_log = gr.Textbox(label=ui("en", "log"), lines=6)
+
+        inputs = [components[key] for key in keys]
+
+        def collect(*values) -> dict:
+            return form.to_config(dict(zip(keys, values)))
+
+        def preview(path, *values):
+            config = collect(*values)
+            error = form.validate(config)
+            text = f"# {form.command_line(path)}\n" + form.to_yaml(config)
+            return text if error is None else f"# error: {error}\n" + text
+
+        def save(path, *values):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(form.to_yaml(collect(*values)), encoding="utf-8")
+            return f"# saved {path}\n" + form.to_yaml(collect(*values))
+
+        def load(path):
+            import yaml
+
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            return [gr.update(value=",".join(v) if isinstance(v := data.get(key, fields[key].default), list) else v)
+                    for key in keys]
+
+        def start(path, *values):
+            config = collect(*values)
+            error = form.validate(config)
+            if error is not None:
+                return f"**{ui('en', 'status_failed')}**: {error}", ""
+            if state["run"] is not None and state["run"].running():
+                return f"**{ui('en', 'status_running')}**", ""
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(form.to_yaml(config), encoding="utf-8")
+            state["run"] = TrainingRun(Path(path), Path(config.get("output_dir", "saves/run")))
+            state["run"].start()
+            return f"**{ui('en', 'status_running')}**: `{form.command_line(path)}`", ""
+
+        def abort():
+            if state["run"] is not None:
+                state["run"].abort()
+            return f"**{ui('en', 'status_aborted')}**"
+
+        def refresh(lang_value):
+            run = state["run"]
+            if run is None:
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            info = read_progress(run.output_dir)
+            name = {"running": "status_running", "done": "status_done", "failed": "status_failed",
+                    "aborted": "status_aborted", "idle": "status_idle"}[run.status()]
+            text = (f"**{ui(lang_value, name)}** — {info['step']}/{info['total_steps']} "
+                    f"({info['percentage']:.0f}%), {_format_seconds(info['elapsed'])} elapsed, "
+                    f"{_format_seconds(info['remaining'])} left")
+            frame = pd.DataFrame(info["losses"], columns=["step", "loss"])
+            return text, info["percentage"] or 0, frame, run.log_tail()
+
+        def relabel(lang_value):
+            updates = [gr.update(value=f"## {ui(lang_value, 'title')}"), gr.update(label=ui(lang_value, "lang")),
+                       gr.update(label=ui(lang_value, "tab_train"))]
+            updates += [gr.update(label=ui(lang_value, SECTION_TITLES[s])) for s in form.SECTIONS]
+            for key in keys:
+                text, help_text = label(lang_value, key, fields[key].help)
+                updates.append(gr.update(label=text, info=help_text))
+            for button, name in ((preview_btn, "preview"), (save_btn, "save"), (load_btn, "load"),
+                                 (start_btn, "start"), (abort_btn, "abort")):
+                updates.append(gr.update(value=ui(lang_value, name)))
+            return updates
+
+        def load_chat(*values):
+            from tunesmith.config.load import load_config
+            from tunesmith.errors import TunesmithError
+            from tunesmith.infer.engine import ChatEngine
+
+            try:
+                state["engine"] = ChatEngine(load_config(None, collect(*values)))
+            except TunesmithError as exc:
+                return f"**{ui('en', 'status_failed')}**: {exc}"
+            return f"loaded `{state['engine'].name}`"
+
+        def unload_chat():
+            state.pop("engine", None)
+            return "unloaded"
+
+        def respond(message, history, system_text, tools_text, temp, nucleus, limit):
+            engine = state.get("engine")
+            history = list(history or [])
+            if engine is None:
+                history.append({"role": "assistant", "content": "load a model first"})
+                yield history, ""
+                return
+            turns = [{"role": m["role"], "content": _text(m["content"])} for m in history] + [
+                {"role": "user", "content": message}]
+            history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+            for piece in engine.stream(turns, system=system_text or None, tools=tools_text or None,
+                                       temperature=temp, top_p=nucleus, max_new_tokens=int(limit)):
+                history[-1]["content"] += piece
+                yield history, ""
+
+        def export(path, *values):
+            import subprocess
+            import sys
+
+            *train_values, export_dir, export_size, export_dtype = values
+            config = {**collect(*train_values), "export_dir": export_dir, "export_size": int(export_size or 5),
+                      "export_dtype": export_dtype}
+            config.pop("output_dir", None)
+            export_path = Path(path).with_name("export.yaml")
+            export_path.parent.mkdir(parents=True, exist_ok=True)
+            export_path.write_text(form.to_yaml(config), encoding="utf-8")
+            done = subprocess.run([sys.executable, "-m", "tunesmith", "export", str(export_path)],
+                                  check=False, capture_output=True, text=True)
+            return (done.stdout + done.stderr)[-4000:]
+
+        chat_load.click(load_chat, inputs, chat_state, api_name="chat_load")
+        chat_unload.click(unload_chat, None, chat_state, api_name="chat_unload")
+        send.click(respond, [query, chatbot, system, tools, temperature, top_p, max_new_tokens], [chatbot, query],
+                   api_name="chat")
+        clear.click(list, None, chatbot)
+        export_btn.click(export, [config_path, *inputs, *export_fields.values()], export_log, api_name="export")
+        preview_btn.click(preview, [config_path, *inputs], command, api_name="preview")
+        save_btn.click(save, [config_path, *inputs], command, api_name="save")
+        load_btn.click(load, [config_path], inputs, api_name="load")
+        start_btn.click(start, [config_path, *inputs], [status, log], api_name="start")
+        abort_btn.click(abort, None, status, api_name="abort")
+        timer.tick(refresh, [lang], [status, progress, loss, log])
+        gr.Button(visible=False).click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
+        lang.change(relabel, [lang], [title, lang, train_tab, *titles.values(), *inputs, preview_btn, save_btn,
+                                      load_btn, start_btn, abort_btn])
+    return app
+
+
+def run_webui(host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> int:
+    app = build_app()
+    print(f"tunesmith web UI on http://{host}:{port}")
+    app.queue().launch(server_name=host, server_port=port, share=share)
+    while True:  # launch() returns when not blocking in some environments
+        time.sleep(3600)

@@ -1,0 +1,146 @@
+"""The training form as data: which keys it shows, and form values -> the YAML and command line the CLI runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from functools import cache
+from pathlib import Path
+
+# Sections of the Train tab, in order; every key of our own groups appears in exactly one.
+SECTIONS: dict[str, list[str]] = {
+    "model": ["model_name_or_path", "adapter_name_or_path", "finetuning_type", "template", "quantization_bit",
+              "quantization_method", "quantization_type", "double_quantization", "hqq_group_size", "rope_scaling",
+              "rope_scaling_factor", "flash_attn", "use_unsloth", "enable_liger_kernel", "dtype", "trust_remote_code",
+              "cache_dir", "model_revision", "hf_hub_token", "use_fast_tokenizer", "split_special_tokens",
+              "resize_vocab", "disable_gradient_checkpointing", "low_cpu_mem_usage"],
+    "train": ["stage", "dataset_dir", "dataset", "eval_dataset", "learning_rate", "num_train_epochs", "max_steps",
+              "max_grad_norm", "max_samples", "cutoff_len", "per_device_train_batch_size",
+              "gradient_accumulation_steps", "val_size", "lr_scheduler_type", "bf16", "fp16"],
+    "extra": ["logging_steps", "save_steps", "warmup_steps", "neftune_noise_alpha", "optim", "packing",
+              "train_on_prompt", "mask_history", "mix_strategy", "interleave_probs", "eval_on_each_dataset",
+              "overwrite_cache", "preprocessing_batch_size", "preprocessing_num_workers", "tokenized_path",
+              "tool_format", "default_system", "enable_thinking", "streaming", "compute_accuracy",
+              "disable_shuffling", "report_to", "seed", "eval_strategy", "eval_steps", "save_total_limit",
+              "resume_from_checkpoint"],
+    "freeze": ["freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules"],
+    "lora": ["lora_rank", "lora_alpha", "lora_dropout", "loraplus_lr_ratio", "loraplus_lr_embedding",
+             "create_new_adapter", "use_rslora", "use_dora", "pissa_init", "pissa_iter", "pissa_convert",
+             "lora_target", "additional_target"],
+    "rlhf": ["pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight",
+             "simpo_gamma", "ref_model", "reward_model"],
+    "output": ["output_dir", "overwrite_output_dir", "plot_loss", "nproc_per_node", "nnodes", "node_rank",
+               "master_addr", "master_port"],
+}
+# Keys whose form default differs from the schema's (the form starts from a sensible run).
+FORM_DEFAULTS = {"learning_rate": 5e-5, "num_train_epochs": 3.0, "per_device_train_batch_size": 2,
+                 "gradient_accumulation_steps": 8, "logging_steps": 5, "save_steps": 100, "report_to": "none",
+                 "plot_loss": True, "cutoff_len": 2048, "dataset_dir": "data", "output_dir": "saves/run"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One form input: its key, widget kind, choices (for dropdowns), default and English help."""
+
+    key: str
+    kind: str  # "choice", "bool", "int", "float", "text", "list"
+    choices: tuple = ()
+    default: object = None
+    help: str = ""
+
+
+def _kind(annotation) -> tuple[str, tuple]:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return "choice", typing.get_args(annotation)
+    for arg in args:  # Optional[Literal[...]] and friends
+        if typing.get_origin(arg) is typing.Literal:
+            return "choice", (None, *typing.get_args(arg))
+        if typing.get_origin(arg) is typing.Annotated:
+            return _kind(arg)
+    base = args[0] if args else annotation
+    if typing.get_origin(base) is list or typing.get_origin(annotation) is typing.Annotated:
+        return "list", ()
+    if base is bool:
+        return "bool", ()
+    if base is int:
+        return "int", ()
+    if base is float:
+        return "float", ()
+    return "text", ()
+
+
+@cache
+def fields() -> dict[str, Field]:
+    """Every key the form shows, typed from the config schema (and transformers' TrainingArguments)."""
+    from tunesmith.config.schema import GROUPS, training_fields
+
+    out = {}
+    for group in GROUPS.values():
+        for key, info in group.model_fields.items():
+            kind, choices = _kind(info.annotation)
+            out[key] = Field(key, kind, tuple(choices), FORM_DEFAULTS.get(key, info.default), info.description or "")
+    train = training_fields()
+    for key in (k for keys in SECTIONS.values() for k in keys if k not in out):
+        annotation, default, help_text = train[key]
+        kind, choices = _kind(annotation)
+        if key == "lr_scheduler_type":
+            kind, choices = "choice", ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                                       "constant_with_warmup", "inverse_sqrt")
+        out[key] = Field(key, kind, tuple(choices), FORM_DEFAULTS.get(key, getattr(default, "value", default)),
+                         " ".join(help_text.split())[:200])
+    return out
+
+
+def _clean(field: Field, value):
+    if value is None or value == "" or value == []:
+        return None
+    if field.kind == "int":
+        return int(value)
+    if field.kind == "float":
+        return float(value)
+    if field.kind == "list" and isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def to_config(values: dict) -> dict:
+    """Form values -> the config dict: empty inputs and values equal to the schema's defaults are left out."""
+    from tunesmith.config.schema import GROUPS
+
+    schema_defaults = {key: info.default for group in GROUPS.values() for key, info in group.model_fields.items()}
+    config = {}
+    for key, value in values.items():
+        field = fields()[key]
+        value = _clean(field, value)
+        if value is None:
+            continue
+        default = schema_defaults.get(key, "__none__")
+        if isinstance(default, list):
+            default = ",".join(default)
+        if value == default and key not in FORM_DEFAULTS:
+            continue
+        config[key] = value
+    return config
+
+
+def to_yaml(config: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+def command_line(config_path: str | Path) -> str:
+    return f"tunesmith train {config_path}"
+
+
+def validate(config: dict) -> str | None:
+    """The CLI's own validation of the form's config: None when valid, else the error message."""
+    from tunesmith.config.load import load_config
+    from tunesmith.errors import TunesmithError
+
+    try:
+        load_config(None, config)
+    except TunesmithError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,68 @@
+"""Runs `tunesmith train` in a subprocess for the web UI and reads its progress from trainer_log.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class TrainingRun:
+    """One training subprocess: the same CLI and YAML a user would run; its output goes to a log file."""
+
+    def __init__(self, config_path: Path, output_dir: Path):
+        self.config_path, self.output_dir = Path(config_path), Path(output_dir)
+        self.log_path = self.config_path.with_suffix(".log")
+        self.process = None
+        self.aborted = False
+
+    def start(self) -> None:
+        log = self.log_path.open("w", encoding="utf-8")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(self.config_path)],
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def abort(self) -> None:
+        if self.running():
+            self.aborted = True
+            os.killpg(self.process.pid, signal.SIGINT)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def status(self) -> str:
+        """idle, running, done, failed or aborted."""
+        if self.process is None:
+            return "idle"
+        code = self.process.poll()
+        if code is None:
+            return "running"
+        if self.aborted:
+            return "aborted"
+        return "done" if code == 0 else "failed"
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.is_file():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+
+def read_progress(output_dir: Path) -> dict:
+    """Latest step, total, percentage, elapsed and remaining seconds, and the (step, loss) points so far."""
+    path = Path(output_dir) / "trainer_log.jsonl"
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line being written right now
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    last = records[-1] if records else {}
+    return {"step": last.get("step", 0), "total_steps": last.get("total_steps", 0),
+            "percentage": last.get("percentage", 0.0), "elapsed": last.get("elapsed"),
+            "remaining": last.get("remaining"), "losses": losses}
