@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("out", help="output folder")
     tiny.add_argument("--arch", default="llama", help="llama, qwen2, qwen3, mistral, gemma or phi3")
     tiny.add_argument("--overwrite", action="store_true", help="replace an existing model in the folder")
+
+    env = jobs.add_parser("env", help="print platform, Python, torch build, accelerators and package versions")
+    env.add_argument("--json", action="store_true", help="print the same facts as JSON")
     return parser
 
 
@@ -155,6 +158,10 @@ def dispatch(args) -> int:
         path = save_tiny_model(args.out, arch=args.arch, overwrite=args.overwrite)
         print(f"tiny {args.arch} model written to {path}")
         return 0
+    if args.job == "env":
+        from tunesmith.env import run_env
+
+        return run_env(as_json=args.json)
     raise AssertionError(args.job)
 
 
