@@ -186,24 +186,31 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def load_model(
-    model_args: ModelArgs, method_args: MethodArgs, tokenizer: PreTrainedTokenizer, *, is_trainable: bool = True
+    model_args: ModelArgs, method_args: MethodArgs, tokenizer: PreTrainedTokenizer, *, is_trainable: bool = True,
+    head: str = "causal_lm",
 ) -> PreTrainedModel:
-    """Loads the causal LM, prepares it for training (or inference) and applies LoRA/freeze/full."""
-    from transformers import AutoModelForCausalLM
+    """Loads the causal LM (head="value": one score per sequence, for reward models), prepares it for training (or
+    inference) and applies LoRA/freeze/full."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from tunesmith.model.adapters import apply_method
 
     name, kwargs = _source_kwargs(model_args)
+    heads = {"causal_lm": (AutoModelForCausalLM, {}), "value": (AutoModelForSequenceClassification, {"num_labels": 1})}
+    if head not in heads:
+        raise ModelError(f"unknown model head '{head}': choose {', '.join(heads)}")
+    model_class, head_kwargs = heads[head]
+    kwargs = {**kwargs, **head_kwargs}
     attn = attn_implementation(model_args.flash_attn)
     dtype = resolve_dtype(model_args.dtype)
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn, **kwargs)
+            model = model_class.from_pretrained(name, dtype=dtype, attn_implementation=attn, **kwargs)
         except ValueError as exc:
             if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
                 raise
             log.info("this model does not support sdpa attention; using eager")
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager", **kwargs)
+            model = model_class.from_pretrained(name, dtype=dtype, attn_implementation="eager", **kwargs)
     except (OSError, ValueError) as exc:
         if Path(name).is_dir():
             raise ModelError(f"could not load a model from {name}: {exc}") from None
@@ -211,6 +218,8 @@ def load_model(
             raise
         raise _not_found(name, exc) from None
 
+    if head == "value" and tokenizer is not None:
+        model.config.pad_token_id = _pad_id(tokenizer)  # the score is read at the last non-padding token
     resized = tokenizer is not None and resize_embeddings(model, tokenizer)
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
@@ -221,6 +230,8 @@ def load_model(
         model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab
     )
     if is_trainable:
+        if head == "value" and method_args.finetuning_type == "freeze":
+            model.score.requires_grad_(True)  # the new value head always trains
         model.train()
     else:
         model.requires_grad_(False)
@@ -237,6 +248,10 @@ def load_model(
     else:
         log.info("all params: %s", f"{total:,}")
     return model
+
+
+def _pad_id(tokenizer) -> int | None:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_args: MethodArgs) -> None:

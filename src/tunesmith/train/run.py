@@ -45,7 +45,7 @@ def run_training(config: Config) -> dict:
     # config -> data -> model -> trainer -> outputs
     tokenizer = load_tokenizer(config.model)
     data = build_datasets(config, tokenizer, encoding=spec.encoding)
-    model = load_model(config.model, config.method, tokenizer, is_trainable=True)
+    model = load_model(config.model, config.method, tokenizer, is_trainable=True, head=spec.head)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
     optimizers = (None, None)
@@ -53,6 +53,7 @@ def run_training(config: Config) -> dict:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
     trainer = spec.make_trainer(
+        config=config,
         model=model,
         args=args,
         train_dataset=data.train,
