@@ -193,21 +193,25 @@ def count_parameters(model) -> tuple[int, int]:
 
 def load_model(
     model_args: ModelArgs, method_args: MethodArgs, tokenizer: PreTrainedTokenizer, *, is_trainable: bool = True,
-    cutoff_len: int | None = None,
+    cutoff_len: int | None = None, head: str = "causal_lm",
 ) -> PreTrainedModel:
-    """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured), prepares it for training (or
-    inference) and applies LoRA/freeze/full."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured; head="value": one score per
+    sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from tunesmith.model import kernels, quantize
     from tunesmith.model.adapters import apply_method
     from tunesmith.model.rope import configure_rope
 
     name, kwargs = _source_kwargs(model_args)
+    heads = {"causal_lm": (AutoModelForCausalLM, {}), "value": (AutoModelForSequenceClassification, {"num_labels": 1})}
+    if head not in heads:
+        raise ModelError(f"unknown model head '{head}': choose {', '.join(heads)}")
+    model_class, head_kwargs = heads[head]
     attn = attn_implementation(model_args.flash_attn)
     dtype = resolve_dtype(model_args.dtype)
     try:
-        model_config = AutoConfig.from_pretrained(name, **kwargs)
+        model_config = AutoConfig.from_pretrained(name, **kwargs, **head_kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
     configure_rope(model_config, model_args, cutoff_len)
@@ -219,17 +223,19 @@ def load_model(
     load = {"config": model_config, "dtype": dtype, **quant_kwargs, **kwargs}
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(name, attn_implementation=attn, **load)
+            model = model_class.from_pretrained(name, attn_implementation=attn, **load)
         except ValueError as exc:
             if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
                 raise
             log.info("this model does not support sdpa attention; using eager")
-            model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="eager", **load)
+            model = model_class.from_pretrained(name, attn_implementation="eager", **load)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
     if quantize.method_of(model_args) == "hqq" and not quantize.existing_quantization(model_config):
         quantize.quantize_hqq(model, model_args, dtype)
 
+    if head == "value" and tokenizer is not None:
+        model.config.pad_token_id = _pad_id(tokenizer)  # the score is read at the last non-padding token
     resized = tokenizer is not None and resize_embeddings(model, tokenizer)
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
@@ -244,6 +250,8 @@ def load_model(
         model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab
     )
     if is_trainable:
+        if head == "value" and method_args.finetuning_type == "freeze":
+            model.score.requires_grad_(True)  # the new value head always trains
         model.train()
     else:
         model.requires_grad_(False)
@@ -260,6 +268,10 @@ def load_model(
     else:
         log.info("all params: %s", f"{total:,}")
     return model
+
+
+def _pad_id(tokenizer) -> int | None:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_args: MethodArgs) -> None:

@@ -30,6 +30,8 @@ VISION_KEYS = (
     "mm_projector",
     "audio_tower",
 )
+VALUE_HEADS = ("score", "classifier", "v_head")  # value/classification heads: trained in full, never LoRA-wrapped
+
 PISSA_INIT_DIR = "pissa_init"
 
 
@@ -56,14 +58,14 @@ def _output_module_names(model) -> set[str]:
 
 def find_all_linear_modules(model) -> list[str]:
     """Every linear layer's short name except the output head and vision/audio parts (full names on a clash)."""
-    heads = _output_module_names(model) | {"lm_head"}
+    heads = _output_module_names(model) | {"lm_head", *VALUE_HEADS}
     allowed: dict[str, list[str]] = {}
     blocked: set[str] = set()
     for name, module in model.named_modules():
         if not name or not _is_linear(module):
             continue
         short = name.split(".")[-1]
-        if name in heads or short == "lm_head" or any(part in VISION_KEYS for part in name.split(".")):
+        if name in heads or short in ("lm_head", *VALUE_HEADS) or any(part in VISION_KEYS for part in name.split(".")):
             blocked.add(short)
         else:
             allowed.setdefault(short, []).append(name)
@@ -188,8 +190,10 @@ def lora_config(model, model_args: ModelArgs, method_args: MethodArgs, embedding
     # Tied input/output embeddings must stay tied in the trained copies too (peft warns otherwise).
     tied = bool(modules_to_save) and bool(getattr(model.config, "tie_word_embeddings", False))
     rank = method_args.lora_rank
+    # A value model (rm) is SEQ_CLS: peft then trains and saves its new score head in full with the adapter.
+    value_model = type(model).__name__.endswith("ForSequenceClassification")
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_CLS if value_model else TaskType.CAUSAL_LM,
         inference_mode=False,
         r=rank,
         lora_alpha=method_args.lora_alpha or 2 * rank,

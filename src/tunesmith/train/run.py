@@ -49,7 +49,8 @@ def run_training(config: Config) -> dict:
     tokenizer = load_tokenizer(config.model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
-    model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len)
+    model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
+                       head=spec.head)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
         outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
@@ -58,6 +59,7 @@ def run_training(config: Config) -> dict:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
     trainer = spec.make_trainer(
+        config=config,
         model=model,
         args=args,
         train_dataset=data.train,

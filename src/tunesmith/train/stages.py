@@ -12,7 +12,9 @@ class StageSpec:
 
     encoding: str  # a key of tunesmith.data.encode's ENCODERS
     make_collator: Callable | None  # (tokenizer, model) -> collator; None: training comes in a later release
-    make_trainer: Callable | None  # (**kwargs of transformers.Trainer) -> trainer
+    make_trainer: Callable | None  # (config=..., **kwargs of transformers.Trainer) -> trainer
+    head: str = "causal_lm"  # which model tunesmith.model.load builds: causal_lm or value (one score per sequence)
+    unavailable: str = ""  # why this stage cannot train in this release (shown instead of training)
 
 
 def _causal_lm_collator(tokenizer, model):
@@ -21,20 +23,37 @@ def _causal_lm_collator(tokenizer, model):
     return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
 
 
-def _seq2seq_trainer(**kwargs):
+def _seq2seq_trainer(config=None, **kwargs):
     from transformers import Seq2SeqTrainer
 
     return Seq2SeqTrainer(**kwargs)
 
 
+def _lazy(name: str) -> Callable:
+    """tunesmith.train.preference.<name>, imported only when the stage runs (it imports TRL)."""
+
+    def call(*args, **kwargs):
+        from tunesmith.train import preference
+
+        return getattr(preference, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+PPO_UNAVAILABLE = ("stage ppo is not available in this release: TRL removed its PPO trainer in 1.13 and tunesmith "
+                   "runs on trl 1.16. Train a reward model (stage: rm) and align with stage: dpo or kto instead, "
+                   "or use LLaMA-Factory with trl<=1.12 for PPO")
+
+
 STAGES: dict[str, StageSpec] = {
     "pt": StageSpec(encoding="pretrain", make_collator=_causal_lm_collator, make_trainer=_seq2seq_trainer),
     "sft": StageSpec(encoding="supervised", make_collator=_causal_lm_collator, make_trainer=_seq2seq_trainer),
-    # Data for these stages is loaded, checked and encoded already; their trainers arrive with the stages issue.
-    "rm": StageSpec(encoding="pairwise", make_collator=None, make_trainer=None),
-    "dpo": StageSpec(encoding="pairwise", make_collator=None, make_trainer=None),
-    "kto": StageSpec(encoding="feedback", make_collator=None, make_trainer=None),
-    "ppo": StageSpec(encoding="unsupervised", make_collator=None, make_trainer=None),
+    "rm": StageSpec(encoding="pairwise", make_collator=_lazy("reward_collator"), make_trainer=_lazy("reward_trainer"),
+                    head="value"),
+    "dpo": StageSpec(encoding="pairwise", make_collator=_lazy("pairwise_collator"), make_trainer=_lazy("dpo_trainer")),
+    "kto": StageSpec(encoding="feedback", make_collator=_lazy("feedback_collator"), make_trainer=_lazy("kto_trainer")),
+    "ppo": StageSpec(encoding="unsupervised", make_collator=None, make_trainer=None, unavailable=PPO_UNAVAILABLE),
 }
 
 
@@ -43,6 +62,8 @@ def stage_spec(stage: str, training: bool = False) -> StageSpec:
     from tunesmith.errors import ConfigError
 
     spec = STAGES[stage]
+    if training and spec.unavailable:
+        raise ConfigError(spec.unavailable)
     if training and spec.make_trainer is None:
         trainable = ", ".join(name for name, item in STAGES.items() if item.make_trainer)
         raise ConfigError(f"training stage '{stage}' is not available yet (its data can already be checked with "

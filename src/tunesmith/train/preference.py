@@ -1,0 +1,228 @@
+"""Preference stages (rm, dpo, kto): collators for our pre-encoded columns and TRL trainers configured for them."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from tunesmith.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+# pref_loss -> TRL DPOTrainer loss_type; None: computed here from the policy's log-probs (TRL has no such loss).
+TRL_PREF_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo", "orpo": None, "simpo": None}
+REFERENCE_FREE = {"orpo", "simpo"}
+
+
+# ---------------------------------------------------------------- collators
+
+
+def _pad(rows, value):
+    import torch
+
+    return torch.nn.utils.rnn.pad_sequence([torch.tensor(row) for row in rows], batch_first=True,
+                                           padding_value=value, padding_side="right")
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _sequences(features, prefix: str, pad_id: int, with_completion: bool) -> dict:
+    ids = [f[f"{prefix}input_ids"] for f in features]
+    out = {"input_ids": _pad(ids, pad_id), "attention_mask": _pad([[1] * len(row) for row in ids], 0)}
+    if with_completion:
+        out["completion_mask"] = _pad([[int(t != IGNORE_INDEX) for t in f[f"{prefix}labels"]] for f in features], 0)
+    return out
+
+
+def pairwise_collator(tokenizer, model, with_completion: bool = True):
+    """Chosen rows then rejected rows in one right-padded batch (LLaMA-Factory's PairwiseDataCollatorWithPadding)."""
+    pad_id = _pad_id(tokenizer)
+
+    def collate(features):
+        both = [{"input_ids": f[f"{side}_input_ids"], "labels": f[f"{side}_labels"]}
+                for side in ("chosen", "rejected") for f in features]
+        return _sequences(both, "", pad_id, with_completion)
+
+    return collate
+
+
+def reward_collator(tokenizer, model):
+    """Pairwise batch for the value head: input ids and attention mask only."""
+    return pairwise_collator(tokenizer, model, with_completion=False)
+
+
+def feedback_collator(tokenizer, model):
+    """KTO batch: the tagged answers, the mismatched KL answers (KL_*), and the desirable flags as `label`."""
+    import torch
+
+    pad_id = _pad_id(tokenizer)
+
+    def collate(features):
+        batch = _sequences(features, "", pad_id, True)
+        batch.update({f"KL_{k}": v for k, v in _sequences(features, "kl_", pad_id, True).items()})
+        batch["label"] = torch.tensor([bool(f["kto_tags"]) for f in features])
+        return batch
+
+    return collate
+
+
+# ---------------------------------------------------------------- TRL configs
+
+
+def trl_args(config_cls, args, **stage_keys):
+    """A TRL config holding our training arguments (fields TRL's config knows) plus the stage's own keys."""
+    names = {field.name for field in dataclasses.fields(config_cls) if field.init}
+    # to_dict masks *_token values ("<HUB_TOKEN>"); the real value is read back from args.
+    values = {key: (getattr(args, key) if key.endswith("_token") else value)
+              for key, value in args.to_dict().items() if key in names}
+    # Our data is encoded and cut to cutoff_len already; keep every column for our collators.
+    values.update(max_length=None, remove_unused_columns=False, **stage_keys)
+    return config_cls(**values)
+
+
+def _load_ref_model(config, tokenizer):
+    """ref_model as a frozen causal LM (None: TRL uses the initial policy, or the base model under LoRA)."""
+    if not config.method.ref_model:
+        return None
+    from tunesmith.model.load import load_model
+
+    model_args = config.model.model_copy(update={"model_name_or_path": config.method.ref_model,
+                                                 "adapter_name_or_path": None})
+    method_args = config.method.model_copy(update={"finetuning_type": "full"})
+    return load_model(model_args, method_args, tokenizer, is_trainable=False)
+
+
+class _PreEncoded:
+    """Mixin: the datasets arrive tokenized with our column names, so TRL's own preparation is skipped."""
+
+    def _prepare_dataset(self, dataset, *args, **kwargs):
+        return dataset
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        # Under LoRA, TRL keeps the initial adapter as a frozen "ref" adapter, which peft saves in ref/: not an output.
+        import shutil
+        from pathlib import Path
+
+        shutil.rmtree(Path(output_dir or self.args.output_dir) / "ref", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- dpo
+
+
+def _own_pref_loss(trainer, model, inputs, return_outputs):
+    """ORPO, SimPO and label-smoothed sigmoid DPO from per-token log-probs, like LLaMA-Factory's trainer."""
+    import torch
+    import torch.nn.functional as F
+
+    method = trainer.tunesmith_method
+    mode = "train" if trainer.model.training else "eval"
+    mask = inputs["completion_mask"]
+    labels = inputs["input_ids"].masked_fill(mask == 0, IGNORE_INDEX)
+    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
+                    use_cache=False, fused_lm_head=True)
+    shift = mask[:, 1:]
+    per_token = outputs.log_probs[:, -shift.size(1):] * shift
+    logps, lengths = per_token.sum(dim=1), shift.sum(dim=1).clamp(min=1)
+    avg = logps / lengths
+    chosen_avg, rejected_avg = avg.chunk(2)
+    beta = method.pref_beta
+    if method.pref_loss == "orpo":
+        log_odds = (chosen_avg - rejected_avg) - (torch.log1p(-chosen_avg.exp()) - torch.log1p(-rejected_avg.exp()))
+        losses = -chosen_avg - beta * F.logsigmoid(log_odds)
+        chosen_rewards, rejected_rewards = beta * chosen_avg.detach(), beta * rejected_avg.detach()
+    elif method.pref_loss == "simpo":
+        losses = -F.logsigmoid(beta * (chosen_avg - rejected_avg) - method.simpo_gamma)
+        chosen_rewards, rejected_rewards = beta * chosen_avg.detach(), beta * rejected_avg.detach()
+    else:  # sigmoid with label smoothing (conservative DPO)
+        ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.ref_model or trainer.model, inputs)
+        chosen, rejected = logps.chunk(2)
+        margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+        eps = method.dpo_label_smoothing
+        losses = -(1 - eps) * F.logsigmoid(margin) - eps * F.logsigmoid(-margin)
+        chosen_rewards, rejected_rewards = beta * (chosen - ref_chosen).detach(), beta * (rejected - ref_rejected).detach()
+    if method.pref_ftx > 0 and method.pref_loss != "orpo":  # ORPO has its SFT term built in
+        losses = losses + method.pref_ftx * -chosen_avg
+    metrics = trainer._metrics[mode]
+    metrics["rewards/chosen"].append(chosen_rewards.mean().item())
+    metrics["rewards/rejected"].append(rejected_rewards.mean().item())
+    metrics["rewards/accuracies"].append((chosen_rewards > rejected_rewards).float().mean().item())
+    metrics["rewards/margins"].append((chosen_rewards - rejected_rewards).mean().item())
+    loss = losses.mean()
+    return (loss, outputs) if return_outputs else loss
+
+
+def dpo_trainer(*, config, model, args, processing_class, **kwargs):
+    """TRL's DPOTrainer on our pairwise columns; ORPO/SimPO (reference-free) and cDPO computed in _own_pref_loss."""
+    from trl import DPOConfig, DPOTrainer
+
+    method = config.method
+    if method.pref_loss not in TRL_PREF_LOSSES:
+        raise ConfigError(f"pref_loss: {method.pref_loss} is not available for stage dpo; choose "
+                          f"{', '.join(TRL_PREF_LOSSES)} (for KTO use stage: kto)")
+    own = TRL_PREF_LOSSES[method.pref_loss] is None or method.dpo_label_smoothing > 0
+    if method.pref_loss in REFERENCE_FREE and method.ref_model:
+        log.warning("pref_loss %s is reference-free; ref_model %s is not used", method.pref_loss, method.ref_model)
+    loss_type, weights = [TRL_PREF_LOSSES[method.pref_loss] or "sigmoid"], [1.0]
+    if method.pref_ftx > 0 and not own:
+        loss_type, weights = loss_type + ["sft"], weights + [method.pref_ftx]  # TRL's chosen-token NLL
+    dpo_args = trl_args(DPOConfig, args, beta=method.pref_beta, loss_type=loss_type, loss_weights=weights)
+
+    class PreferenceTrainer(_PreEncoded, DPOTrainer):
+        tunesmith_method = method
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            if own:
+                return _own_pref_loss(self, model, inputs, return_outputs)
+            return super()._compute_loss(model, inputs, return_outputs)
+
+    ref_model = None if method.pref_loss in REFERENCE_FREE else _load_ref_model(config, processing_class)
+    trainer = PreferenceTrainer(model=model, ref_model=ref_model, args=dpo_args, processing_class=processing_class,
+                                **kwargs)
+    if method.pref_loss in REFERENCE_FREE:
+        trainer.ref_model = None  # TRL builds one for full fine-tuning; these losses never read it
+    return trainer
+
+
+# ---------------------------------------------------------------- kto
+
+
+def kto_trainer(*, config, model, args, processing_class, **kwargs):
+    """TRL's KTOTrainer on our feedback columns, with desirable/undesirable weights."""
+    from trl import KTOConfig, KTOTrainer
+
+    method = config.method
+    if args.per_device_train_batch_size < 2:
+        raise ConfigError("stage kto needs per_device_train_batch_size >= 2 (the KL term compares examples in a batch)")
+    # TRL pairs each answer with its batch neighbour for the KL term, so it demands sequential sampling. Our
+    # encoder pairs them when encoding (kl_input_ids, as LLaMA-Factory does), so any order is right: the check is
+    # passed with "sequential" and the user's strategy restored afterwards.
+    sampling = args.train_sampling_strategy
+    kto_args = trl_args(KTOConfig, args, beta=method.pref_beta, desirable_weight=method.kto_chosen_weight,
+                        undesirable_weight=method.kto_rejected_weight, train_sampling_strategy="sequential")
+
+    class FeedbackTrainer(_PreEncoded, KTOTrainer):
+        pass
+
+    trainer = FeedbackTrainer(model=model, ref_model=_load_ref_model(config, processing_class), args=kto_args,
+                              processing_class=processing_class, **kwargs)
+    trainer.args.train_sampling_strategy = sampling
+    return trainer
+
+
+# ---------------------------------------------------------------- rm
+
+
+def reward_trainer(*, config, model, args, processing_class, **kwargs):
+    """TRL's RewardTrainer: pairwise loss -log sigmoid(r_chosen - r_rejected); logs accuracy and margin."""
+    from trl import RewardConfig, RewardTrainer
+
+    class ValueHeadTrainer(_PreEncoded, RewardTrainer):
+        pass
+
+    return ValueHeadTrainer(model=model, args=trl_args(RewardConfig, args), processing_class=processing_class,
+                            **kwargs)

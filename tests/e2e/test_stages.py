@@ -1,0 +1,138 @@
+"""rm, dpo, kto (and the ppo refusal) end to end through the CLI on the tiny model with small local data."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tunesmith.cli import main
+
+PAIRS = [
+    ("Who are you?", "I am Tuney, a small assistant.", "I do not know."),
+    ("Say hello.", "Hello! Nice to meet you.", "Go away."),
+    ("Count to three.", "One, two, three.", "Three, one, two."),
+    ("What colour is the sky?", "The sky is blue.", "The sky is green."),
+    ("What is two plus two?", "Four.", "Five."),
+    ("Name a fruit.", "An apple.", "A chair."),
+    ("Name a colour.", "Red.", "Seven."),
+    ("Who made you?", "The tunesmith project.", "Nobody."),
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage-data")
+    ranking = [{"instruction": q, "input": "", "chosen": c, "rejected": r} for q, c, r in PAIRS]
+    (root / "ranking.json").write_text(json.dumps(ranking))
+    feedback = [{"instruction": q, "output": answer, "tag": tag} for q, c, r in PAIRS for answer, tag in
+                ((c, True), (r, False))]
+    (root / "feedback.json").write_text(json.dumps(feedback))
+    (root / "plain.json").write_text(json.dumps([{"instruction": q, "output": c} for q, c, _ in PAIRS]))
+    info = {
+        "pairs": {"file_name": "ranking.json", "ranking": True,
+                  "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
+        "feedback": {"file_name": "feedback.json",
+                     "columns": {"prompt": "instruction", "response": "output", "kto_tag": "tag"}},
+        "plain": {"file_name": "plain.json"},
+    }
+    (root / "dataset_info.json").write_text(json.dumps(info))
+    return root
+
+
+def train(model_dir, data_dir, out, stage, *overrides, dataset="pairs", steps=2, code=0):
+    config = Path(str(out) + ".yaml")
+    config.write_text(f"stage: {stage}\n")
+    args = [f"model_name_or_path={model_dir}", f"dataset={dataset}", f"dataset_dir={data_dir}", "template=chatml",
+            "cutoff_len=64", f"output_dir={out}", f"max_steps={steps}", "per_device_train_batch_size=2",
+            "learning_rate=1e-3", "logging_steps=1", "save_strategy=no", "report_to=none", "seed=7", *overrides]
+    assert main(["train", str(config), *args]) == code
+    return Path(out)
+
+
+def losses(out):
+    state = json.loads((out / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+def test_dpo_first_loss_is_log2_and_adapter_loads(tiny_model_dir, data_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = train(tiny_model_dir, data_dir, tmp_path / "dpo", "dpo", "pref_beta=0.1")
+    first = losses(out)[0]
+    assert abs(first - math.log(2)) < 1e-3  # LoRA starts as the identity: policy == reference
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+    assert model(torch.tensor([[1, 5, 6]])).logits.shape[-1] >= 1024
+
+
+def test_full_dpo_with_ref_model_starts_at_log2(tiny_model_dir, data_dir, tmp_path):
+    out = train(tiny_model_dir, data_dir, tmp_path / "full", "dpo", "finetuning_type=full",
+                f"ref_model={tiny_model_dir}")
+    assert abs(losses(out)[0] - math.log(2)) < 1e-3
+    assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("options", [["pref_loss=hinge"], ["pref_loss=ipo"], ["pref_loss=orpo"],
+                                     ["pref_loss=simpo", "simpo_gamma=0.5"], ["pref_ftx=1.0"],
+                                     ["dpo_label_smoothing=0.1"]], ids=lambda o: "-".join(o))
+def test_dpo_losses_train(tiny_model_dir, data_dir, tmp_path, options):
+    out = train(tiny_model_dir, data_dir, tmp_path / "loss", "dpo", *options)
+    values = losses(out)
+    assert len(values) == 2 and all(math.isfinite(v) for v in values)
+    if options == ["pref_loss=hinge"]:
+        assert abs(values[0] - 1.0) < 1e-3  # relu(1 - beta * 0) at the reference
+    if options == ["dpo_label_smoothing=0.1"]:
+        assert abs(values[0] - math.log(2)) < 1e-3  # smoothing mixes two ln 2 terms at the reference
+
+
+def test_rm_accuracy_on_held_out_pairs_and_value_head_loads(tiny_model_dir, data_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    out = train(tiny_model_dir, data_dir, tmp_path / "rm", "rm", "val_size=2")
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_samples"] == 2 and 0.0 <= results["eval_accuracy"] <= 1.0
+    weights = load_file(out / "adapter_model.safetensors")
+    head = [name for name in weights if "score" in name]
+    assert head, "the value head is saved with the adapter"
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model = PeftModel.from_pretrained(base, out)
+    saved = weights[head[0]]
+    assert any(torch.equal(param, saved) for name, param in model.named_parameters() if "score" in name)
+    assert model(torch.tensor([[1, 5, 6]])).logits.shape == (1, 1)
+
+
+def test_full_rm_saves_a_sequence_classifier(tiny_model_dir, data_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = train(tiny_model_dir, data_dir, tmp_path / "rmfull", "rm", "finetuning_type=full")
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1 and model(torch.tensor([[1, 5, 6]])).logits.shape == (1, 1)
+
+
+def test_kto_trains_with_weights(tiny_model_dir, data_dir, tmp_path):
+    out = train(tiny_model_dir, data_dir, tmp_path / "kto", "kto", "kto_chosen_weight=1.0", "kto_rejected_weight=1.2",
+                dataset="feedback", steps=3)
+    assert len(losses(out)) == 3 and all(math.isfinite(v) for v in losses(out))
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
+
+
+@pytest.mark.parametrize("stage, dataset, message", [
+    ("dpo", "plain", "is not a ranking dataset"),
+    ("rm", "feedback", "is not a ranking dataset"),
+    ("kto", "pairs", "has no kto_tag column"),
+])
+def test_wrong_kind_of_data_is_refused(tiny_model_dir, data_dir, tmp_path, capsys, stage, dataset, message):
+    train(tiny_model_dir, data_dir, tmp_path / "bad", stage, dataset=dataset, code=2)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_ppo_says_it_is_not_available(tiny_model_dir, data_dir, tmp_path, capsys):
+    train(tiny_model_dir, data_dir, tmp_path / "ppo", "ppo", f"reward_model={tiny_model_dir}", dataset="plain", code=2)
+    err = capsys.readouterr().err
+    assert "stage ppo is not available" in err and "trl" in err
