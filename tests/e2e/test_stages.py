@@ -122,8 +122,8 @@ def test_kto_trains_with_weights(tiny_model_dir, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("stage, dataset, message", [
-    ("dpo", "plain", "is not a ranking dataset"),
-    ("rm", "feedback", "is not a ranking dataset"),
+    ("dpo", "plain", "needs a ranking dataset"),
+    ("rm", "feedback", "needs a ranking dataset"),
     ("kto", "pairs", "has no kto_tag column"),
 ])
 def test_wrong_kind_of_data_is_refused(tiny_model_dir, data_dir, tmp_path, capsys, stage, dataset, message):
