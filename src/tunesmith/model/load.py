@@ -105,14 +105,16 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """auto -> float32 on CPU, bfloat16 on a CUDA GPU that supports it, else float16; explicit names as given."""
+    """auto -> float32 on CPU, bfloat16 on an accelerator that supports it, else float16; explicit names as given."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    from tunesmith.device import bf16_supported, detect_device
+
+    cuda = detect_device() != "cpu"
     if name == "auto":
         if not cuda:
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if bf16_supported() else torch.float16
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in table:
         raise ModelError(f"unknown dtype '{name}': choose auto, float32, bfloat16 or float16")

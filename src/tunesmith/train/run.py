@@ -34,12 +34,13 @@ def run_training(config: Config) -> dict:
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
     outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
-    import torch
+    from tunesmith.device import detect_device
 
+    on_accelerator = detect_device() != "cpu"  # the one place that knows: cuda, npu, xpu, mps or cpu
     extra = {}
     if "dataloader_pin_memory" not in config.training_kwargs():
-        extra["dataloader_pin_memory"] = torch.cuda.is_available()  # pinning needs an accelerator
-    if launch.under_launcher() and not torch.cuda.is_available() and not {"use_cpu", "deepspeed"} & set(
+        extra["dataloader_pin_memory"] = on_accelerator  # pinning needs an accelerator
+    if launch.under_launcher() and not on_accelerator and not {"use_cpu", "deepspeed"} & set(
             config.training_kwargs()):
         extra.update(use_cpu=True, ddp_backend="gloo")  # accelerate runs CPU workers as DDP only when told so
     args = training_arguments(config, resume_from_checkpoint=resume, do_train=True, **extra)
