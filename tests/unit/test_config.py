@@ -55,6 +55,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ("interleave_probs: 0.5,0.5\n", "needs mix_strategy interleave_under"),
         ("quantization_bit: 4\nfinetuning_type: full\n", "can only be trained with finetuning_type: lora"),
         ("stage: pt\ntrain_on_prompt: true\n", "only apply to stage: sft"),
+        ("stage: dpo\npref_loss: kto_pair\n", "pref_loss kto_pair is not available"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, extra, expected):

@@ -130,6 +130,9 @@ class MethodArgs(Group):
             raise ValueError("`pissa_convert` needs `pissa_init: true`")
         if self.stage == "ppo" and not self.reward_model:
             raise ValueError("stage ppo needs `reward_model`")
+        if self.pref_loss == "kto_pair":
+            raise ValueError("pref_loss kto_pair is not available with TRL 1.16; use stage: kto with kto_tag data, or "
+                             "pref_loss sigmoid, hinge, ipo, orpo or simpo")
         if self.dpo_label_smoothing > 0 and self.pref_loss != "sigmoid":
             raise ValueError("`dpo_label_smoothing` only applies to pref_loss: sigmoid")
         return self
