@@ -69,6 +69,8 @@ def test_training_started_from_the_page_runs_and_reports_progress(tmp_path, tiny
                       save_steps=1000)
         ordered = [None if isinstance(v, list) else v for v in (values[key] for key in keys)]
         path = str(tmp_path / "run.yaml")
+        records = client.predict(*ordered, api_name="/preview_data")
+        assert "registered in" in records and "tunesmith_skills" in records and "Who are you?" in records
         preview = client.predict(path, *ordered, api_name="/preview")
         assert preview.startswith(f"# tunesmith train {path}") and "dataset: tunesmith_identity" in preview
         status, _ = client.predict(path, *ordered, api_name="/start")

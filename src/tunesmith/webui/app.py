@@ -70,6 +70,7 @@ def build_app(workdir: str | Path = "."):
                 preview_btn = gr.Button(ui("en", "preview"))
                 save_btn = gr.Button(ui("en", "save"))
                 load_btn = gr.Button(ui("en", "load"))
+                data_btn = gr.Button(ui("en", "preview_datasets"))
                 start_btn = gr.Button(ui("en", "start"), variant="primary")
                 abort_btn = gr.Button(ui("en", "abort"), variant="stop")
             command = gr.Code(label="YAML", language="yaml")
@@ -112,6 +113,27 @@ def build_app(workdir: str | Path = "."):
             error = form.validate(config)
             text = f"# {form.command_line(path)}\n" + form.to_yaml(config)
             return text if error is None else f"# error: {error}\n" + text
+
+        def preview_data(*values):
+            import json
+
+            from tunesmith.data.loader import load_records
+            from tunesmith.data.registry import read_registry
+            from tunesmith.errors import TunesmithError
+
+            config = collect(*values)
+            dataset_dir = config.get("dataset_dir", "data")
+            try:
+                registered = ", ".join(sorted(read_registry(dataset_dir)))
+                names = [n.strip() for n in str(config.get("dataset", "")).split(",") if n.strip()]
+                if not names:
+                    return f"# registered in {dataset_dir}: {registered}"
+                records = load_records(names, dataset_dir, config.get("stage", "sft"), max_samples=3)
+            except TunesmithError as exc:
+                return f"# error: {exc}"
+            rows = [json.dumps(records[i], ensure_ascii=False, indent=1) for i in range(len(records))]
+            return f"# registered in {dataset_dir}: {registered}\n# first records of {', '.join(names)}:\n" + \
+                "\n".join(rows)
 
         def save(path, *values):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +186,7 @@ def build_app(workdir: str | Path = "."):
                 text, help_text = label(lang_value, key, fields[key].help)
                 updates.append(gr.update(label=text, info=help_text))
             for button, name in ((preview_btn, "preview"), (save_btn, "save"), (load_btn, "load"),
-                                 (start_btn, "start"), (abort_btn, "abort")):
+                                 (data_btn, "preview_datasets"), (start_btn, "start"), (abort_btn, "abort")):
                 updates.append(gr.update(value=ui(lang_value, name)))
             return updates
 
@@ -221,13 +243,14 @@ def build_app(workdir: str | Path = "."):
         export_btn.click(export, [config_path, *inputs, *export_fields.values()], export_log, api_name="export")
         preview_btn.click(preview, [config_path, *inputs], command, api_name="preview")
         save_btn.click(save, [config_path, *inputs], command, api_name="save")
+        data_btn.click(preview_data, inputs, command, api_name="preview_data")
         load_btn.click(load, [config_path], inputs, api_name="load")
         start_btn.click(start, [config_path, *inputs], [status, log], api_name="start")
         abort_btn.click(abort, None, status, api_name="abort")
         timer.tick(refresh, [lang], [status, progress, loss, log])
         gr.Button(visible=False).click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
         lang.change(relabel, [lang], [title, lang, train_tab, *titles.values(), *inputs, preview_btn, save_btn,
-                                      load_btn, start_btn, abort_btn])
+                                      load_btn, data_btn, start_btn, abort_btn])
     return app
 
 
