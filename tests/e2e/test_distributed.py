@@ -36,3 +36,24 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_mod
     assert (tmp_path / "two" / "model.safetensors").is_file()
     lines = (tmp_path / "two" / "trainer_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("stage", ["z2", "z3"])
+def test_deepspeed_zero_matches_plain_training_and_saves_a_loadable_model(tiny_model_dir, tmp_path, stage):
+    pytest.importorskip("deepspeed")
+    from transformers import AutoModelForCausalLM
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "c.yaml").write_text("stage: sft\n")
+    common = [str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
+              f"dataset_dir={DEMO_DATA}", "template=chatml", "max_samples=8", "max_steps=3", "learning_rate=1e-2",
+              "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3",
+              "per_device_train_batch_size=8"]
+    assert main(["train", *common, f"output_dir={tmp_path / 'plain'}"]) == 0
+    config = repo / "examples" / "deepspeed" / f"ds_{stage}_config.json"
+    assert main(["train", *common, f"output_dir={tmp_path / stage}", f"deepspeed={config}",
+                 "--master-port", str(free_port())]) == 0
+    assert losses(tmp_path / stage) == pytest.approx(losses(tmp_path / "plain"), rel=1e-4)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / stage)  # ZeRO-3 gathers 16-bit weights on save
+    assert model.get_input_embeddings().weight.shape[0] >= 1024

@@ -149,7 +149,8 @@ def resize_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizer) ->
     """Grows the embeddings (to a multiple of 64) when the tokenizer has more tokens; new rows = mean + small noise."""
     import torch
 
-    old = model.get_input_embeddings().weight.size(0)
+    weight = model.get_input_embeddings().weight
+    old = getattr(weight, "ds_shape", weight.shape)[0]  # DeepSpeed ZeRO-3 partitions weights: ds_shape is the real one
     if len(tokenizer) <= old:
         return False
     if getattr(model, "quantization_method", None) or getattr(model, "hf_quantizer", None):
