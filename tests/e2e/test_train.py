@@ -51,7 +51,8 @@ def losses(out):
 
 
 def test_lora_sft_writes_every_output(tiny_model_dir, tmp_path):
-    out = train(tiny_model_dir, tmp_path / "lora", "plot_loss=true", "lora_rank=4")
+    out = train(tiny_model_dir, tmp_path / "lora", "plot_loss=true", "lora_rank=4", "hf_hub_token=secret-token")
+    assert "secret-token" not in (out / "tunesmith_config.yaml").read_text()
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "trainer_state.json",
                  "all_results.json", "trainer_log.jsonl", "tunesmith_config.yaml", "versions.json",
                  "training_loss.png"):

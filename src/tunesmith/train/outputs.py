@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"  # transformers writes it last: a checkpoint without it is incomplete
+SECRET_KEYS = ("hf_hub_token", "api_key", "hub_token")  # never written into a run folder
 VERSIONED_PACKAGES = ("tunesmith", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
 
 
@@ -81,7 +82,8 @@ def record_run(output_dir: Path, config) -> None:
     """Writes the resolved config (tunesmith_config.yaml) and the package versions (versions.json)."""
     import yaml
 
-    text = yaml.safe_dump(config.flat(), sort_keys=False, allow_unicode=True)
+    values = {key: (None if key in SECRET_KEYS else value) for key, value in config.flat().items()}
+    text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
     (output_dir / "tunesmith_config.yaml").write_text(text, encoding="utf-8")
     (output_dir / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n", encoding="utf-8")
 
