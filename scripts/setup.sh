@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   torch_before=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
   # The constraint keeps pip from swapping torch for another (multi-GB CUDA) build while resolving.
   echo "torch==${torch_before%%+*}" > "$VENV/torch-constraint.txt"
-  PIP_CONSTRAINT="$VENV/torch-constraint.txt" "$VENV/bin/python" -m pip install -q -e ".[test,quant,webui,deepspeed]"
+  PIP_CONSTRAINT="$VENV/torch-constraint.txt" "$VENV/bin/python" -m pip install -q -e ".[test,quant,webui,deepspeed,ray]"
   torch_after=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
   if [ "$torch_before" != "$torch_after" ]; then
     echo "setup: pip replaced torch $torch_before with $torch_after; aborting" >&2

@@ -100,6 +100,10 @@ def dispatch(args) -> int:
 
         overrides = _split_overrides(args)
         config = load_config(args.config, overrides)
+        if config.launch.ray_num_workers > 0 and not launch.under_launcher():
+            from tunesmith.train.ray_launch import run_on_ray
+
+            return run_on_ray(config)
         if launch.needs_launch(config):
             return launch.launch(args.config, overrides, config)
         from tunesmith.train.run import run_training

@@ -57,3 +57,17 @@ def test_deepspeed_zero_matches_plain_training_and_saves_a_loadable_model(tiny_m
     assert losses(tmp_path / stage) == pytest.approx(losses(tmp_path / "plain"), rel=1e-4)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / stage)  # ZeRO-3 gathers 16-bit weights on save
     assert model.get_input_embeddings().weight.shape[0] >= 1024
+
+
+@pytest.mark.distributed
+def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path):
+    pytest.importorskip("ray")
+    (tmp_path / "c.yaml").write_text("stage: sft\n")
+    common = [str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
+              f"dataset_dir={DEMO_DATA}", "template=chatml", "max_samples=8", "max_steps=3", "learning_rate=1e-2",
+              "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3"]
+    assert main(["train", *common, f"output_dir={tmp_path / 'one'}", "per_device_train_batch_size=8"]) == 0
+    assert main(["train", *common, f"output_dir={tmp_path / 'ray'}", "per_device_train_batch_size=4",
+                 "ray_num_workers=2", f"ray_storage_path={tmp_path / 'ray-runs'}"]) == 0
+    assert losses(tmp_path / "ray") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+    assert (tmp_path / "ray" / "model.safetensors").is_file()

@@ -235,6 +235,12 @@ class LaunchArgs(Group):
     node_rank: int = Field(0, ge=0, description="This node's rank (0 on the master).")
     master_addr: str = Field("127.0.0.1", description="Address of the rank-0 node.")
     master_port: int = Field(29500, ge=1, le=65535, description="Port of the rank-0 node.")
+    ray_num_workers: int = Field(0, ge=0, description="Train on a Ray cluster with this many workers (0 = no Ray).")
+    ray_storage_path: str | None = Field(None, description="Where Ray Train keeps run results (default ./saves).")
+    ray_address: str | None = Field(None, description="Ray cluster to join; default: start a local one.")
+    resources_per_worker: dict[str, float] | None = Field(
+        None, description="Ray resources per worker, e.g. {CPU: 2} or {GPU: 1}; default 1 CPU (or 1 GPU)."
+    )
 
 
 GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "data": DataArgs, "output": OutputArgs,

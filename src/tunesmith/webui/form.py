@@ -30,7 +30,8 @@ SECTIONS: dict[str, list[str]] = {
     "rlhf": ["pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight",
              "simpo_gamma", "ref_model", "reward_model"],
     "output": ["output_dir", "overwrite_output_dir", "plot_loss", "nproc_per_node", "nnodes", "node_rank",
-               "master_addr", "master_port"],
+               "master_addr", "master_port", "ray_num_workers", "ray_storage_path", "ray_address",
+               "resources_per_worker"],
 }
 # Keys whose form default differs from the schema's (the form starts from a sensible run).
 FORM_DEFAULTS = {"learning_rate": 5e-5, "num_train_epochs": 3.0, "per_device_train_batch_size": 2,
@@ -61,6 +62,8 @@ def _kind(annotation) -> tuple[str, tuple]:
     base = args[0] if args else annotation
     if typing.get_origin(base) is list or typing.get_origin(annotation) is typing.Annotated:
         return "list", ()
+    if base is dict or typing.get_origin(base) is dict:
+        return "yaml", ()
     if base is bool:
         return "bool", ()
     if base is int:
@@ -99,6 +102,10 @@ def _clean(field: Field, value):
         return int(value)
     if field.kind == "float":
         return float(value)
+    if field.kind == "yaml" and isinstance(value, str):
+        import yaml
+
+        return yaml.safe_load(value)
     if field.kind == "list" and isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return value

@@ -1,0 +1,52 @@
+"""Runs `tunesmith train` on a Ray cluster: Ray Train starts the workers, each runs the same training code."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from tunesmith.errors import DependencyError
+
+log = logging.getLogger(__name__)
+
+
+def _worker(config_dict: dict) -> None:
+    """One Ray worker: Ray has set up the torch.distributed environment; train exactly as the CLI does."""
+    from tunesmith.config.load import load_config
+    from tunesmith.train.run import run_training
+
+    run_training(load_config(None, config_dict))
+
+
+def run_on_ray(config) -> int:
+    if importlib.util.find_spec("ray") is None:
+        raise DependencyError("ray_num_workers needs Ray Train: pip install 'tunesmith[ray]' (ray[train])")
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from tunesmith.device import detect_device
+
+    launch = config.launch
+    use_gpu = detect_device() == "cuda"
+    resources = launch.resources_per_worker or ({"GPU": 1} if use_gpu else {"CPU": 1})
+    storage = Path(launch.ray_storage_path or "saves").resolve()
+    values = {key: value for key, value in config.given.items()
+              if key not in ("ray_num_workers", "ray_storage_path", "ray_address", "resources_per_worker")}
+    if not ray.is_initialized():
+        ray.init(address=launch.ray_address, include_dashboard=False, log_to_driver=True)
+    try:
+        trainer = TorchTrainer(
+            _worker, train_loop_config=values,
+            scaling_config=ScalingConfig(num_workers=launch.ray_num_workers, use_gpu=use_gpu,
+                                         resources_per_worker=resources),
+            run_config=RunConfig(storage_path=str(storage), name="tunesmith"),
+        )
+        result = trainer.fit()
+    finally:
+        ray.shutdown()
+    if result.error:
+        raise result.error
+    log.info("Ray Train finished with %d workers", launch.ray_num_workers)
+    return 0
