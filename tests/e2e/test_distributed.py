@@ -71,3 +71,18 @@ def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path):
                  "ray_num_workers=2", f"ray_storage_path={tmp_path / 'ray-runs'}"]) == 0
     assert losses(tmp_path / "ray") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
     assert (tmp_path / "ray" / "model.safetensors").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.distributed
+def test_fsdp_on_two_gpus_trains_the_shipped_example(tiny_model_dir, tmp_path):
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA GPUs")
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "fsdp"
+    assert main(["train", str(repo / "examples" / "accelerate" / "train_fsdp.yaml"),
+                 f"model_name_or_path={tiny_model_dir}", f"dataset_dir={DEMO_DATA}", f"output_dir={out}",
+                 "max_steps=2", "--nproc-per-node", "2", "--master-port", str(free_port())]) == 0
+    assert (out / "model.safetensors").is_file()

@@ -299,12 +299,17 @@ TRAINING_BOUNDS = {
 }
 
 
+# transformers accepts more than its annotations say (e.g. `fsdp: true`, which its own warning recommends).
+TRAINING_TYPES = {"fsdp": bool | str | list[str] | None}
+
+
 def training_model() -> type[BaseModel]:
     """A pydantic model built from transformers' TrainingArguments, so its fields are checked like ours."""
     import pydantic
 
     fields = {}
     for name, (annotation, default, help_text) in training_fields().items():
+        annotation = TRAINING_TYPES.get(name, annotation)
         fields[name] = (annotation, Field(default=default, description=help_text, **TRAINING_BOUNDS.get(name, {})))
     return pydantic.create_model(
         "TrainingArgs",
