@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(chat)
     api = jobs.add_parser("api", help="serve an OpenAI-compatible API (default http://127.0.0.1:8000/v1)")
     _add_config(api)
+    evaluate = jobs.add_parser("eval", help="score a model on an MMLU/C-Eval/CMMLU-style benchmark, or predict "
+                               "with generation (BLEU/ROUGE)")
+    _add_config(evaluate, optional=True)
     export_model = jobs.add_parser("export", help="merge LoRA adapters into the base model and save it")
     _add_config(export_model)
 
@@ -129,6 +132,13 @@ def dispatch(args) -> int:
         from tunesmith.export import run_export
 
         return run_export(config)
+    if args.job == "eval":
+        from tunesmith.config.load import load_config
+        from tunesmith.evaluate.run import run_eval
+
+        if args.config and ("=" in args.config or args.config.startswith("-")):  # no YAML: keys on the line only
+            args.config, args.overrides = None, [args.config, *(args.overrides or [])]
+        return run_eval(load_config(args.config, _split_overrides(args)))
     if args.job == "webui":
         from tunesmith.webui.app import run_webui
 

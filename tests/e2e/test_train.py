@@ -173,6 +173,12 @@ def test_val_size_holds_out_data_and_reports_eval_loss(tiny_model_dir, tmp_path)
     assert any("eval_loss" in line for line in log_lines(out))
 
 
+def test_compute_accuracy_reports_token_accuracy(tiny_model_dir, tmp_path):
+    out = train(tiny_model_dir, tmp_path / "acc", "val_size=0.25", "compute_accuracy=true", steps=2)
+    results = json.loads((out / "all_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+
+
 def test_saved_full_model_config_is_ready_for_inference(tiny_model_dir, tmp_path):
     out = train(tiny_model_dir, tmp_path / "full", "finetuning_type=full", steps=1)
     assert json.loads((out / "config.json").read_text())["use_cache"] is True

@@ -14,6 +14,7 @@ from tunesmith.config.schema import (
     RENAMED_KEYS,
     VALUE_FIXES,
     DataArgs,
+    EvalArgs,
     ExportArgs,
     GenerationArgs,
     InferArgs,
@@ -39,6 +40,7 @@ class Config:
     infer: InferArgs = dataclasses.field(default_factory=InferArgs)
     export: ExportArgs = dataclasses.field(default_factory=ExportArgs)
     launch: LaunchArgs = dataclasses.field(default_factory=LaunchArgs)
+    eval: EvalArgs = dataclasses.field(default_factory=EvalArgs)
     source: str = "<overrides>"
     given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
 

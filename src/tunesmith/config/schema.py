@@ -227,6 +227,23 @@ class ExportArgs(Group):
     export_hub_model_id: str | None = Field(None, description="Also push the export to this hub repo (online).")
 
 
+class EvalArgs(Group):
+    """Multiple-choice benchmarks (`tunesmith eval`): MMLU/C-Eval/CMMLU-style folders; LLaMA-Factory's names."""
+
+    task: str | None = Field(None, description="Benchmark and split as <benchmark>_<split>, e.g. mmlu_test.")
+    task_dir: str = Field("evaluation", description="Folder holding one sub-folder per benchmark.")
+    lang: Literal["en", "zh"] = Field("en", description="Language of the prompt around each question.")
+    n_shot: int = Field(5, ge=0, description="Few-shot examples from the dev split before each question (by `seed`).")
+    batch_size: int = Field(4, ge=1, description="Questions scored per forward pass.")
+    save_dir: str | None = Field(None, description="New folder for results.json and results.log (must not exist).")
+
+    @model_validator(mode="after")
+    def _task_shape(self):
+        if self.task is not None and ("_" not in self.task.strip("_")):
+            raise ValueError(f"`task` is <benchmark>_<split>, e.g. mmlu_test or ceval_validation, not {self.task!r}")
+        return self
+
+
 class LaunchArgs(Group):
     """Scale-out: tunesmith relaunches itself under torchrun (DDP, DeepSpeed) when these ask for it."""
 
@@ -245,7 +262,7 @@ class LaunchArgs(Group):
 
 GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "data": DataArgs, "output": OutputArgs,
                                   "generation": GenerationArgs, "infer": InferArgs, "export": ExportArgs,
-                                  "launch": LaunchArgs}
+                                  "launch": LaunchArgs, "eval": EvalArgs}
 
 # Keys from older LLaMA-Factory / transformers configs that map onto a current key.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}

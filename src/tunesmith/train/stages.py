@@ -23,9 +23,24 @@ def _causal_lm_collator(tokenizer, model):
     return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
 
 
+def _argmax(logits, labels):
+    """Keeps only the predicted ids at evaluation, so token accuracy never holds all logits in memory."""
+    if isinstance(logits, (list, tuple)):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def _token_accuracy(eval_prediction) -> dict:
+    from tunesmith.evaluate.metrics import token_accuracy
+
+    return {"accuracy": token_accuracy(eval_prediction.predictions, eval_prediction.label_ids)}
+
+
 def _seq2seq_trainer(config=None, **kwargs):
     from transformers import Seq2SeqTrainer
 
+    if config is not None and config.method.compute_accuracy:  # eval_accuracy, as LLaMA-Factory reports it
+        kwargs.update(compute_metrics=_token_accuracy, preprocess_logits_for_metrics=_argmax)
     return Seq2SeqTrainer(**kwargs)
 
 

@@ -1,0 +1,1 @@
+"""Evaluation jobs: multiple-choice benchmarks (`tunesmith eval`) and generation metrics for predictions."""
