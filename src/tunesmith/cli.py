@@ -103,6 +103,11 @@ def dispatch(args) -> int:
 
         overrides = _split_overrides(args)
         config = load_config(args.config, overrides)
+        given = config.training_kwargs()
+        if given.get("do_predict") and not given.get("do_train"):  # LLaMA-Factory's predict YAML, run by `train`
+            from tunesmith.evaluate.run import run_eval
+
+            return run_eval(config)
         if config.launch.ray_num_workers > 0 and not launch.under_launcher():
             from tunesmith.train.ray_launch import run_on_ray
 

@@ -142,6 +142,13 @@ def test_predict_writes_predictions_and_metrics(tiny_model_dir, tmp_path):
                  "overwrite_output_dir=true"]) == 0
     again = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text().splitlines()]
     assert [line["predict"] for line in again] == [line["predict"] for line in lines]
+    # LLaMA-Factory's predict YAML runs through `train` too (do_predict without do_train)
+    (tmp_path / "predict.yaml").write_text("stage: sft\ndo_predict: true\npredict_with_generate: true\n")
+    assert main(["train", str(tmp_path / "predict.yaml"), f"model_name_or_path={tiny_model_dir}",
+                 "eval_dataset=tunesmith_identity", f"dataset_dir={DEMO_DATA}", "template=chatml",
+                 f"output_dir={tmp_path / 'via_train'}", "max_new_tokens=8", "max_samples=6"]) == 0
+    via_train = (tmp_path / "via_train" / "generated_predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["predict"] for line in via_train] == [line["predict"] for line in lines]
 
 
 def test_predict_refusals(tiny_model_dir, tmp_path, capsys):
