@@ -50,7 +50,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_training_started_from_the_page_runs_and_reports_progress(tmp_path, tiny_model_dir):
+@pytest.fixture
+def client(tmp_path):
+    """The real app on a free loopback port, driven over HTTP with gradio_client."""
     pytest.importorskip("gradio")
     from gradio_client import Client
 
@@ -60,78 +62,58 @@ def test_training_started_from_the_page_runs_and_reports_progress(tmp_path, tiny
     port = free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        keys = [key for keys in form.SECTIONS.values() for key in keys]
-        values = {key: form.fields()[key].default for key in keys}
-        values.update(model_name_or_path=str(tiny_model_dir), dataset="tunesmith_identity", dataset_dir=str(DEMO_DATA),
-                      template="chatml", max_steps=4, logging_steps=1, output_dir=str(tmp_path / "out"),
-                      per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
-                      save_steps=1000)
-        ordered = [None if isinstance(v, list) else v for v in (values[key] for key in keys)]
-        path = str(tmp_path / "run.yaml")
-        records = client.predict(*ordered, api_name="/preview_data")
-        assert "registered in" in records and "tunesmith_skills" in records and "Who are you?" in records
-        preview = client.predict(path, *ordered, api_name="/preview")
-        assert preview.startswith(f"# tunesmith train {path}") and "dataset: tunesmith_identity" in preview
-        status, _ = client.predict(path, *ordered, api_name="/start")
-        assert "Running" in status
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status, percent, _, log = client.predict("en", api_name="/refresh")
-            if "Finished" in status or "Failed" in status:
-                break
-            time.sleep(1)
-        assert "Finished" in status, log
-        assert "4/4" in status and percent == 100
-        assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
-        assert yaml.safe_load(Path(path).read_text())["template"] == "chatml"  # the page wrote the CLI's YAML
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
     finally:
         app.close()
 
 
-def test_errors_from_a_bad_form_appear_on_the_page(tmp_path, tiny_model_dir):
-    pytest.importorskip("gradio")
-    from gradio_client import Client
-
-    from tunesmith.webui.app import build_app
-
-    app = build_app(tmp_path)
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        keys = [key for keys in form.SECTIONS.values() for key in keys]
-        values = {key: form.fields()[key].default for key in keys}
-        values.update(model_name_or_path=str(tiny_model_dir), quantization_bit=4, finetuning_type="full")
-        ordered = [None if isinstance(v, list) else v for v in (values[key] for key in keys)]
-        status, _ = client.predict(str(tmp_path / "bad.yaml"), *ordered, api_name="/start")
-        assert "Failed" in status and "can only be trained with finetuning_type: lora" in status
-        assert not (tmp_path / "bad.yaml").exists()
-    finally:
-        app.close()
+KEYS = [key for keys in form.SECTIONS.values() for key in keys]
 
 
-def test_chat_tab_streams_a_reply(tmp_path, tiny_model_dir):
-    pytest.importorskip("gradio")
-    from gradio_client import Client
+def form_values(**changes) -> list:
+    """Every form input in page order: the form's defaults with some changed."""
+    values = {key: form.fields()[key].default for key in KEYS}
+    values.update(changes)
+    return [None if isinstance(v, list) else v for v in (values[key] for key in KEYS)]
 
-    from tunesmith.webui.app import build_app
 
-    app = build_app(tmp_path)
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        keys = [key for keys in form.SECTIONS.values() for key in keys]
-        values = {key: form.fields()[key].default for key in keys}
-        values.update(model_name_or_path=str(tiny_model_dir), template="chatml")
-        ordered = [None if isinstance(v, list) else v for v in (values[key] for key in keys)]
-        assert "loaded" in client.predict(*ordered, api_name="/chat_load")
-        history, cleared = client.predict("Hello", [], "", "", 0.7, 0.9, 5, api_name="/chat")
-        from tunesmith.webui.app import _text
+def test_training_started_from_the_page_runs_and_reports_progress(client, tmp_path, tiny_model_dir):
+    ordered = form_values(model_name_or_path=str(tiny_model_dir), dataset="tunesmith_identity",
+                          dataset_dir=str(DEMO_DATA), template="chatml", max_steps=4, logging_steps=1,
+                          output_dir=str(tmp_path / "out"), per_device_train_batch_size=2,
+                          gradient_accumulation_steps=1, learning_rate=1e-3, save_steps=1000)
+    path = str(tmp_path / "run.yaml")
+    records = client.predict(*ordered, api_name="/preview_data")
+    assert "registered in" in records and "tunesmith_skills" in records and "Who are you?" in records
+    preview = client.predict(path, *ordered, api_name="/preview")
+    assert preview.startswith(f"# tunesmith train {path}") and "dataset: tunesmith_identity" in preview
+    status, _ = client.predict(path, *ordered, api_name="/start")
+    assert "Running" in status
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status, percent, _, log = client.predict("en", api_name="/refresh")
+        if "Finished" in status or "Failed" in status:
+            break
+        time.sleep(1)
+    assert "Finished" in status, log
+    assert "4/4" in status and percent == 100
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    assert yaml.safe_load(Path(path).read_text())["template"] == "chatml"  # the page wrote the CLI's YAML
 
-        assert cleared == "" and _text(history[0]["content"]) == "Hello" and history[1]["role"] == "assistant"
-        more, _ = client.predict("Again", history, "", "", 0.7, 0.9, 5, api_name="/chat")
-        assert len(more) == 4  # the history goes back to the engine as plain text turns
-    finally:
-        app.close()
+
+def test_errors_from_a_bad_form_appear_on_the_page(client, tmp_path, tiny_model_dir):
+    ordered = form_values(model_name_or_path=str(tiny_model_dir), quantization_bit=4, finetuning_type="full")
+    status, _ = client.predict(str(tmp_path / "bad.yaml"), *ordered, api_name="/start")
+    assert "Failed" in status and "can only be trained with finetuning_type: lora" in status
+    assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_chat_tab_streams_a_reply(client, tiny_model_dir):
+    from tunesmith.webui.app import _text
+
+    assert "loaded" in client.predict(*form_values(model_name_or_path=str(tiny_model_dir), template="chatml"),
+                                      api_name="/chat_load")
+    history, cleared = client.predict("Hello", [], "", "", 0.7, 0.9, 5, api_name="/chat")
+    assert cleared == "" and _text(history[0]["content"]) == "Hello" and history[1]["role"] == "assistant"
+    more, _ = client.predict("Again", history, "", "", 0.7, 0.9, 5, api_name="/chat")
+    assert len(more) == 4  # the history goes back to the engine as plain text turns
