@@ -22,12 +22,17 @@ def losses(out: Path) -> list[float]:
     return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
 
 
+def common_args(tmp_path: Path, model_dir) -> list[str]:
+    """The same tiny full fine-tune for every engine: 8 examples, 3 steps, one global batch per step."""
+    (tmp_path / "c.yaml").write_text("stage: sft\n")
+    return [str(tmp_path / "c.yaml"), f"model_name_or_path={model_dir}", "dataset=tunesmith_identity",
+            f"dataset_dir={DEMO_DATA}", "template=chatml", "max_samples=8", "max_steps=3", "learning_rate=1e-2",
+            "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3"]
+
+
 @pytest.mark.distributed
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path):
-    (tmp_path / "c.yaml").write_text("stage: sft\n")
-    common = [str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
-              f"dataset_dir={DEMO_DATA}", "template=chatml", "max_samples=8", "max_steps=3", "learning_rate=1e-2",
-              "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3"]
+    common = common_args(tmp_path, tiny_model_dir)
     assert main(["train", *common, f"output_dir={tmp_path / 'one'}", "per_device_train_batch_size=8"]) == 0
     assert main(["train", *common, f"output_dir={tmp_path / 'two'}", "per_device_train_batch_size=4",
                  "--nproc-per-node", "2", "--master-port", str(free_port())]) == 0
@@ -45,11 +50,7 @@ def test_deepspeed_zero_matches_plain_training_and_saves_a_loadable_model(tiny_m
     from transformers import AutoModelForCausalLM
 
     repo = Path(__file__).resolve().parents[2]
-    (tmp_path / "c.yaml").write_text("stage: sft\n")
-    common = [str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
-              f"dataset_dir={DEMO_DATA}", "template=chatml", "max_samples=8", "max_steps=3", "learning_rate=1e-2",
-              "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3",
-              "per_device_train_batch_size=8"]
+    common = [*common_args(tmp_path, tiny_model_dir), "per_device_train_batch_size=8"]
     assert main(["train", *common, f"output_dir={tmp_path / 'plain'}"]) == 0
     config = repo / "examples" / "deepspeed" / f"ds_{stage}_config.json"
     assert main(["train", *common, f"output_dir={tmp_path / stage}", f"deepspeed={config}",
@@ -62,10 +63,7 @@ def test_deepspeed_zero_matches_plain_training_and_saves_a_loadable_model(tiny_m
 @pytest.mark.distributed
 def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path):
     pytest.importorskip("ray")
-    (tmp_path / "c.yaml").write_text("stage: sft\n")
-    common = [str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
-              f"dataset_dir={DEMO_DATA}", "template=chatml", "max_samples=8", "max_steps=3", "learning_rate=1e-2",
-              "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3"]
+    common = common_args(tmp_path, tiny_model_dir)
     assert main(["train", *common, f"output_dir={tmp_path / 'one'}", "per_device_train_batch_size=8"]) == 0
     assert main(["train", *common, f"output_dir={tmp_path / 'ray'}", "per_device_train_batch_size=4",
                  "ray_num_workers=2", f"ray_storage_path={tmp_path / 'ray-runs'}"]) == 0
