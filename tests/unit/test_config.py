@@ -56,6 +56,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ("quantization_bit: 4\nfinetuning_type: full\n", "can only be trained with finetuning_type: lora"),
         ("stage: pt\ntrain_on_prompt: true\n", "only apply to stage: sft"),
         ("stage: dpo\npref_loss: kto_pair\n", "pref_loss kto_pair is not available"),
+        ("deepspeed: missing/ds_z2.json\n", "deepspeed config file not found: missing/ds_z2.json"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, extra, expected):

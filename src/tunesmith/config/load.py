@@ -227,6 +227,9 @@ def check_across_groups(config: Config) -> None:
         data.eval_dataset or data.val_size > 0
     ):
         problems.append("`eval_strategy` is set but there is no eval data: set `eval_dataset` or `val_size`")
+    deepspeed = config.training_kwargs().get("deepspeed")
+    if isinstance(deepspeed, str) and not Path(deepspeed).is_file():  # else it fails inside torchrun's workers
+        problems.append(f"deepspeed config file not found: {deepspeed} (ZeRO configs ship in examples/deepspeed/)")
     if problems:
         raise ConfigError(f"{source}: " + "\n  ".join(problems))
 
