@@ -40,9 +40,7 @@ def run_training(config: Config) -> dict:
     extra = {}
     if "dataloader_pin_memory" not in config.training_kwargs():
         extra["dataloader_pin_memory"] = on_accelerator  # pinning needs an accelerator
-    if launch.under_launcher() and not on_accelerator and not {"use_cpu", "deepspeed"} & set(
-            config.training_kwargs()):
-        extra.update(use_cpu=True, ddp_backend="gloo")  # accelerate runs CPU workers as DDP only when told so
+    extra.update(launch.worker_arguments(config, on_accelerator))  # CPU workers: DDP or DeepSpeed over gloo
     args = training_arguments(config, resume_from_checkpoint=resume, do_train=True, **extra)
     set_seed(args.seed)
 
