@@ -67,8 +67,10 @@ def test_tokenized_path_is_saved_reused_and_invalidated(tmp_path, tiny_model_dir
     cfg = load_config(config(tmp_path, tiny_model_dir, tokenized_path=str(cache)))
     first = build_datasets(cfg, load_tokenizer(cfg.model), encoding="supervised")
     assert (cache / "tunesmith_cache.json").is_file()
-    again = build_datasets(cfg, load_tokenizer(cfg.model), encoding="supervised")
+    tokenizer = load_tokenizer(cfg.model)
+    again = build_datasets(cfg, tokenizer, encoding="supervised")
     assert again.train["input_ids"] == first.train["input_ids"]
+    assert tokenizer.pad_token is not None  # the template still set up the tokenizer the collator pads with
     changed = load_config(config(tmp_path, tiny_model_dir, tokenized_path=str(cache), cutoff_len=16))
     shorter = build_datasets(changed, load_tokenizer(changed.model), encoding="supervised")
     assert max(len(ids) for ids in shorter.train["input_ids"]) <= 16  # stale cache detected, data re-encoded

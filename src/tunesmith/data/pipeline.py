@@ -129,6 +129,9 @@ def build_datasets(config, tokenizer, encoding: str, template=None) -> EncodedDa
     """Loads, converts, encodes and splits the config's datasets; reuses `tokenized_path` when it matches."""
     data_args, stage = config.data, config.method.stage
     seed = config.train.seed
+    # The template first, even when the encoded data is reused: it sets the tokenizer's eos/pad tokens, which the
+    # collator and the saved tokenizer need (a rank that loads rank 0's tokenized_path trains with them too).
+    template = template or resolve_template(data_args, tokenizer)
     cache_path = Path(data_args.tokenized_path) if data_args.tokenized_path else None
     key = cache_key(data_args, stage, encoding, tokenizer, seed) if cache_path else ""
     if cache_path and cache_path.exists() and not data_args.overwrite_cache:
@@ -136,7 +139,6 @@ def build_datasets(config, tokenizer, encoding: str, template=None) -> EncodedDa
         if cached is not None:
             return cached
 
-    template = template or resolve_template(data_args, tokenizer)
     train_records, eval_records = load_split_records(data_args, stage, seed)
     if train_records is None:
         raise DataError("no training data: set `dataset` to names from dataset_info.json or file paths")
