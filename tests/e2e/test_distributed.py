@@ -1,4 +1,5 @@
-"""`tunesmith train --nproc-per-node 2` relaunches itself under torchrun: DDP on CPU (gloo) equals one process."""
+"""`tunesmith train --nproc-per-node 2` relaunches itself under torchrun: DDP and DeepSpeed ZeRO-2/3 on CPU (gloo),
+and Ray with 2 workers, give the losses of one process with the same global batch."""
 
 import json
 import socket
@@ -30,13 +31,30 @@ def common_args(tmp_path: Path, model_dir) -> list[str]:
             "report_to=none", "save_strategy=no", "logging_steps=1", "finetuning_type=full", "seed=3"]
 
 
+@pytest.fixture(scope="module")
+def one_process_losses(tiny_model_dir, tmp_path_factory) -> list[float]:
+    """The reference every engine is held to: one process, per-device batch 8 (run once for the whole module)."""
+    tmp_path = tmp_path_factory.mktemp("one-process")
+    assert main(["train", *common_args(tmp_path, tiny_model_dir), f"output_dir={tmp_path / 'one'}",
+                 "per_device_train_batch_size=8"]) == 0
+    return losses(tmp_path / "one")
+
+
+def assert_encoded_once(stderr: str) -> None:
+    """With tokenized_path set, the main process encodes and saves while the others wait, then they load its copy."""
+    assert stderr.count("encoded data saved to tokenized_path") == 1
+    assert stderr.count("loading encoded data from tokenized_path") == 1
+
+
 @pytest.mark.distributed
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path):
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path, capfd,
+                                                                      one_process_losses):
     common = common_args(tmp_path, tiny_model_dir)
-    assert main(["train", *common, f"output_dir={tmp_path / 'one'}", "per_device_train_batch_size=8"]) == 0
     assert main(["train", *common, f"output_dir={tmp_path / 'two'}", "per_device_train_batch_size=4",
-                 "--nproc-per-node", "2", "--master-port", str(free_port())]) == 0
-    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+                 f"tokenized_path={tmp_path / 'encoded'}", "--nproc-per-node", "2",
+                 "--master-port", str(free_port())]) == 0
+    assert losses(tmp_path / "two") == pytest.approx(one_process_losses, rel=1e-4)
+    assert_encoded_once(capfd.readouterr().err)
     # rank 0 alone writes the outputs, and writes them once
     assert (tmp_path / "two" / "model.safetensors").is_file()
     lines = (tmp_path / "two" / "trainer_log.jsonl").read_text().splitlines()
@@ -45,29 +63,32 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_mod
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("stage", ["z2", "z3"])
-def test_deepspeed_zero_matches_plain_training_and_saves_a_loadable_model(tiny_model_dir, tmp_path, stage):
+def test_deepspeed_zero_two_processes_match_one_process_and_save_a_loadable_model(tiny_model_dir, tmp_path, capfd,
+                                                                                  one_process_losses, stage):
     pytest.importorskip("deepspeed")
     from transformers import AutoModelForCausalLM
 
     repo = Path(__file__).resolve().parents[2]
-    common = [*common_args(tmp_path, tiny_model_dir), "per_device_train_batch_size=8"]
-    assert main(["train", *common, f"output_dir={tmp_path / 'plain'}"]) == 0
     config = repo / "examples" / "deepspeed" / f"ds_{stage}_config.json"
-    assert main(["train", *common, f"output_dir={tmp_path / stage}", f"deepspeed={config}",
+    out = tmp_path / stage
+    assert main(["train", *common_args(tmp_path, tiny_model_dir), f"output_dir={out}", f"deepspeed={config}",
+                 "per_device_train_batch_size=4", f"tokenized_path={tmp_path / 'encoded'}", "--nproc-per-node", "2",
                  "--master-port", str(free_port())]) == 0
-    assert losses(tmp_path / stage) == pytest.approx(losses(tmp_path / "plain"), rel=1e-4)
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / stage)  # ZeRO-3 gathers 16-bit weights on save
+    assert losses(out) == pytest.approx(one_process_losses, rel=1e-4)
+    assert_encoded_once(capfd.readouterr().err)
+    lines = (out / "trainer_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]  # rank 0 alone logs
+    model = AutoModelForCausalLM.from_pretrained(out)  # ZeRO-3 gathers 16-bit weights on save
     assert model.get_input_embeddings().weight.shape[0] >= 1024
 
 
 @pytest.mark.distributed
-def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path):
+def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path, one_process_losses):
     pytest.importorskip("ray")
     common = common_args(tmp_path, tiny_model_dir)
-    assert main(["train", *common, f"output_dir={tmp_path / 'one'}", "per_device_train_batch_size=8"]) == 0
     assert main(["train", *common, f"output_dir={tmp_path / 'ray'}", "per_device_train_batch_size=4",
                  "ray_num_workers=2", f"ray_storage_path={tmp_path / 'ray-runs'}"]) == 0
-    assert losses(tmp_path / "ray") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+    assert losses(tmp_path / "ray") == pytest.approx(one_process_losses, rel=1e-4)
     assert (tmp_path / "ray" / "model.safetensors").is_file()
 
 
