@@ -83,11 +83,12 @@ def test_deepspeed_zero_two_processes_match_one_process_and_save_a_loadable_mode
 
 
 @pytest.mark.distributed
-def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path, one_process_losses):
+def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path, one_process_losses, monkeypatch):
     pytest.importorskip("ray")
     common = common_args(tmp_path, tiny_model_dir)
-    assert main(["train", *common, f"output_dir={tmp_path / 'ray'}", "per_device_train_batch_size=4",
-                 "ray_num_workers=2", f"ray_storage_path={tmp_path / 'ray-runs'}"]) == 0
+    monkeypatch.chdir(tmp_path)  # relative paths mean the driver's folder in the workers too
+    assert main(["train", *common, "output_dir=ray", "per_device_train_batch_size=4",
+                 "ray_num_workers=2", "ray_storage_path=ray-runs"]) == 0
     assert losses(tmp_path / "ray") == pytest.approx(one_process_losses, rel=1e-4)
     assert (tmp_path / "ray" / "model.safetensors").is_file()
 

@@ -11,12 +11,18 @@ from tunesmith.errors import DependencyError
 log = logging.getLogger(__name__)
 
 
-def _worker(config_dict: dict) -> None:
+def _worker(loop_config: dict) -> None:
     """One Ray worker: Ray has set up the torch.distributed environment; train exactly as the CLI does."""
+    import os
+
     from tunesmith.config.load import load_config
     from tunesmith.train.run import run_training
 
-    run_training(load_config(None, config_dict))
+    # Ray starts workers in a session folder of its own; relative paths in the config mean the driver's folder
+    # (on a multi-node cluster that folder must be on a shared filesystem, as the outputs are).
+    if Path(loop_config["cwd"]).is_dir():
+        os.chdir(loop_config["cwd"])
+    run_training(load_config(None, loop_config["config"]))
 
 
 def run_on_ray(config) -> int:
@@ -38,7 +44,7 @@ def run_on_ray(config) -> int:
         ray.init(address=launch.ray_address, include_dashboard=False, log_to_driver=True)
     try:
         trainer = TorchTrainer(
-            _worker, train_loop_config=values,
+            _worker, train_loop_config={"config": values, "cwd": str(Path.cwd())},
             scaling_config=ScalingConfig(num_workers=launch.ray_num_workers, use_gpu=use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(storage_path=str(storage), name="tunesmith"),
