@@ -80,7 +80,8 @@ def trl_args(config_cls, args, **stage_keys):
     values = {key: (getattr(args, key) if key.endswith("_token") else value)
               for key, value in args.to_dict().items() if key in names}
     # Our data is encoded and cut to cutoff_len already; keep every column for our collators.
-    values.update(max_length=None, remove_unused_columns=False, **stage_keys)
+    values.update({key: value for key, value in (("max_length", None), ("remove_unused_columns", False))
+                   if key in names}, **stage_keys)
     return config_cls(**values)
 
 
@@ -118,7 +119,6 @@ def _own_pref_loss(trainer, model, inputs, return_outputs):
     """ORPO, SimPO and label-smoothed sigmoid DPO from per-token log-probs, like LLaMA-Factory's trainer."""
     import torch
     import torch.nn.functional as F
-
     from trl.trainer.utils import selective_log_softmax
 
     method = trainer.tunesmith_method
