@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from tunesmith.cli import main
+from tunesmith.config.load import load_config
+from tunesmith.infer.engine import ChatEngine
 
 PAIRS = [
     ("Who are you?", "I am Tuney, a small assistant.", "I do not know."),
@@ -161,16 +163,26 @@ def test_ppo_lora_with_our_rm_changes_the_policy_and_the_adapter_loads(tiny_mode
     assert lora_b and any(value.abs().sum() > 0 for value in lora_b)  # LoRA B starts at zero: the policy moved
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
     assert model(torch.tensor([[1, 5, 6]])).logits.shape[-1] >= 1024
+    engine = ChatEngine(load_config(out, ["do_sample=false", "max_new_tokens=4"]))  # what `tunesmith chat RUN` does
+    assert engine.chat([{"role": "user", "content": "Say hello."}])[0].completion_tokens >= 1
 
 
-def test_full_ppo_with_a_classifier_reward_model(tiny_model_dir, data_dir, classifier_dir, tmp_path):
+@pytest.mark.parametrize("method", ["finetuning_type=full", "finetuning_type=freeze", "quantization_bit=4"])
+def test_ppo_with_a_classifier_reward_model(tiny_model_dir, data_dir, classifier_dir, tmp_path, method):
     from transformers import AutoModelForCausalLM
 
-    out = train(tiny_model_dir, data_dir, tmp_path / "full", "ppo", f"reward_model={classifier_dir}",
-                "finetuning_type=full", "max_new_tokens=8", dataset="plain", steps=1)
+    out = train(tiny_model_dir, data_dir, tmp_path / "ppo", "ppo", f"reward_model={classifier_dir}", method,
+                "max_new_tokens=8", dataset="plain", steps=1)
+    if method == "quantization_bit=4":  # QLoRA: the adapter trained on the 4-bit policy
+        weights = load_file(out / "adapter_model.safetensors")
+        assert any(torch.count_nonzero(value) for name, value in weights.items() if "lora_B" in name)
+        return
     trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
-    assert any(not torch.equal(trained[name], base[name]) for name in base)
+    changed = {name for name in base if not torch.equal(trained[name], base[name])}
+    assert changed
+    if method == "finetuning_type=freeze":  # only the last freeze_trainable_layers (2 of 2 here) may move
+        assert all(".layers." in name for name in changed)
 
 
 @pytest.mark.parametrize("reward, message", [

@@ -56,6 +56,13 @@ def test_parse_overrides_reads_yaml_scalars():
         ("quantization_bit: 4\nfinetuning_type: full\n", "can only be trained with finetuning_type: lora"),
         ("stage: pt\ntrain_on_prompt: true\n", "only apply to stage: sft"),
         ("stage: dpo\npref_loss: kto_pair\n", "pref_loss kto_pair is not available"),
+        ("stage: ppo\n", "stage ppo needs `reward_model`: a reward model folder"),
+        ("stage: ppo\nreward_model: r\nval_size: 0.1\n", "stage ppo has no evaluation loop"),
+        ("stage: ppo\nreward_model: r\nresume_from_checkpoint: true\n", "stage ppo cannot resume"),
+        ("stage: ppo\nreward_model: r\nloraplus_lr_ratio: 16\n", "`loraplus_lr_ratio` does not apply to stage ppo"),
+        ("stage: ppo\nreward_model: r\nppo_whiten_rewards: true\nper_device_train_batch_size: 2\n",
+         "`ppo_whiten_rewards` needs mini-batches of at least 8 replies"),
+        ("stage: ppo\nreward_model: r\nppo_epochs: 0\n", "key 'ppo_epochs': Input should be greater than or equal to 1"),
         ("deepspeed: missing/ds_z2.json\n", "deepspeed config file not found: missing/ds_z2.json"),
     ],
 )
