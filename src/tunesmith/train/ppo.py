@@ -13,6 +13,7 @@ from tunesmith.errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 TRAIN_WITH_RM = "train one with stage: rm (its output folder is a reward model)"
+PAD_TOKEN = "<|tunesmith_ppo_pad|>"
 
 
 def _read_json(path: Path) -> dict:
@@ -79,11 +80,22 @@ def value_model_from(reward, config):
     return value
 
 
+def ppo_tokenizer(tokenizer):
+    """The tokenizer TRL's PPO sees. TRL reads every pad id as padding (attention off), so a pad equal to eos (what
+    templates set when a model has none) would blank each eos inside the prompts: that copy gets a pad of its own.
+    The new id never reaches an embedding (TRL zeroes padded ids), so the model is not resized."""
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return tokenizer
+    copied = copy.deepcopy(tokenizer)
+    copied.add_special_tokens({"pad_token": PAD_TOKEN})
+    return copied
+
+
 def prompt_collator(tokenizer, model):
     """Prompts left-padded with the pad token, as TRL's PPO generation expects; answers are generated, not read."""
     import torch
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = ppo_tokenizer(tokenizer).pad_token_id
 
     def collate(features):
         rows = [torch.tensor(f["input_ids"]) for f in features]
@@ -95,8 +107,13 @@ def prompt_collator(tokenizer, model):
 
 def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_dataset=None, **kwargs):
     """TRL's PPOTrainer: LF's ppo_epochs/ppo_buffer_size/ppo_whiten_rewards, replies sampled with the generation keys."""
+    import warnings
+
     from transformers.trainer_utils import TrainOutput
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    with warnings.catch_warnings():  # "experimental APIs may change": trl is pinned to 1.12.x, whose PPO this is
+        warnings.simplefilter("ignore")
+        from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from tunesmith.train.preference import _load_ref_model, trl_args
 
@@ -134,6 +151,6 @@ def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_da
                        "train_loss": sum(losses) / max(len(losses), 1), "train_reward": rewards[-1] if rewards else None}
             return TrainOutput(self.state.global_step, metrics["train_loss"], metrics)
 
-    return PolicyTrainer(args=ppo_args, processing_class=processing_class, model=model,
+    return PolicyTrainer(args=ppo_args, processing_class=ppo_tokenizer(processing_class), model=model,
                          ref_model=_load_ref_model(config, processing_class), reward_model=reward, value_model=value,
                          train_dataset=train_dataset, **kwargs)
