@@ -1,4 +1,4 @@
-"""Stage ppo: TRL 1.12's PPOTrainer with our policy, a reward model (ours or a Hugging Face classifier) and its value copy."""
+"""Stage ppo: TRL 1.12's PPOTrainer on our policy, a reward model (stage rm output or an HF classifier), its value copy."""
 
 from __future__ import annotations
 
