@@ -1,4 +1,4 @@
-"""Stage ppo: TRL 1.12's PPOTrainer on our policy, a reward model (stage rm output or an HF classifier), its value copy."""
+"""Stage ppo: TRL 1.12's PPOTrainer on our policy, a reward model (an rm run or an HF classifier) and its value copy."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def prompt_collator(tokenizer, model):
 
 
 def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_dataset=None, **kwargs):
-    """TRL's PPOTrainer: LF's ppo_epochs/ppo_buffer_size/ppo_whiten_rewards, replies sampled with the generation keys."""
+    """TRL's PPOTrainer with LF's ppo_epochs/ppo_buffer_size/ppo_whiten_rewards; replies follow the generation keys."""
     import warnings
 
     from transformers.trainer_utils import TrainOutput
@@ -125,7 +125,8 @@ def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_da
     rollout = args.per_device_train_batch_size * accumulation
     if len(train_dataset) < rollout:
         raise ConfigError(f"stage ppo generates replies for {rollout} prompts at a time (per_device_train_batch_size x "
-                          f"gradient_accumulation_steps x ppo_buffer_size) but the data has {len(train_dataset)}")
+                          f"gradient_accumulation_steps x ppo_buffer_size) but the data has {len(train_dataset)}: "
+                          "add prompts or lower those keys")
     episodes = args.max_steps * rollout * args.world_size if args.max_steps > 0 else None
     ppo_args = trl_args(PPOConfig, args, num_ppo_epochs=method.ppo_epochs, whiten_rewards=method.ppo_whiten_rewards,
                         num_mini_batches=buffer, gradient_accumulation_steps=accumulation, total_episodes=episodes,
@@ -147,8 +148,9 @@ def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_da
             history = self.state.log_history
             losses = [entry["loss"] for entry in history if "loss" in entry]
             rewards = [entry["reward"] for entry in history if "reward" in entry]
-            metrics = {"train_runtime": round(time.monotonic() - start, 4),
-                       "train_loss": sum(losses) / max(len(losses), 1), "train_reward": rewards[-1] if rewards else None}
+            mean_loss = sum(losses) / max(len(losses), 1)
+            metrics = {"train_runtime": round(time.monotonic() - start, 4), "train_loss": mean_loss,
+                       "train_reward": rewards[-1] if rewards else None}
             return TrainOutput(self.state.global_step, metrics["train_loss"], metrics)
 
     return PolicyTrainer(args=ppo_args, processing_class=ppo_tokenizer(processing_class), model=model,
