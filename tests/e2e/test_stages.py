@@ -150,11 +150,13 @@ def test_wrong_kind_of_data_is_refused(tiny_model_dir, data_dir, classifier_dir,
 
 def test_ppo_lora_with_our_rm_changes_the_policy_and_the_adapter_loads(tiny_model_dir, data_dir, tmp_path):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     rm = train(tiny_model_dir, data_dir, tmp_path / "rm", "rm", steps=1)
     out = train(tiny_model_dir, data_dir, tmp_path / "ppo", "ppo", f"reward_model={rm}", "max_new_tokens=8",
-                "ppo_epochs=2", dataset="plain")
+                "ppo_epochs=2", "save_strategy=steps", "save_steps=2", dataset="plain")
+    for folder in (out, out / "checkpoint-2"):  # the pad token TRL's PPO was given stays out of saved tokenizers
+        assert len(AutoTokenizer.from_pretrained(folder)) == len(AutoTokenizer.from_pretrained(tiny_model_dir))
     log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2] and all(math.isfinite(row["loss"]) for row in log)
     assert all("reward" in row and "objective/kl" in row for row in log)

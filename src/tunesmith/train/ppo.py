@@ -136,6 +136,14 @@ def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_da
     value = value_model_from(reward, config)
 
     class PolicyTrainer(PPOTrainer):
+        def _save(self, output_dir=None, state_dict=None):
+            # Checkpoints get the run's tokenizer, not the copy with the PPO-only pad token.
+            used, self.processing_class = self.processing_class, processing_class
+            try:
+                super()._save(output_dir, state_dict)
+            finally:
+                self.processing_class = used
+
         def log(self, logs, start_time=None):
             if "loss/policy_avg" in logs:  # the objective TRL minimises, under the names our log and plot read
                 loss = logs["loss/policy_avg"] + self.args.vf_coef * logs["loss/value_avg"]
