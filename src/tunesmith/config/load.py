@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from tunesmith.config.schema import (
     GROUPS,
     RENAMED_KEYS,
+    UNAVAILABLE_KEYS,
     VALUE_FIXES,
     DataArgs,
     EvalArgs,
@@ -173,7 +174,8 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
         renamed[key] = value
     unknown = [key for key in renamed if key not in owner]
     if unknown:
-        lines = [f"unknown key '{key}'{suggest(key, owner)}" for key in unknown]
+        lines = [f"key '{key}' is not available: {UNAVAILABLE_KEYS[key]}" if key in UNAVAILABLE_KEYS else
+                 f"unknown key '{key}'{suggest(key, owner)}" for key in unknown]
         raise ConfigError(f"{source}: " + "\n  ".join(lines) + "\n  (`tunesmith config keys` lists every key)")
     split: dict[str, dict[str, Any]] = {name: {} for name in (*GROUPS, "train")}
     for key, value in renamed.items():

@@ -276,6 +276,12 @@ GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "dat
 # Keys from older LLaMA-Factory / transformers configs that map onto a current key.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}
 
+# LLaMA-Factory keys that tunesmith's trainers cannot honour, with the reason shown instead of "unknown key".
+UNAVAILABLE_KEYS = {
+    "ppo_target": "TRL 1.12's PPO has no adaptive KL target (its KL coefficient is fixed); remove it",
+    "ppo_score_norm": "TRL 1.12's PPO does not normalise reward scores; remove it",
+}
+
 
 def _resume_value(value):
     return "true" if value is True else None if value is False else value
