@@ -63,6 +63,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ("stage: ppo\nreward_model: r\nppo_whiten_rewards: true\nper_device_train_batch_size: 2\n",
          "`ppo_whiten_rewards` needs mini-batches of at least 8 replies"),
         ("stage: ppo\nreward_model: r\nppo_epochs: 0\n", "key 'ppo_epochs': Input should be greater than or equal"),
+        ("stage: ppo\nreward_model: r\nnproc_per_node: 2\n", "stage ppo trains in one process"),
         ("ppo_target: 6.0\n", "key 'ppo_target' is not available: TRL 1.12's PPO has no adaptive KL target"),
         ("deepspeed: missing/ds_z2.json\n", "deepspeed config file not found: missing/ds_z2.json"),
     ],

@@ -239,7 +239,7 @@ def check_across_groups(config: Config) -> None:
 
 
 def _ppo_problems(config: Config) -> list[str]:
-    """What TRL's PPO trainer cannot do: evaluate, resume, LoRA+, or whiten rewards in mini-batches below 8."""
+    """What TRL's PPO trainer cannot do: evaluate, resume, LoRA+, several processes, whitening below 8 replies."""
     method, data, train = config.method, config.data, config.train
     problems = []
     if data.val_size > 0 or data.eval_dataset:
@@ -249,6 +249,12 @@ def _ppo_problems(config: Config) -> list[str]:
                         "`resume_from_checkpoint`")
     if method.loraplus_lr_ratio:
         problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
+    launch = config.launch
+    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.ray_num_workers or config.training_kwargs().get(
+            "deepspeed"):
+        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
+                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/ray_num_workers/"
+                        "deepspeed")
     mini_batch = train.per_device_train_batch_size * train.gradient_accumulation_steps
     if method.ppo_whiten_rewards and mini_batch < 8:
         problems.append(f"`ppo_whiten_rewards` needs mini-batches of at least 8 replies (per_device_train_batch_size x "

@@ -52,7 +52,14 @@ def reward_source(path: str) -> tuple[str, str | None]:
 
 
 def check(config) -> None:
-    """Refusals that need the reward model's folder, made before any data or model loads."""
+    """Refusals made before any data or model loads: the reward model's folder, a launch of several processes."""
+    import os
+
+    from tunesmith.train.launch import under_launcher
+
+    if under_launcher() and int(os.environ["WORLD_SIZE"]) > 1:  # started by torchrun/accelerate directly
+        raise ConfigError("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP (it cannot reach "
+                          "its policy through the wrapper); run tunesmith train without torchrun/accelerate")
     reward_source(config.method.reward_model)
 
 
