@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import time
 from pathlib import Path
 
 from tunesmith.errors import ConfigError, ModelError
-
-log = logging.getLogger(__name__)
 
 TRAIN_WITH_RM = "train one with stage: rm (its output folder is a reward model)"
 PAD_TOKEN = "<|tunesmith_ppo_pad|>"
