@@ -16,9 +16,15 @@ def test_example_trains(path, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     overrides = [f"model_name_or_path={tiny_model_dir}", f"output_dir={out}", "max_steps=2", "save_steps=1000",
                  f"dataset_dir={REPO / 'src' / 'tunesmith' / 'demo_data'}"]
+    config = load_config(path)
+    if config.method.stage == "ppo":  # its reward model is what examples/train_rm.yaml writes
+        rm = tmp_path / "rm"
+        assert main(["train", str(REPO / "examples" / "train_rm.yaml"), *overrides[:1], f"output_dir={rm}",
+                     *overrides[2:]]) == 0
+        overrides.append(f"reward_model={rm}")
     assert main(["train", str(path), *overrides]) == 0
     assert (out / "all_results.json").is_file()
-    method = load_config(path).method.finetuning_type
+    method = config.method.finetuning_type
     assert (out / ("adapter_model.safetensors" if method == "lora" else "model.safetensors")).is_file()
 
 

@@ -1,4 +1,4 @@
-"""rm, dpo, kto (and the ppo refusal) end to end through the CLI on the tiny model with small local data."""
+"""rm, dpo, kto and ppo end to end through the CLI on the tiny model with small local data."""
 
 import json
 import math
@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from tunesmith.cli import main
+from tunesmith.config.load import load_config
+from tunesmith.infer.engine import ChatEngine
 
 PAIRS = [
     ("Who are you?", "I am Tuney, a small assistant.", "I do not know."),
@@ -121,18 +123,78 @@ def test_kto_trains_with_weights(tiny_model_dir, data_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
 
 
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_model_dir, tmp_path_factory):
+    """A plain Hugging Face one-label sequence classifier (random head): a reward model not made by tunesmith."""
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path_factory.mktemp("classifier")
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(out)
+    return out
+
+
 @pytest.mark.parametrize("stage, dataset, message", [
     ("dpo", "plain", "needs a ranking dataset"),
     ("rm", "feedback", "needs a ranking dataset"),
     ("kto", "pairs", "has no kto_tag column"),
+    ("ppo", "pairs", "is a ranking dataset"),
+    ("ppo", "feedback", "is KTO feedback data"),
 ])
-def test_wrong_kind_of_data_is_refused(tiny_model_dir, data_dir, tmp_path, capsys, stage, dataset, message):
-    train(tiny_model_dir, data_dir, tmp_path / "bad", stage, dataset=dataset, code=2)
+def test_wrong_kind_of_data_is_refused(tiny_model_dir, data_dir, classifier_dir, tmp_path, capsys, stage, dataset,
+                                       message):
+    train(tiny_model_dir, data_dir, tmp_path / "bad", stage, f"reward_model={classifier_dir}", dataset=dataset, code=2)
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
-def test_ppo_says_it_is_not_available(tiny_model_dir, data_dir, tmp_path, capsys):
-    train(tiny_model_dir, data_dir, tmp_path / "ppo", "ppo", f"reward_model={tiny_model_dir}", dataset="plain", code=2)
-    err = capsys.readouterr().err
-    assert "stage ppo is not available" in err and "trl" in err
+def test_ppo_lora_with_our_rm_changes_the_policy_and_the_adapter_loads(tiny_model_dir, data_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rm = train(tiny_model_dir, data_dir, tmp_path / "rm", "rm", steps=1)
+    out = train(tiny_model_dir, data_dir, tmp_path / "ppo", "ppo", f"reward_model={rm}", "max_new_tokens=8",
+                "ppo_epochs=2", "save_strategy=steps", "save_steps=2", dataset="plain")
+    for folder in (out, out / "checkpoint-2"):  # the pad token TRL's PPO was given stays out of saved tokenizers
+        assert len(AutoTokenizer.from_pretrained(folder)) == len(AutoTokenizer.from_pretrained(tiny_model_dir))
+    log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2] and all(math.isfinite(row["loss"]) for row in log)
+    assert all("reward" in row and "objective/kl" in row for row in log)
+    assert (out / "all_results.json").is_file() and (out / "tokenizer_config.json").is_file()
+    lora_b = [value for name, value in load_file(out / "adapter_model.safetensors").items() if "lora_B" in name]
+    assert lora_b and any(value.abs().sum() > 0 for value in lora_b)  # LoRA B starts at zero: the policy moved
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+    assert model(torch.tensor([[1, 5, 6]])).logits.shape[-1] >= 1024
+    engine = ChatEngine(load_config(out, ["do_sample=false", "max_new_tokens=4"]))  # what `tunesmith chat RUN` does
+    assert engine.chat([{"role": "user", "content": "Say hello."}])[0].completion_tokens >= 1
+
+
+@pytest.mark.parametrize("method", ["finetuning_type=full", "finetuning_type=freeze", "quantization_bit=4"])
+def test_ppo_with_a_classifier_reward_model(tiny_model_dir, data_dir, classifier_dir, tmp_path, method):
+    from transformers import AutoModelForCausalLM
+
+    out = train(tiny_model_dir, data_dir, tmp_path / "ppo", "ppo", f"reward_model={classifier_dir}", method,
+                "max_new_tokens=8", dataset="plain", steps=1)
+    if method == "quantization_bit=4":  # QLoRA: the adapter trained on the 4-bit policy
+        weights = load_file(out / "adapter_model.safetensors")
+        assert any(torch.count_nonzero(value) for name, value in weights.items() if "lora_B" in name)
+        return
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    changed = {name for name in base if not torch.equal(trained[name], base[name])}
+    assert changed
+    if method == "finetuning_type=freeze":  # only the last freeze_trainable_layers (2 of 2 here) may move
+        assert all(".layers." in name for name in changed)
+
+
+@pytest.mark.parametrize("reward, message", [
+    (None, "stage ppo needs `reward_model`"),
+    ("model", "is not a reward model"),
+    ("missing", "reward_model folder not found"),
+])
+def test_ppo_refuses_a_missing_or_wrong_reward_model(tiny_model_dir, data_dir, tmp_path, capsys, reward, message):
+    paths = {"model": tiny_model_dir, "missing": tmp_path / "nowhere"}
+    overrides = [f"reward_model={paths[reward]}"] if reward else []
+    train(tiny_model_dir, data_dir, tmp_path / "bad", "ppo", *overrides, dataset="plain", code=2)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

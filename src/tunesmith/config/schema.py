@@ -115,7 +115,15 @@ class MethodArgs(Group):
     kto_rejected_weight: float = Field(1.0, gt=0, description="KTO weight of undesirable examples.")
     simpo_gamma: float = Field(0.5, description="SimPO target reward margin.")
     ref_model: str | None = Field(None, description="Reference model for DPO/KTO; default: the initial policy.")
-    reward_model: str | None = Field(None, description="Reward model for PPO.")
+    reward_model: str | None = Field(
+        None, description="PPO: reward model folder, the output of stage rm or a one-label sequence classifier."
+    )
+    ppo_epochs: int = Field(4, ge=1, description="PPO: optimisation epochs over each batch of generated replies.")
+    ppo_buffer_size: int = Field(
+        1, ge=1, description="PPO: mini-batches (per_device_train_batch_size x gradient_accumulation_steps) per batch "
+        "of generated replies."
+    )
+    ppo_whiten_rewards: bool = Field(False, description="PPO: whiten the rewards before computing the advantages.")
     # Reporting
     compute_accuracy: bool = Field(False, description="Report token accuracy at evaluation.")
     disable_shuffling: bool = Field(False, description="Keep the training data in order.")
@@ -129,9 +137,10 @@ class MethodArgs(Group):
         if self.pissa_convert and not self.pissa_init:
             raise ValueError("`pissa_convert` needs `pissa_init: true`")
         if self.stage == "ppo" and not self.reward_model:
-            raise ValueError("stage ppo needs `reward_model`")
+            raise ValueError("stage ppo needs `reward_model`: a reward model folder (the output of a stage rm run, or "
+                             "a Hugging Face sequence-classification model with one label)")
         if self.pref_loss == "kto_pair":
-            raise ValueError("pref_loss kto_pair is not available with TRL 1.16; use stage: kto with kto_tag data, or "
+            raise ValueError("pref_loss kto_pair is not available with TRL 1.12; use stage: kto with kto_tag data, or "
                              "pref_loss sigmoid, hinge, ipo, orpo or simpo")
         if self.dpo_label_smoothing > 0 and self.pref_loss != "sigmoid":
             raise ValueError("`dpo_label_smoothing` only applies to pref_loss: sigmoid")
@@ -266,6 +275,12 @@ GROUPS: dict[str, type[Group]] = {"model": ModelArgs, "method": MethodArgs, "dat
 
 # Keys from older LLaMA-Factory / transformers configs that map onto a current key.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}
+
+# LLaMA-Factory keys that tunesmith's trainers cannot honour, with the reason shown instead of "unknown key".
+UNAVAILABLE_KEYS = {
+    "ppo_target": "TRL 1.12's PPO has no adaptive KL target (its KL coefficient is fixed); remove it",
+    "ppo_score_norm": "TRL 1.12's PPO does not normalise reward scores; remove it",
+}
 
 
 def _resume_value(value):

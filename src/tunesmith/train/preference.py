@@ -80,7 +80,8 @@ def trl_args(config_cls, args, **stage_keys):
     values = {key: (getattr(args, key) if key.endswith("_token") else value)
               for key, value in args.to_dict().items() if key in names}
     # Our data is encoded and cut to cutoff_len already; keep every column for our collators.
-    values.update(max_length=None, remove_unused_columns=False, **stage_keys)
+    values.update({key: value for key, value in (("max_length", None), ("remove_unused_columns", False))
+                   if key in names}, **stage_keys)
     return config_cls(**values)
 
 
@@ -118,15 +119,14 @@ def _own_pref_loss(trainer, model, inputs, return_outputs):
     """ORPO, SimPO and label-smoothed sigmoid DPO from per-token log-probs, like LLaMA-Factory's trainer."""
     import torch
     import torch.nn.functional as F
+    from trl.trainer.utils import selective_log_softmax
 
     method = trainer.tunesmith_method
     mode = "train" if trainer.model.training else "eval"
-    mask = inputs["completion_mask"]
-    labels = inputs["input_ids"].masked_fill(mask == 0, IGNORE_INDEX)
-    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
-                    use_cache=False, fused_lm_head=True)
-    shift = mask[:, 1:]
-    per_token = outputs.log_probs[:, -shift.size(1):] * shift
+    input_ids = inputs["input_ids"]
+    outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], use_cache=False)
+    shift = inputs["completion_mask"][:, 1:]
+    per_token = selective_log_softmax(outputs.logits[:, :-1], input_ids[:, 1:]) * shift
     logps, lengths = per_token.sum(dim=1), shift.sum(dim=1).clamp(min=1)
     avg = logps / lengths
     chosen_avg, rejected_avg = avg.chunk(2)

@@ -31,6 +31,8 @@ def run_training(config: Config) -> dict:
 
     setup_logging()
     spec = stage_spec(config.method.stage, training=True)
+    if spec.check:
+        spec.check(config)
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
     outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)

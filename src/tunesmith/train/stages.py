@@ -15,6 +15,7 @@ class StageSpec:
     make_trainer: Callable | None  # (config=..., **kwargs of transformers.Trainer) -> trainer
     head: str = "causal_lm"  # which model tunesmith.model.load builds: causal_lm or value (one score per sequence)
     unavailable: str = ""  # why this stage cannot train in this release (shown instead of training)
+    check: Callable | None = None  # (config) -> None: the stage's own refusals, before any data or model loads
 
 
 def _causal_lm_collator(tokenizer, model):
@@ -44,21 +45,16 @@ def _seq2seq_trainer(config=None, **kwargs):
     return Seq2SeqTrainer(**kwargs)
 
 
-def _lazy(name: str) -> Callable:
-    """tunesmith.train.preference.<name>, imported only when the stage runs (it imports TRL)."""
+def _lazy(name: str, module: str = "preference") -> Callable:
+    """tunesmith.train.<module>.<name>, imported only when the stage runs (it imports TRL)."""
 
     def call(*args, **kwargs):
-        from tunesmith.train import preference
+        import importlib
 
-        return getattr(preference, name)(*args, **kwargs)
+        return getattr(importlib.import_module(f"tunesmith.train.{module}"), name)(*args, **kwargs)
 
     call.__name__ = name
     return call
-
-
-PPO_UNAVAILABLE = ("stage ppo is not available in this release: TRL removed its PPO trainer in 1.13 and tunesmith "
-                   "runs on trl 1.16. Train a reward model (stage: rm) and align with stage: dpo or kto instead, "
-                   "or use LLaMA-Factory with trl<=1.12 for PPO")
 
 
 STAGES: dict[str, StageSpec] = {
@@ -68,7 +64,8 @@ STAGES: dict[str, StageSpec] = {
                     head="value"),
     "dpo": StageSpec(encoding="pairwise", make_collator=_lazy("pairwise_collator"), make_trainer=_lazy("dpo_trainer")),
     "kto": StageSpec(encoding="feedback", make_collator=_lazy("feedback_collator"), make_trainer=_lazy("kto_trainer")),
-    "ppo": StageSpec(encoding="unsupervised", make_collator=None, make_trainer=None, unavailable=PPO_UNAVAILABLE),
+    "ppo": StageSpec(encoding="unsupervised", make_collator=_lazy("prompt_collator", "ppo"),
+                     make_trainer=_lazy("ppo_trainer", "ppo"), check=_lazy("check", "ppo")),
 }
 
 

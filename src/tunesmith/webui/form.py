@@ -28,7 +28,7 @@ SECTIONS: dict[str, list[str]] = {
              "create_new_adapter", "use_rslora", "use_dora", "pissa_init", "pissa_iter", "pissa_convert",
              "lora_target", "additional_target"],
     "rlhf": ["pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight",
-             "simpo_gamma", "ref_model", "reward_model"],
+             "simpo_gamma", "ref_model", "reward_model", "ppo_epochs", "ppo_buffer_size", "ppo_whiten_rewards"],
     "output": ["output_dir", "overwrite_output_dir", "plot_loss", "nproc_per_node", "nnodes", "node_rank",
                "master_addr", "master_port", "ray_num_workers", "ray_storage_path", "ray_address",
                "resources_per_worker"],
