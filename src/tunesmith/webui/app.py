@@ -15,15 +15,15 @@ SECTION_TITLES = {"model": "sec_model", "train": "sec_train", "extra": "sec_extr
 OPEN_SECTIONS = ("model", "train")
 
 
-def _component(gr, field: form.Field, lang: str):
-    """The input widget of one config key, labelled in lang."""
+def _component(gr, field: form.Field, lang: str, elem_id: str | None = None):
+    """The input widget of one config key, labelled in lang; its elem_id is the key unless given."""
     text, help_text = label(lang, field.key, field.help)
-    common = {"label": text, "info": help_text, "value": field.default}
+    common = {"label": text, "info": help_text, "value": field.default, "elem_id": elem_id or field.key}
     if field.kind == "choice":
         return gr.Dropdown(choices=[c for c in field.choices], **common)
     if field.kind == "bool":
         return gr.Checkbox(**common)
-    if field.kind in ("int", "float"):
+    if field.kind in ("int", "float") and field.default is not None:  # a browser sends an empty Number as 0
         return gr.Number(precision=0 if field.kind == "int" else None, **common)
     if field.kind == "list":
         value = ",".join(field.default) if isinstance(field.default, list) else field.default
@@ -191,9 +191,9 @@ def build_app(workdir: str | Path = "."):
             frame = pd.DataFrame(info["losses"], columns=["step", "loss"])
             return text, info["percentage"] or 0, frame, run.log_tail()
 
-        def pick_family(name, path):
+        def pick_family(name):
             entry = families.get(name) or {}
-            return entry.get("path") or path, entry.get("template") or gr.update()
+            return entry.get("path") or gr.update(), entry.get("template") or gr.update()
 
         def load_chat(*values):
             from tunesmith.config.load import load_config
@@ -254,7 +254,7 @@ def build_app(workdir: str | Path = "."):
         abort_btn.click(abort, None, status, api_name="abort")
         timer.tick(refresh, [lang], [status, progress, loss, log])
         gr.Button(visible=False).click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
-        family.change(pick_family, [family, components["model_name_or_path"]],
+        family.change(pick_family, [family],
                       [components["model_name_or_path"], components["template"]], api_name="pick_family")
         lang.change(texts.updates, [lang], texts.components)
     return app

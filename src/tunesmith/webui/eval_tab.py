@@ -30,9 +30,9 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
             with texts.label(gr.Accordion(ui("en", f"sec_{section}"), open=True), f"sec_{section}"), gr.Row():
                 for key in form.EVAL_SECTIONS[section]:
                     field = dataclasses.replace(fields[key], default=form.EVAL_DEFAULTS.get(key, fields[key].default))
-                    components[key] = texts.field(_component(gr, field, "en"), key)
+                    components[key] = texts.field(_component(gr, field, "en", f"eval-{key}"), key)
         with gr.Row():
-            components["save_dir"] = texts.field(_component(gr, fields["save_dir"], "en"), "save_dir")
+            components["save_dir"] = texts.field(_component(gr, fields["save_dir"], "en", "eval-save_dir"), "save_dir")
             preview_btn = texts.value(gr.Button(ui("en", "preview")), "preview")
             start_btn = texts.value(gr.Button(ui("en", "eval_start"), variant="primary", elem_id="eval_start"),
                                     "eval_start")

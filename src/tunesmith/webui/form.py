@@ -110,10 +110,13 @@ def fields() -> dict[str, Field]:
 def _clean(field: Field, value):
     if value is None or value == "" or value == []:
         return None
-    if field.kind == "int":
-        return int(value)
-    if field.kind == "float":
-        return float(value)
+    try:  # optional numbers are text boxes; what does not parse is left for the config checks to name
+        if field.kind == "int":
+            return int(float(value)) if float(value).is_integer() else value
+        if field.kind == "float":
+            return float(value)
+    except ValueError:
+        return value
     if field.kind == "yaml" and isinstance(value, str):
         import yaml
 
