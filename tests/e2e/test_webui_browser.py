@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.webui.browser import chromium_path
+from tunesmith.webui.browser import choose, chromium_path, fill
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "src" / "tunesmith" / "demo_data"
 
@@ -14,19 +14,6 @@ pytestmark = [
     pytest.mark.skipif(chromium_path() is None, reason="needs Debian's Chromium at /usr/bin/chromium: "
                        "apt-get install -y chromium (bash scripts/test.sh installs it when run as root)"),
 ]
-
-
-def fill(page, elem_id: str, value) -> None:
-    """Types into the text or number input of the component with this elem_id, then leaves it (as a person does)."""
-    box = page.locator(f"#{elem_id}").locator("textarea, input").first
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def choose(page, elem_id: str, option: str) -> None:
-    """Opens a dropdown and clicks one of its options."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_train_then_chat_in_the_browser(tmp_path, tiny_model_dir):
@@ -48,7 +35,7 @@ def test_train_then_chat_in_the_browser(tmp_path, tiny_model_dir):
         expect(page.get_by_role("button", name="开始训练")).to_be_visible()
         # the family table fills the template; the tiny model's folder goes in the path
         choose(page, "model_family", "ChatML")
-        expect(page.locator("#template textarea, #template input").first).to_have_value("chatml")
+        expect(page.locator("#template textarea")).to_have_value("chatml")
         fill(page, "model_name_or_path", tiny_model_dir)
         fill(page, "dataset_dir", DEMO_DATA)
         fill(page, "dataset", "tunesmith_identity")

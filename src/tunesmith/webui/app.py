@@ -100,7 +100,7 @@ def build_app(workdir: str | Path = "."):
             system = texts.label(gr.Textbox(label=ui("en", "chat_system")), "chat_system")
             tools = texts.label(gr.Textbox(label=ui("en", "chat_tools"), lines=2), "chat_tools")
             with gr.Row():
-                temperature = texts.field(gr.Slider(0, 1.5, value=0.95, label="temperature"), "temperature")
+                temperature = texts.field(gr.Slider(0, 1.5, value=0.95, label="temperature", elem_id="chat_temperature"), "temperature")
                 top_p = texts.field(gr.Slider(0.01, 1.0, value=0.7, label="top_p"), "top_p")
                 max_new_tokens = texts.field(gr.Slider(1, 2048, value=256, step=1, label="max_new_tokens"),
                                              "max_new_tokens")
@@ -116,7 +116,7 @@ def build_app(workdir: str | Path = "."):
                 export_fields = {key: texts.field(_component(gr, fields[key], "en"), key)
                                  for key in ("export_dir", "export_size", "export_dtype")}
                 export_btn = texts.value(gr.Button(ui("en", "export_run"), variant="primary"), "export_run")
-            export_log = texts.label(gr.Textbox(label=ui("en", "log"), lines=6), "log")
+            export_log = texts.label(gr.Textbox(label=ui("en", "log"), lines=6, elem_id="export_log"), "log")
 
         def collect(*values) -> dict:
             return form.to_config(dict(zip(keys, values)))
@@ -188,8 +188,11 @@ def build_app(workdir: str | Path = "."):
             text = (f"**{ui(lang_value, name)}** — {info['step']}/{info['total_steps']} "
                     f"({info['percentage']:.0f}%), {_format_seconds(info['elapsed'])} elapsed, "
                     f"{_format_seconds(info['remaining'])} left")
+            tail = run.log_tail()
+            if run.status() == "failed" and tail:
+                text += f"\n\n{tail.splitlines()[-1]}"  # the CLI's one-line error
             frame = pd.DataFrame(info["losses"], columns=["step", "loss"])
-            return text, info["percentage"] or 0, frame, run.log_tail()
+            return text, info["percentage"] or 0, frame, tail
 
         def pick_family(name):
             entry = families.get(name) or {}

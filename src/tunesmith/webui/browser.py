@@ -51,3 +51,16 @@ def browser_page(width: int = 1280, height: int = 1000):
             yield page
         finally:
             browser.close()
+
+
+def fill(page, elem_id: str, value) -> None:
+    """Types into the text or number input of the component with this elem_id, then leaves it (as a person does)."""
+    box = page.locator(f"#{elem_id}").locator("textarea, input").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Opens a dropdown and clicks one of its options."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
