@@ -36,7 +36,7 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
             preview_btn = texts.value(gr.Button(ui("en", "preview")), "preview")
             start_btn = texts.value(gr.Button(ui("en", "eval_start"), variant="primary", elem_id="eval_start"),
                                     "eval_start")
-            abort_btn = texts.value(gr.Button(ui("en", "abort"), variant="stop"), "abort")
+            abort_btn = texts.value(gr.Button(ui("en", "eval_abort"), variant="stop"), "eval_abort")
         command = gr.Code(label="YAML", language="yaml")
         status = gr.Markdown(ui("en", "status_idle"), elem_id="eval_status")
         results = texts.label(gr.Dataframe(headers=["name", "value"], label=ui("en", "eval_results"),
