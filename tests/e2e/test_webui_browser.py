@@ -59,7 +59,7 @@ def test_train_then_chat_in_the_browser(tmp_path, tiny_model_dir):
         fill(page, "adapter_name_or_path", out)
         page.get_by_role("tab", name="对话").click()
         page.get_by_role("button", name="加载模型", exact=True).click()
-        expect(page.locator("#chat_state")).to_contain_text("loaded", timeout=60_000)
+        expect(page.locator("#chat_state")).to_contain_text("模型已加载", timeout=60_000)
         fill(page, "chat_input", "Who are you?")
         page.get_by_role("button", name="发送").click()
         expect(page.locator("#chatbot [data-testid=user]").first).to_have_text("Who are you?", timeout=60_000)

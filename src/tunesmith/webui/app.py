@@ -164,19 +164,19 @@ def build_app(workdir: str | Path = "."):
             config = collect(*values)
             error = form.validate(config)
             if error is not None:
-                return f"**{ui('en', 'status_failed')}**: {error}", ""
+                return f"**{ui(texts.lang, 'status_failed')}**: {error}", ""
             if state["run"] is not None and state["run"].running():
-                return f"**{ui('en', 'status_running')}**", ""
+                return f"**{ui(texts.lang, 'status_running')}**", ""
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(form.to_yaml(config), encoding="utf-8")
             state["run"] = TrainingRun(Path(path), Path(config.get("output_dir", "saves/run")))
             state["run"].start()
-            return f"**{ui('en', 'status_running')}**: `{form.command_line(path)}`", ""
+            return f"**{ui(texts.lang, 'status_running')}**: `{form.command_line(path)}`", ""
 
         def abort():
             if state["run"] is not None:
                 state["run"].abort()
-            return f"**{ui('en', 'status_aborted')}**"
+            return f"**{ui(texts.lang, 'status_aborted')}**"
 
         def refresh(lang_value):
             run = state["run"]
@@ -206,18 +206,18 @@ def build_app(workdir: str | Path = "."):
             try:
                 state["engine"] = ChatEngine(load_config(None, collect(*values)))
             except TunesmithError as exc:
-                return f"**{ui('en', 'status_failed')}**: {exc}"
-            return f"loaded `{state['engine'].name}`"
+                return f"**{ui(texts.lang, 'status_failed')}**: {exc}"
+            return f"{ui(texts.lang, 'chat_loaded')}: `{state['engine'].name}`"
 
         def unload_chat():
             state.pop("engine", None)
-            return "unloaded"
+            return ui(texts.lang, "chat_unloaded")
 
         def respond(message, history, system_text, tools_text, temp, nucleus, limit):
             engine = state.get("engine")
             history = list(history or [])
             if engine is None:
-                history.append({"role": "assistant", "content": "load a model first"})
+                history.append({"role": "assistant", "content": ui(texts.lang, "chat_need_model")})
                 yield history, ""
                 return
             turns = [{"role": m["role"], "content": _text(m["content"])} for m in history] + [

@@ -56,24 +56,24 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
 
     def start(path, mode_value, *values):
         if state["run"] is not None and state["run"].running():
-            return f"**{ui('en', 'eval_running')}**", gr.update(), ""
+            return f"**{ui(texts.lang, 'eval_running')}**", gr.update(), ""
         eval_path, config = build(path, mode_value, *values)
         if not config.get("save_dir"):  # results need a new folder; pick one beside the config
             config["save_dir"] = str(Path(path).parent / f"{mode_value}-{time.strftime('%Y%m%d-%H%M%S')}")
         error = form.validate(config)
         if error is not None:
-            return f"**{ui('en', 'eval_failed')}**: {error}", gr.update(), ""
+            return f"**{ui(texts.lang, 'eval_failed')}**: {error}", gr.update(), ""
         eval_path.parent.mkdir(parents=True, exist_ok=True)
         eval_path.write_text(form.to_yaml(config), encoding="utf-8")
         state["folder"] = Path(config["save_dir"])
         state["run"] = TrainingRun(eval_path, state["folder"], job="eval")
         state["run"].start()
-        return f"**{ui('en', 'eval_running')}**: `{form.command_line(eval_path, 'eval')}`", config["save_dir"], ""
+        return f"**{ui(texts.lang, 'eval_running')}**: `{form.command_line(eval_path, 'eval')}`", config["save_dir"], ""
 
     def abort():
         if state["run"] is not None:
             state["run"].abort()
-        return f"**{ui('en', 'status_aborted')}**"
+        return f"**{ui(texts.lang, 'status_aborted')}**"
 
     def refresh(lang_value):
         run = state["run"]

@@ -32,6 +32,7 @@ class Relabel:
 
     def __init__(self, gr, fields: dict):
         self.gr, self.fields, self.entries = gr, fields, []
+        self.lang = "en"  # the page's language, for messages written by event handlers (one user per app)
 
     def _add(self, component, render):
         self.entries.append((component, render))
@@ -70,4 +71,5 @@ class Relabel:
         return [component for component, _ in self.entries]
 
     def updates(self, lang: str) -> list:
+        self.lang = lang
         return [render(lang) for _, render in self.entries]
