@@ -1,4 +1,4 @@
-"""The web UI in headless Chromium, driven like a person: switch to Chinese, train a tiny LoRA, watch it, chat."""
+"""The web UI in headless Chromium, driven like a person in Chinese: train a tiny LoRA, evaluate, chat, export."""
 
 import re
 from pathlib import Path
@@ -16,7 +16,7 @@ pytestmark = [
 ]
 
 
-def test_train_then_chat_in_the_browser(tmp_path, tiny_model_dir):
+def test_train_evaluate_chat_export_in_the_browser(tmp_path, tiny_model_dir):
     from playwright.sync_api import expect
 
     from tunesmith.webui.browser import browser_page, serve
@@ -55,8 +55,15 @@ def test_train_then_chat_in_the_browser(tmp_path, tiny_model_dir):
         expect(page.locator("#progress input[type=number]")).to_have_value("100")
         expect(page.locator("#loss canvas, #loss svg").first).to_be_visible()
         assert (out / "adapter_model.safetensors").is_file()
-        # chat with the trained adapter
+        # evaluate the trained adapter on the bundled benchmark: the accuracy table appears
         fill(page, "adapter_name_or_path", out)
+        page.get_by_role("tab", name="评估与预测").click()
+        fill(page, "eval-n_shot", 0)
+        page.get_by_role("button", name="开始评估").click()
+        expect(page.locator("#eval_status")).to_contain_text("评估完成", timeout=120_000)
+        expect(page.locator("#eval_results")).to_contain_text("Average")
+        expect(page.locator("#eval_results")).to_contain_text("basic arithmetic")
+        # chat with it
         page.get_by_role("tab", name="对话").click()
         page.get_by_role("button", name="加载模型", exact=True).click()
         expect(page.locator("#chat_state")).to_contain_text("模型已加载", timeout=60_000)
@@ -64,3 +71,9 @@ def test_train_then_chat_in_the_browser(tmp_path, tiny_model_dir):
         page.get_by_role("button", name="发送").click()
         expect(page.locator("#chatbot [data-testid=user]").first).to_have_text("Who are you?", timeout=60_000)
         expect(page.locator("#chatbot [data-testid=bot]").first).to_have_text(re.compile(r"\S"), timeout=60_000)
+        # and export it merged
+        page.get_by_role("tab", name="导出").click()
+        fill(page, "export_dir", tmp_path / "merged")
+        page.get_by_role("button", name="开始导出").click()
+        expect(page.locator("#export_log textarea")).to_have_value(re.compile("exported to"), timeout=120_000)
+        assert (tmp_path / "merged" / "config.json").is_file()
