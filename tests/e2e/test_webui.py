@@ -1,5 +1,6 @@
-"""The web UI: form -> YAML/command, and a real training started from the page on loopback."""
+"""The web UI: form -> YAML/command, and real training, evaluation and prediction started from the page on loopback."""
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -39,9 +40,34 @@ def test_chinese_texts_cover_every_form_key():
     from tunesmith.webui.texts import texts
 
     zh = texts("zh")["fields"]
-    missing = [key for keys in form.SECTIONS.values() for key in keys if key not in zh]
+    shown = [key for sections in (form.SECTIONS, form.EVAL_SECTIONS) for keys in sections.values() for key in keys]
+    missing = [key for key in [*shown, "export_dir", "export_size", "export_dtype", "temperature", "top_p",
+                               "max_new_tokens"] if key not in zh]
     assert not missing
     assert set(texts("zh")["ui"]) == set(texts("en")["ui"])
+
+
+def test_model_families_name_existing_templates():
+    from tunesmith.data.template import template_names
+
+    families = form.families()
+    assert {"LLaMA-3-8B-Instruct", "Qwen3-8B", "Mistral-7B-Instruct-v0.3", "ChatML"} <= set(families)
+    assert all(entry["template"] in template_names() for entry in families.values())
+    assert families["Qwen2.5-7B-Instruct"] == {"template": "qwen", "path": "Qwen/Qwen2.5-7B-Instruct"}
+
+
+def test_eval_yaml_from_the_form_carries_the_model_keys_only():
+    train = form.to_config({"model_name_or_path": "m", "template": "chatml", "dataset": "d", "learning_rate": 1e-3,
+                            "output_dir": "o"})
+    values = {key: form.EVAL_DEFAULTS.get(key, form.fields()[key].default)
+              for keys in form.EVAL_SECTIONS.values() for key in keys}
+    bench = form.eval_config(train, {**values, "n_shot": 0, "save_dir": "r"}, "benchmark")
+    assert bench == {"model_name_or_path": "m", "template": "chatml",
+                     "task_dir": str(form.DEMO_BENCHMARK), "task": "demo_en_test", "n_shot": 0, "save_dir": "r"}
+    predict = form.eval_config(train, {**values, "eval_dataset": "d"}, "predict")
+    assert predict["do_predict"] is True and predict["predict_with_generate"] is True
+    assert predict["eval_dataset"] == "d" and predict["max_new_tokens"] == 64 and "task" not in predict
+    assert form.validate(bench) is None and form.validate(predict) is None
 
 
 def free_port() -> int:
@@ -117,3 +143,55 @@ def test_chat_tab_streams_a_reply(client, tiny_model_dir):
     assert cleared == "" and _text(history[0]["content"]) == "Hello" and history[1]["role"] == "assistant"
     more, _ = client.predict("Again", history, "", "", 0.7, 0.9, 5, api_name="/chat")
     assert len(more) == 4  # the history goes back to the engine as plain text turns
+
+
+EVAL_KEYS = [key for keys in form.EVAL_SECTIONS.values() for key in keys]
+
+
+def eval_values(**changes) -> list:
+    """Every Evaluate & Predict input in page order: the tab's defaults with some changed."""
+    values = {key: form.EVAL_DEFAULTS.get(key, form.fields()[key].default) for key in EVAL_KEYS}
+    values.update(changes)
+    return [values[key] for key in EVAL_KEYS]
+
+
+def wait_for_eval(client, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status, table, log = client.predict("en", api_name="/eval_refresh")
+        if "Finished" in status or "Failed" in status:
+            return status, table, log
+        time.sleep(1)
+    raise AssertionError(f"no result in {seconds} s: {status}\n{log}")
+
+
+def test_benchmark_and_predict_run_from_the_page(client, tmp_path, tiny_model_dir):
+    train = form_values(model_name_or_path=str(tiny_model_dir), template="chatml", dataset_dir=str(DEMO_DATA))
+    path = str(tmp_path / "train.yaml")
+    preview = client.predict(path, "benchmark", *train, *eval_values(n_shot=0), api_name="/eval_preview")
+    assert preview.startswith(f"# tunesmith eval {tmp_path / 'benchmark.yaml'}") and "task: demo_en_test" in preview
+    # a CLI error (unknown task) appears on the page
+    status, _, _ = client.predict(path, "benchmark", *train, *eval_values(task="mmlu_test"), api_name="/eval_start")
+    assert "Evaluating" in status
+    status, _, log = wait_for_eval(client)
+    assert "Failed" in status and "available tasks there: demo_en_dev, demo_en_test" in status, log
+    # benchmark: the page writes the YAML, runs `tunesmith eval` and shows results.json's accuracies
+    status, save_dir, _ = client.predict(path, "benchmark", *train, *eval_values(n_shot=0, save_dir=""),
+                                         api_name="/eval_start")
+    assert save_dir.startswith(str(tmp_path / "benchmark-"))  # a new folder was picked for the results
+    status, table, log = wait_for_eval(client)
+    assert "Finished" in status, log
+    results = json.loads((Path(save_dir) / "results.json").read_text())
+    rows = {name: value for name, value in table["data"]}
+    assert rows["Average"] == results["average"] and rows["STEM"] == results["categories"]["STEM"]
+    assert yaml.safe_load((tmp_path / "benchmark.yaml").read_text())["n_shot"] == 0
+    # predict: generated answers scored with BLEU/ROUGE
+    status, save_dir, _ = client.predict(path, "predict", *train,
+                                         *eval_values(eval_dataset="tunesmith_identity", max_samples=4,
+                                                      max_new_tokens=8, save_dir=str(tmp_path / "pred")),
+                                         api_name="/eval_start")
+    status, table, log = wait_for_eval(client)
+    assert "Finished" in status, log
+    rows = {name: value for name, value in table["data"]}
+    assert rows["predict_samples"] == 4 and {"predict_bleu-4", "predict_rouge-l"} <= set(rows)
+    assert (tmp_path / "pred" / "generated_predictions.jsonl").is_file()

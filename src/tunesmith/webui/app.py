@@ -6,22 +6,24 @@ import time
 from pathlib import Path
 
 from tunesmith.webui import form
+from tunesmith.webui.eval_tab import build_eval_tab
 from tunesmith.webui.runner import TrainingRun, read_progress
-from tunesmith.webui.texts import LANGUAGES, label, ui
+from tunesmith.webui.texts import LANGUAGES, Relabel, label, ui
 
 SECTION_TITLES = {"model": "sec_model", "train": "sec_train", "extra": "sec_extra", "freeze": "sec_freeze",
                   "lora": "sec_lora", "rlhf": "sec_rlhf", "output": "sec_output"}
 OPEN_SECTIONS = ("model", "train")
 
 
-def _component(gr, field: form.Field, lang: str):
+def _component(gr, field: form.Field, lang: str, elem_id: str | None = None):
+    """The input widget of one config key, labelled in lang; its elem_id is the key unless given."""
     text, help_text = label(lang, field.key, field.help)
-    common = {"label": text, "info": help_text, "value": field.default}
+    common = {"label": text, "info": help_text, "value": field.default, "elem_id": elem_id or field.key}
     if field.kind == "choice":
         return gr.Dropdown(choices=[c for c in field.choices], **common)
     if field.kind == "bool":
         return gr.Checkbox(**common)
-    if field.kind in ("int", "float"):
+    if field.kind in ("int", "float") and field.default is not None:  # a browser sends an empty Number as 0
         return gr.Number(precision=0 if field.kind == "int" else None, **common)
     if field.kind == "list":
         value = ",".join(field.default) if isinstance(field.default, list) else field.default
@@ -53,57 +55,68 @@ def build_app(workdir: str | Path = "."):
     state = {"run": None}
     keys = [key for section in form.SECTIONS.values() for key in section]
     components: dict[str, object] = {}
-    titles = {}
+    texts = Relabel(gr, fields)
+    families = form.families()
 
     with gr.Blocks(title="tunesmith") as app:
-        title = gr.Markdown(f"## {ui('en', 'title')}")
-        lang = gr.Dropdown(choices=list(LANGUAGES), value="en", label=ui("en", "lang"))
-        with gr.Tab(ui("en", "tab_train")) as train_tab:
+        texts.title(gr.Markdown(f"## {ui('en', 'title')}"))
+        lang = texts.label(gr.Dropdown(choices=list(LANGUAGES), value="en", label=ui("en", "lang"),
+                                       elem_id="lang"), "lang")
+        with texts.label(gr.Tab(ui("en", "tab_train"), elem_id="tab-train"), "tab_train"):
             for section, section_keys in form.SECTIONS.items():
-                with gr.Accordion(ui("en", SECTION_TITLES[section]), open=section in OPEN_SECTIONS) as box:
-                    titles[section] = box
-                    with gr.Row():
-                        for key in section_keys:
-                            components[key] = _component(gr, fields[key], "en")
+                box = gr.Accordion(ui("en", SECTION_TITLES[section]), open=section in OPEN_SECTIONS)
+                with texts.label(box, SECTION_TITLES[section]), gr.Row():
+                    if section == "model":
+                        family = texts.label(gr.Dropdown(choices=list(families), value=None, elem_id="model_family",
+                                                         label=ui("en", "model_family"),
+                                                         info=ui("en", "model_family_help")), "model_family")
+                    for key in section_keys:
+                        components[key] = texts.field(_component(gr, fields[key], "en"), key)
             with gr.Row():
-                config_path = gr.Textbox(label=ui("en", "config_path"), value=str(runs_dir / "train.yaml"))
-                preview_btn = gr.Button(ui("en", "preview"))
-                save_btn = gr.Button(ui("en", "save"))
-                load_btn = gr.Button(ui("en", "load"))
-                data_btn = gr.Button(ui("en", "preview_datasets"))
-                start_btn = gr.Button(ui("en", "start"), variant="primary")
-                abort_btn = gr.Button(ui("en", "abort"), variant="stop")
+                config_path = texts.label(gr.Textbox(label=ui("en", "config_path"),
+                                                     value=str(runs_dir / "train.yaml")), "config_path")
+                preview_btn = texts.value(gr.Button(ui("en", "preview")), "preview")
+                save_btn = texts.value(gr.Button(ui("en", "save")), "save")
+                load_btn = texts.value(gr.Button(ui("en", "load")), "load")
+                data_btn = texts.value(gr.Button(ui("en", "preview_datasets")), "preview_datasets")
+                start_btn = texts.value(gr.Button(ui("en", "start"), variant="primary", elem_id="start"), "start")
+                abort_btn = texts.value(gr.Button(ui("en", "abort"), variant="stop"), "abort")
             command = gr.Code(label="YAML", language="yaml")
-            status = gr.Markdown(ui("en", "status_idle"))
-            progress = gr.Slider(0, 100, value=0, label=ui("en", "progress"), interactive=False)
-            loss = gr.LinePlot(x="step", y="loss", label=ui("en", "loss"))
-            log = gr.Textbox(label=ui("en", "log"), lines=12, max_lines=12, autoscroll=True)
+            status = gr.Markdown(ui("en", "status_idle"), elem_id="train_status")
+            progress = texts.label(gr.Slider(0, 100, value=0, label=ui("en", "progress"), interactive=False,
+                                             elem_id="progress"), "progress")
+            loss = texts.label(gr.LinePlot(x="step", y="loss", label=ui("en", "loss"), elem_id="loss"), "loss")
+            log = texts.label(gr.Textbox(label=ui("en", "log"), lines=12, max_lines=12, autoscroll=True), "log")
             timer = gr.Timer(1.0)
 
-        with gr.Tab(ui("en", "tab_chat")):
-            with gr.Row():
-                chat_load = gr.Button(ui("en", "chat_load"))
-                chat_unload = gr.Button(ui("en", "chat_unload"))
-                chat_state = gr.Markdown("")
-            system = gr.Textbox(label=ui("en", "chat_system"))
-            tools = gr.Textbox(label=ui("en", "chat_tools"), lines=2)
-            with gr.Row():
-                temperature = gr.Slider(0, 1.5, value=0.95, label="temperature")
-                top_p = gr.Slider(0.01, 1.0, value=0.7, label="top_p")
-                max_new_tokens = gr.Slider(1, 2048, value=256, step=1, label="max_new_tokens")
-            chatbot = gr.Chatbot(height=300)
-            with gr.Row():
-                query = gr.Textbox(label=ui("en", "chat_input"), scale=4)
-                send = gr.Button(ui("en", "chat_send"), variant="primary")
-                clear = gr.Button(ui("en", "chat_clear"))
-        with gr.Tab(ui("en", "tab_export")):
-            with gr.Row():
-                export_fields = {key: _component(gr, fields[key], "en") for key in ("export_dir", "export_size",
-                                                                                    "export_dtype")}
-                export_btn = gr.Button(ui("en", "export_run"), variant="primary")
-            export_log = gr.Textbox(label=ui("en", "log"), lines=6)
-
         inputs = [components[key] for key in keys]
+        build_eval_tab(gr, texts, fields, lang, config_path, inputs, lambda *values: collect(*values), timer)
+
+        with texts.label(gr.Tab(ui("en", "tab_chat"), elem_id="tab-chat"), "tab_chat"):
+            with gr.Row():
+                chat_load = texts.value(gr.Button(ui("en", "chat_load"), elem_id="chat_load"), "chat_load")
+                chat_unload = texts.value(gr.Button(ui("en", "chat_unload")), "chat_unload")
+                chat_state = gr.Markdown("", elem_id="chat_state")
+            system = texts.label(gr.Textbox(label=ui("en", "chat_system")), "chat_system")
+            tools = texts.label(gr.Textbox(label=ui("en", "chat_tools"), lines=2), "chat_tools")
+            with gr.Row():
+                temperature = texts.field(gr.Slider(0, 1.5, value=0.95, label="temperature", elem_id="chat_temperature"), "temperature")
+                top_p = texts.field(gr.Slider(0.01, 1.0, value=0.7, label="top_p"), "top_p")
+                max_new_tokens = texts.field(gr.Slider(1, 2048, value=256, step=1, label="max_new_tokens"),
+                                             "max_new_tokens")
+            chatbot = gr.Chatbot(height=300, elem_id="chatbot")
+            with gr.Row():
+                query = texts.label(gr.Textbox(label=ui("en", "chat_input"), scale=4, elem_id="chat_input"),
+                                    "chat_input")
+                send = texts.value(gr.Button(ui("en", "chat_send"), variant="primary", elem_id="chat_send"),
+                                   "chat_send")
+                clear = texts.value(gr.Button(ui("en", "chat_clear")), "chat_clear")
+        with texts.label(gr.Tab(ui("en", "tab_export"), elem_id="tab-export"), "tab_export"):
+            with gr.Row():
+                export_fields = {key: texts.field(_component(gr, fields[key], "en"), key)
+                                 for key in ("export_dir", "export_size", "export_dtype")}
+                export_btn = texts.value(gr.Button(ui("en", "export_run"), variant="primary"), "export_run")
+            export_log = texts.label(gr.Textbox(label=ui("en", "log"), lines=6, elem_id="export_log"), "log")
 
         def collect(*values) -> dict:
             return form.to_config(dict(zip(keys, values)))
@@ -151,19 +164,19 @@ def build_app(workdir: str | Path = "."):
             config = collect(*values)
             error = form.validate(config)
             if error is not None:
-                return f"**{ui('en', 'status_failed')}**: {error}", ""
+                return f"**{ui(texts.lang, 'status_failed')}**: {error}", ""
             if state["run"] is not None and state["run"].running():
-                return f"**{ui('en', 'status_running')}**", ""
+                return f"**{ui(texts.lang, 'status_running')}**", ""
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(form.to_yaml(config), encoding="utf-8")
             state["run"] = TrainingRun(Path(path), Path(config.get("output_dir", "saves/run")))
             state["run"].start()
-            return f"**{ui('en', 'status_running')}**: `{form.command_line(path)}`", ""
+            return f"**{ui(texts.lang, 'status_running')}**: `{form.command_line(path)}`", ""
 
         def abort():
             if state["run"] is not None:
                 state["run"].abort()
-            return f"**{ui('en', 'status_aborted')}**"
+            return f"**{ui(texts.lang, 'status_aborted')}**"
 
         def refresh(lang_value):
             run = state["run"]
@@ -175,20 +188,15 @@ def build_app(workdir: str | Path = "."):
             text = (f"**{ui(lang_value, name)}** — {info['step']}/{info['total_steps']} "
                     f"({info['percentage']:.0f}%), {_format_seconds(info['elapsed'])} elapsed, "
                     f"{_format_seconds(info['remaining'])} left")
+            tail = run.log_tail()
+            if run.status() == "failed" and tail:
+                text += f"\n\n{tail.splitlines()[-1]}"  # the CLI's one-line error
             frame = pd.DataFrame(info["losses"], columns=["step", "loss"])
-            return text, info["percentage"] or 0, frame, run.log_tail()
+            return text, info["percentage"] or 0, frame, tail
 
-        def relabel(lang_value):
-            updates = [gr.update(value=f"## {ui(lang_value, 'title')}"), gr.update(label=ui(lang_value, "lang")),
-                       gr.update(label=ui(lang_value, "tab_train"))]
-            updates += [gr.update(label=ui(lang_value, SECTION_TITLES[s])) for s in form.SECTIONS]
-            for key in keys:
-                text, help_text = label(lang_value, key, fields[key].help)
-                updates.append(gr.update(label=text, info=help_text))
-            for button, name in ((preview_btn, "preview"), (save_btn, "save"), (load_btn, "load"),
-                                 (data_btn, "preview_datasets"), (start_btn, "start"), (abort_btn, "abort")):
-                updates.append(gr.update(value=ui(lang_value, name)))
-            return updates
+        def pick_family(name):
+            entry = families.get(name) or {}
+            return entry.get("path") or gr.update(), entry.get("template") or gr.update()
 
         def load_chat(*values):
             from tunesmith.config.load import load_config
@@ -198,18 +206,18 @@ def build_app(workdir: str | Path = "."):
             try:
                 state["engine"] = ChatEngine(load_config(None, collect(*values)))
             except TunesmithError as exc:
-                return f"**{ui('en', 'status_failed')}**: {exc}"
-            return f"loaded `{state['engine'].name}`"
+                return f"**{ui(texts.lang, 'status_failed')}**: {exc}"
+            return f"{ui(texts.lang, 'chat_loaded')}: `{state['engine'].name}`"
 
         def unload_chat():
             state.pop("engine", None)
-            return "unloaded"
+            return ui(texts.lang, "chat_unloaded")
 
         def respond(message, history, system_text, tools_text, temp, nucleus, limit):
             engine = state.get("engine")
             history = list(history or [])
             if engine is None:
-                history.append({"role": "assistant", "content": "load a model first"})
+                history.append({"role": "assistant", "content": ui(texts.lang, "chat_need_model")})
                 yield history, ""
                 return
             turns = [{"role": m["role"], "content": _text(m["content"])} for m in history] + [
@@ -249,8 +257,9 @@ def build_app(workdir: str | Path = "."):
         abort_btn.click(abort, None, status, api_name="abort")
         timer.tick(refresh, [lang], [status, progress, loss, log])
         gr.Button(visible=False).click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
-        lang.change(relabel, [lang], [title, lang, train_tab, *titles.values(), *inputs, preview_btn, save_btn,
-                                      load_btn, data_btn, start_btn, abort_btn])
+        family.change(pick_family, [family],
+                      [components["model_name_or_path"], components["template"]], api_name="pick_family")
+        lang.change(texts.updates, [lang], texts.components)
     return app
 
 

@@ -33,6 +33,17 @@ SECTIONS: dict[str, list[str]] = {
                "master_addr", "master_port", "ray_num_workers", "ray_storage_path", "ray_address",
                "resources_per_worker"],
 }
+# The Evaluate & Predict tab: benchmark keys (`tunesmith eval` with `task`), predict keys (do_predict with BLEU/ROUGE),
+# and save_dir shared by both. The model keys come from the Train tab's Model section.
+EVAL_SECTIONS: dict[str, list[str]] = {
+    "benchmark": ["task_dir", "task", "lang", "n_shot", "batch_size"],
+    "predict": ["eval_dataset", "max_samples", "max_new_tokens", "per_device_eval_batch_size"],
+    "common": ["save_dir"],
+}
+# Train-tab keys an eval or predict run also reads.
+EVAL_CARRIED = [*SECTIONS["model"], "dataset_dir", "cutoff_len", "seed"]
+DEMO_BENCHMARK = Path(__file__).resolve().parents[1] / "evaluate" / "demo_benchmark"
+EVAL_DEFAULTS = {"task_dir": str(DEMO_BENCHMARK), "task": "demo_en_test", "max_new_tokens": 64, "max_samples": 20}
 # Keys whose form default differs from the schema's (the form starts from a sensible run).
 FORM_DEFAULTS = {"learning_rate": 5e-5, "num_train_epochs": 3.0, "per_device_train_batch_size": 2,
                  "gradient_accumulation_steps": 8, "logging_steps": 5, "save_steps": 100, "report_to": "none",
@@ -84,7 +95,8 @@ def fields() -> dict[str, Field]:
             kind, choices = _kind(info.annotation)
             out[key] = Field(key, kind, tuple(choices), FORM_DEFAULTS.get(key, info.default), info.description or "")
     train = training_fields()
-    for key in (k for keys in SECTIONS.values() for k in keys if k not in out):
+    shown = [k for sections in (SECTIONS, EVAL_SECTIONS) for keys in sections.values() for k in keys]
+    for key in (k for k in shown if k not in out):
         annotation, default, help_text = train[key]
         kind, choices = _kind(annotation)
         if key == "lr_scheduler_type":
@@ -98,10 +110,13 @@ def fields() -> dict[str, Field]:
 def _clean(field: Field, value):
     if value is None or value == "" or value == []:
         return None
-    if field.kind == "int":
-        return int(value)
-    if field.kind == "float":
-        return float(value)
+    try:  # optional numbers are text boxes; what does not parse is left for the config checks to name
+        if field.kind == "int":
+            return int(float(value)) if float(value).is_integer() else value
+        if field.kind == "float":
+            return float(value)
+    except ValueError:
+        return value
     if field.kind == "yaml" and isinstance(value, str):
         import yaml
 
@@ -137,8 +152,27 @@ def to_yaml(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
-def command_line(config_path: str | Path) -> str:
-    return f"tunesmith train {config_path}"
+def command_line(config_path: str | Path, job: str = "train") -> str:
+    return f"tunesmith {job} {config_path}"
+
+
+def eval_config(train_config: dict, values: dict, mode: str) -> dict:
+    """The YAML `tunesmith eval` reads: the Train tab's model keys plus the benchmark or the predict keys."""
+    config = {key: value for key, value in train_config.items() if key in EVAL_CARRIED}
+    if mode == "predict":
+        config.update(do_predict=True, predict_with_generate=True)
+    chosen = [*EVAL_SECTIONS["benchmark" if mode == "benchmark" else "predict"], *EVAL_SECTIONS["common"]]
+    for key, value in to_config({key: values.get(key) for key in chosen}).items():
+        config[key] = value
+    return config
+
+
+@cache
+def families() -> dict[str, dict]:
+    """Model family -> {template, path}: the web UI's model-name table (families.yaml)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).parent / "families.yaml").read_text(encoding="utf-8"))
 
 
 def validate(config: dict) -> str | None:

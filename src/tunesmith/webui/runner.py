@@ -1,4 +1,4 @@
-"""Runs `tunesmith train` in a subprocess for the web UI and reads its progress from trainer_log.jsonl."""
+"""Runs `tunesmith train`/`eval` in a subprocess for the web UI; reads progress (trainer_log.jsonl) and results."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 
 class TrainingRun:
-    """One training subprocess: the same CLI and YAML a user would run; its output goes to a log file."""
+    """One CLI subprocess (`tunesmith JOB CONFIG`): the same command and YAML a user would run; output to a log."""
 
-    def __init__(self, config_path: Path, output_dir: Path):
-        self.config_path, self.output_dir = Path(config_path), Path(output_dir)
+    def __init__(self, config_path: Path, output_dir: Path, job: str = "train"):
+        self.config_path, self.output_dir, self.job = Path(config_path), Path(output_dir), job
         self.log_path = self.config_path.with_suffix(".log")
         self.process = None
         self.aborted = False
@@ -22,7 +22,7 @@ class TrainingRun:
     def start(self) -> None:
         log = self.log_path.open("w", encoding="utf-8")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(self.config_path)],
+        self.process = subprocess.Popen([sys.executable, "-m", "tunesmith", self.job, str(self.config_path)],
                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def abort(self) -> None:
@@ -66,3 +66,17 @@ def read_progress(output_dir: Path) -> dict:
     return {"step": last.get("step", 0), "total_steps": last.get("total_steps", 0),
             "percentage": last.get("percentage", 0.0), "elapsed": last.get("elapsed"),
             "remaining": last.get("remaining"), "losses": losses}
+
+
+def read_eval_results(folder: Path) -> list[tuple[str, float]] | None:
+    """(name, value) rows from what `tunesmith eval` wrote in folder: a benchmark's average, categories and
+    subjects (results.json), or predict's BLEU/ROUGE (predict_results.json); None before they exist."""
+    folder = Path(folder)
+    if (folder / "results.json").is_file():
+        data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        rows = [("Average", data["average"]), *data["categories"].items()]
+        return rows + [(subject["name"], subject["accuracy"]) for subject in data["subjects"].values()]
+    if (folder / "predict_results.json").is_file():
+        data = json.loads((folder / "predict_results.json").read_text(encoding="utf-8"))
+        return list(data.items())
+    return None
