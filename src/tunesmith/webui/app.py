@@ -188,11 +188,10 @@ def build_app(workdir: str | Path = "."):
             text = (f"**{ui(lang_value, name)}** — {info['step']}/{info['total_steps']} "
                     f"({info['percentage']:.0f}%), {_format_seconds(info['elapsed'])} elapsed, "
                     f"{_format_seconds(info['remaining'])} left")
-            tail = run.log_tail()
-            if run.status() == "failed" and tail:
-                text += f"\n\n{tail.splitlines()[-1]}"  # the CLI's one-line error
+            if run.failure():
+                text += f"\n\n{run.failure()}"
             frame = pd.DataFrame(info["losses"], columns=["step", "loss"])
-            return text, info["percentage"] or 0, frame, tail
+            return text, info["percentage"] or 0, frame, run.log_tail()
 
         def pick_family(name):
             entry = families.get(name) or {}

@@ -81,11 +81,10 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
             return gr.update(), gr.update(), gr.update()
         name = run.status()
         text = f"**{ui(lang_value, STATUS[name])}** — `{form.command_line(run.config_path, 'eval')}`"
-        tail = run.log_tail()
-        if name == "failed" and tail:
-            text += f"\n\n{tail.splitlines()[-1]}"  # the CLI's one-line error
+        if run.failure():
+            text += f"\n\n{run.failure()}"
         rows = read_eval_results(state["folder"]) if name == "done" else None
-        return text, [list(row) for row in rows] if rows else gr.update(), tail
+        return text, [list(row) for row in rows] if rows else gr.update(), run.log_tail()
 
     eval_inputs = [config_path, mode, *train_inputs, *(components[key] for key in keys)]
     preview_btn.click(preview, eval_inputs, command, api_name="eval_preview")

@@ -44,6 +44,10 @@ class TrainingRun:
             return "aborted"
         return "done" if code == 0 else "failed"
 
+    def failure(self) -> str:
+        """The CLI's one-line error (the last line of its log) once the run failed; empty otherwise."""
+        return self.log_tail(1) if self.status() == "failed" else ""
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.is_file():
             return ""
