@@ -45,3 +45,22 @@ def test_reward_model_folders(tmp_path):
         reward_source(str(classifier))
     with pytest.raises(ModelError, match="neither a model"):
         reward_source(str(tmp_path))
+
+
+def test_lf_ppo_keys_become_trl_batches():
+    from types import SimpleNamespace
+
+    from tunesmith.config.load import load_config
+    from tunesmith.errors import ConfigError
+    from tunesmith.train.ppo import ppo_keys
+
+    config = load_config(None, {"stage": "ppo", "reward_model": "r", "ppo_epochs": 3, "ppo_buffer_size": 2,
+                                "max_new_tokens": 16, "temperature": 0.7})
+    args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=3, max_steps=5, world_size=1)
+    keys = ppo_keys(args, config.method, config.generation, prompts=12)
+    # one batch of replies = 2 per device x 3 accumulation x 2 buffer = 12 prompts, trained in 2 mini-batches
+    assert keys["num_ppo_epochs"] == 3 and keys["num_mini_batches"] == 2 and keys["gradient_accumulation_steps"] == 6
+    assert keys["total_episodes"] == 5 * 12 and keys["whiten_rewards"] is False
+    assert keys["response_length"] == 16 and keys["temperature"] == 0.7
+    with pytest.raises(ConfigError, match="replies for 12 prompts at a time .* the data has 11"):
+        ppo_keys(args, config.method, config.generation, prompts=11)

@@ -109,6 +109,25 @@ def prompt_collator(tokenizer, model):
     return collate
 
 
+def ppo_keys(args, method, generation, prompts: int) -> dict:
+    """TRL PPOConfig keys for LF's ppo_epochs/ppo_buffer_size/ppo_whiten_rewards and our generation keys.
+
+    LLaMA-Factory's ppo_buffer_size mini-batches of per_device x accumulation make one batch of replies; in TRL that
+    is a batch of (accumulation x buffer) micro-batches split into `buffer` mini-batches."""
+    buffer = method.ppo_buffer_size
+    accumulation = args.gradient_accumulation_steps * buffer
+    rollout = args.per_device_train_batch_size * accumulation
+    if prompts < rollout:
+        raise ConfigError(f"stage ppo generates replies for {rollout} prompts at a time (per_device_train_batch_size x "
+                          f"gradient_accumulation_steps x ppo_buffer_size) but the data has {prompts}: "
+                          "add prompts or lower those keys")
+    episodes = args.max_steps * rollout * args.world_size if args.max_steps > 0 else None
+    return {"num_ppo_epochs": method.ppo_epochs, "whiten_rewards": method.ppo_whiten_rewards,
+            "num_mini_batches": buffer, "gradient_accumulation_steps": accumulation, "total_episodes": episodes,
+            "response_length": generation.max_new_tokens, "temperature": generation.temperature,
+            "stop_token": "eos", "num_sample_generations": 0}
+
+
 def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_dataset=None, **kwargs):
     """TRL's PPOTrainer with LF's ppo_epochs/ppo_buffer_size/ppo_whiten_rewards; replies follow the generation keys."""
     import warnings
@@ -121,21 +140,7 @@ def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_da
 
     from tunesmith.train.preference import _load_ref_model, trl_args
 
-    method, generation = config.method, config.generation
-    buffer = method.ppo_buffer_size
-    # LLaMA-Factory's ppo_buffer_size mini-batches of per_device x accumulation make one batch of replies;
-    # in TRL that is a batch of (accumulation x buffer) micro-batches split into `buffer` mini-batches.
-    accumulation = args.gradient_accumulation_steps * buffer
-    rollout = args.per_device_train_batch_size * accumulation
-    if len(train_dataset) < rollout:
-        raise ConfigError(f"stage ppo generates replies for {rollout} prompts at a time (per_device_train_batch_size x "
-                          f"gradient_accumulation_steps x ppo_buffer_size) but the data has {len(train_dataset)}: "
-                          "add prompts or lower those keys")
-    episodes = args.max_steps * rollout * args.world_size if args.max_steps > 0 else None
-    ppo_args = trl_args(PPOConfig, args, num_ppo_epochs=method.ppo_epochs, whiten_rewards=method.ppo_whiten_rewards,
-                        num_mini_batches=buffer, gradient_accumulation_steps=accumulation, total_episodes=episodes,
-                        response_length=generation.max_new_tokens, temperature=generation.temperature,
-                        stop_token="eos", num_sample_generations=0)
+    ppo_args = trl_args(PPOConfig, args, **ppo_keys(args, config.method, config.generation, len(train_dataset)))
     reward = load_reward_model(config, processing_class)
     value = value_model_from(reward, config)
 

@@ -100,7 +100,8 @@ def build_app(workdir: str | Path = "."):
             system = texts.label(gr.Textbox(label=ui("en", "chat_system")), "chat_system")
             tools = texts.label(gr.Textbox(label=ui("en", "chat_tools"), lines=2), "chat_tools")
             with gr.Row():
-                temperature = texts.field(gr.Slider(0, 1.5, value=0.95, label="temperature", elem_id="chat_temperature"), "temperature")
+                temperature = texts.field(gr.Slider(0, 1.5, value=0.95, label="temperature",
+                                                    elem_id="chat_temperature"), "temperature")
                 top_p = texts.field(gr.Slider(0.01, 1.0, value=0.7, label="top_p"), "top_p")
                 max_new_tokens = texts.field(gr.Slider(1, 2048, value=256, step=1, label="max_new_tokens"),
                                              "max_new_tokens")
