@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     jobs = parser.add_subparsers(dest="job", metavar="COMMAND")
 
-    train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft; LoRA, Freeze, Full)")
+    train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft, rm, dpo, kto, ppo; LoRA, Freeze, Full; QLoRA)")
     _add_config(train)
 
     demo = jobs.add_parser("demo", help="build a tiny model, LoRA-tune it on bundled data, show before/after")
@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tunesmith config keys | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's recipe: no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -123,3 +123,32 @@ def test_help_does_not_import_torch():
                          "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+def test_training_fields_table_matches_the_installed_transformers():
+    from tunesmith.config.training_table import build_table, load_table
+
+    assert load_table() == build_table(), (
+        "src/tunesmith/config/training_fields.json is stale: run `python -m tunesmith.config.training_table`")
+
+
+def test_validating_a_config_does_not_import_torch_or_transformers(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: m\nlearning_rat: 1e-4\n")
+    code = ("import sys\nfrom tunesmith.cli import main\nrc = main(['config', 'show', sys.argv[1]])\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\nraise SystemExit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "did you mean 'learning_rate'" in done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_config_keys_into_a_closed_pipe_exits_quietly():
+    import subprocess
+    import sys
+
+    done = subprocess.run(f"'{sys.executable}' -m tunesmith config keys | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr

@@ -292,26 +292,11 @@ VALUE_FIXES = {"resume_from_checkpoint": _resume_value}
 
 
 def training_fields() -> dict:
-    """Every Hugging Face (Seq2Seq)TrainingArguments field: name -> (annotation, default, help). Imports transformers."""
-    import dataclasses
-    import typing
+    """Every Hugging Face (Seq2Seq)TrainingArguments field: name -> (annotation, default, help), from the table
+    in training_fields.json (no transformers import; a test checks the table against the installed transformers)."""
+    from tunesmith.config.training_table import training_fields as from_table
 
-    import transformers
-
-    cls = transformers.Seq2SeqTrainingArguments
-    hints = typing.get_type_hints(cls)
-    fields = {}
-    for field in dataclasses.fields(cls):
-        if not field.init or field.name.startswith("_"):
-            continue
-        if field.default is not dataclasses.MISSING:
-            default = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            default = field.default_factory()
-        else:
-            default = None
-        fields[field.name] = (hints[field.name], default, field.metadata.get("help", ""))
-    return fields
+    return from_table()
 
 
 # Tighter bounds than transformers' own types, so mistakes fail before any work starts.
