@@ -152,3 +152,8 @@ def test_config_keys_into_a_closed_pipe_exits_quietly():
     done = subprocess.run(f"'{sys.executable}' -m tunesmith config keys | head -1", shell=True, capture_output=True,
                           text=True, timeout=120, check=False)
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
+def test_qlora_as_a_finetuning_type_says_what_qlora_is(tmp_path):
+    with pytest.raises(ConfigError, match=r"QLoRA is `finetuning_type: lora` with `quantization_bit: 4`"):
+        load_config(write(tmp_path, BASE.replace("finetuning_type: lora", "finetuning_type: qlora")))

@@ -14,6 +14,7 @@ from tunesmith.config.schema import (
     RENAMED_KEYS,
     UNAVAILABLE_KEYS,
     VALUE_FIXES,
+    VALUE_HINTS,
     DataArgs,
     EvalArgs,
     ExportArgs,
@@ -157,7 +158,8 @@ def _describe(error: dict, source: str) -> str:
     loc = ".".join(str(part) for part in error["loc"])
     msg = error["msg"].removeprefix("Value error, ")
     if loc:
-        return f"{source}: key '{loc}': {msg} (got {error.get('input')!r})"
+        hint = VALUE_HINTS.get((loc, str(error.get("input"))), "")
+        return f"{source}: key '{loc}': {msg} (got {error.get('input')!r}){'; ' + hint if hint else ''}"
     return f"{source}: {msg}"
 
 

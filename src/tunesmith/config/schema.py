@@ -287,6 +287,16 @@ def _resume_value(value):
     return "true" if value is True else None if value is False else value
 
 
+# Values people write that are not values, with what they mean instead: (key, value) -> hint.
+VALUE_HINTS = {
+    ("finetuning_type", "qlora"): "QLoRA is `finetuning_type: lora` with `quantization_bit: 4` (or 8)",
+    ("finetuning_type", "qlora_4bit"): "QLoRA is `finetuning_type: lora` with `quantization_bit: 4` (or 8)",
+    ("stage", "grpo"): "GRPO is not available yet; the stages are pt, sft, rm, dpo, kto and ppo",
+    ("stage", "orpo"): "ORPO is `stage: dpo` with `pref_loss: orpo`",
+    ("stage", "simpo"): "SimPO is `stage: dpo` with `pref_loss: simpo`",
+}
+
+
 # TrainingArguments fields typed str that LLaMA-Factory configs also give as booleans.
 VALUE_FIXES = {"resume_from_checkpoint": _resume_value}
 
