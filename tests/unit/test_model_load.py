@@ -61,6 +61,13 @@ def test_missing_local_path_names_it(path):
         load_tokenizer(ModelArgs(model_name_or_path=path))
 
 
+def test_a_typo_in_a_local_path_is_not_sent_to_the_hub_and_gets_a_suggestion(tmp_path, monkeypatch):
+    (tmp_path / "models" / "tiny-llama").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match=r"model folder not found: models/tiny-lama; did you mean models/tiny-llama\?"):
+        load_tokenizer(ModelArgs(model_name_or_path="models/tiny-lama"))
+
+
 def test_tokenizer_pads_right(tiny_model_dir):
     tokenizer = load_tokenizer(ModelArgs(model_name_or_path=str(tiny_model_dir)))
     assert tokenizer.padding_side == "right"

@@ -52,11 +52,23 @@ def _source_kwargs(model_args: ModelArgs) -> tuple[str, dict[str, Any]]:
         return str(local), kwargs
     if local.exists():
         raise ModelError(f"model path {name} is a file; point model_name_or_path at the model's folder")
-    if not looks_like_hub_id(name):
-        raise ModelError(f"model folder not found: {name}")
+    if not looks_like_hub_id(name) or local.parent.name and local.parent.is_dir():  # models/tiny-lama: a local typo
+        raise ModelError(f"model folder not found: {name}{_did_you_mean(local)}")
     if is_offline():
         kwargs["local_files_only"] = True  # a copy already in the hub cache still loads
     return name, kwargs
+
+
+def _did_you_mean(path: Path) -> str:
+    """"; did you mean X?" from the folders next to a path that does not exist."""
+    import difflib
+
+    parent = path.parent if path.parent.is_dir() else None
+    if parent is None:
+        return ""
+    siblings = [child.name for child in parent.iterdir() if child.is_dir()]
+    close = difflib.get_close_matches(path.name, siblings, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(str(parent / name) for name in close)}?" if close else ""
 
 
 def looks_like_hub_id(name: str) -> bool:
