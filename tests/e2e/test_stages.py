@@ -123,6 +123,13 @@ def test_kto_trains_with_weights(tiny_model_dir, data_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
 
 
+def test_kto_accepts_batch_size_one_as_llamafactory_does(tiny_model_dir, data_dir, tmp_path):
+    out = train(tiny_model_dir, data_dir, tmp_path / "kto1", "kto", "per_device_train_batch_size=1",
+                dataset="feedback", steps=2)
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["train_batch_size"] == 1 and len(losses(out)) == 2 and all(math.isfinite(v) for v in losses(out))
+
+
 @pytest.fixture(scope="module")
 def classifier_dir(tiny_model_dir, tmp_path_factory):
     """A plain Hugging Face one-label sequence classifier (random head): a reward model not made by tunesmith."""

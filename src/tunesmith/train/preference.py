@@ -196,14 +196,13 @@ def kto_trainer(*, config, model, args, processing_class, **kwargs):
     from trl import KTOConfig, KTOTrainer
 
     method = config.method
-    if args.per_device_train_batch_size < 2:
-        raise ConfigError("stage kto needs per_device_train_batch_size >= 2 (the KL term compares examples in a batch)")
-    # TRL pairs each answer with its batch neighbour for the KL term, so it demands sequential sampling. Our
-    # encoder pairs them when encoding (kl_input_ids, as LLaMA-Factory does), so any order is right: the check is
-    # passed with "sequential" and the user's strategy restored afterwards.
-    sampling = args.train_sampling_strategy
+    # TRL pairs each answer with its batch neighbour for the KL term, so it demands sequential sampling and a batch
+    # of 2 or more. Our encoder pairs them when encoding (kl_input_ids, as LLaMA-Factory does), so any order and any
+    # batch size are right: TRL's checks are passed with "sequential" and batch 2, and the user's values restored.
+    sampling, batch = args.train_sampling_strategy, args.per_device_train_batch_size
     kto_args = trl_args(KTOConfig, args, beta=method.pref_beta, desirable_weight=method.kto_chosen_weight,
-                        undesirable_weight=method.kto_rejected_weight, train_sampling_strategy="sequential")
+                        undesirable_weight=method.kto_rejected_weight, train_sampling_strategy="sequential",
+                        per_device_train_batch_size=max(batch, 2))
 
     class FeedbackTrainer(_PreEncoded, KTOTrainer):
         pass
@@ -211,6 +210,8 @@ def kto_trainer(*, config, model, args, processing_class, **kwargs):
     trainer = FeedbackTrainer(model=model, ref_model=_load_ref_model(config, processing_class), args=kto_args,
                               processing_class=processing_class, **kwargs)
     trainer.args.train_sampling_strategy = sampling
+    trainer.args.per_device_train_batch_size = batch
+    trainer._train_batch_size = trainer.args.train_batch_size  # what the dataloader reads
     return trainer
 
 
