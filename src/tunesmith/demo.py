@@ -36,6 +36,7 @@ def demo_config(base_dir: Path, out_dir: Path, steps: int | None) -> dict:
         "save_strategy": "no",
         "report_to": "none",
         "seed": 42,
+        "do_sample": False,  # recorded with the run, so `tunesmith chat outputs/demo` answers greedily, as the demo
     }
     if steps:
         config["max_steps"] = steps
@@ -68,6 +69,24 @@ def answers_of(config, prompts: list[str]) -> list[str]:
             for p in prompts]
 
 
+def _shown(path: Path) -> str:
+    """A path as short as it can be written from the current folder."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def next_commands(out_dir: Path) -> list[str]:
+    """What to try after the demo, each runnable as printed from the current folder."""
+    run, benchmark = _shown(out_dir), _shown(Path(__file__).parent / "evaluate" / "demo_benchmark")
+    return [
+        f"  tunesmith chat {run}                  # ask it \"Who are you?\" (greedy, as above; `exit` quits)",
+        f"  tunesmith data preview {run} -n 2     # the training examples, trained tokens marked",
+        f"  tunesmith eval {run} task=demo_en_test task_dir={benchmark} save_dir={run}-eval",
+    ]
+
+
 def run_demo(out: str | Path, steps: int | None = None) -> int:
     from tunesmith.config.load import load_config
     from tunesmith.model.tiny import ensure_tiny_model
@@ -93,4 +112,5 @@ def run_demo(out: str | Path, steps: int | None = None) -> int:
         print(f"\nQ: {prompt}\n  trained answer: {target}\n  before: {old!r}\n  after:  {new!r}  {'OK' if ok else 'MISS'}")
     print(f"\n{learned}/{len(PROMPTS)} prompts now get their trained answer (none did before).")
     print(f"adapter: {out_dir}   loss plot: {out_dir / 'training_loss.png'}   log: {out_dir / 'trainer_log.jsonl'}")
+    print("\n".join(["", "Next (after `source .venv/bin/activate`):", *next_commands(out_dir)]))
     return 0 if learned >= len(PROMPTS) - 1 else 1
