@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune large language models end to end from one YAML file.",
     )
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="keep the libraries' notices that tunesmith drops")
     jobs = parser.add_subparsers(dest="job", metavar="COMMAND")
 
     train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft, rm, dpo, kto, ppo; LoRA, Freeze, Full; QLoRA)")
@@ -113,9 +114,10 @@ def dispatch(args) -> int:
 
             return run_on_ray(config)
         if launch.needs_launch(config):
-            return launch.launch(args.config, overrides, config)
+            return launch.launch(args.config, overrides, config, verbose=args.verbose)
         from tunesmith.train.run import run_training
 
+        launch.check_one_process(config)
         run_training(config)
         return 0
     if args.job == "demo":
@@ -190,10 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.job is None:
         parser.print_help()
         return 0
+    if not args.verbose:
+        from tunesmith.logs import quiet_libraries
+
+        quiet_libraries()
     try:
         return dispatch(args)
     except TunesmithError as exc:
-        print(f"tunesmith: error: {exc}", file=sys.stderr)
+        from tunesmith.train.launch import report_worker_error
+
+        if not report_worker_error(str(exc)):  # a worker of `tunesmith train`'s launch: the launcher prints it once
+            print(f"tunesmith: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)

@@ -106,3 +106,31 @@ def test_fsdp_on_two_gpus_trains_the_shipped_example(tiny_model_dir, tmp_path):
                  f"model_name_or_path={tiny_model_dir}", f"dataset_dir={DEMO_DATA}", f"output_dir={out}",
                  "max_steps=2", "--nproc-per-node", "2", "--master-port", str(free_port())]) == 0
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.distributed
+def test_a_mistake_found_by_the_workers_is_shown_once_without_torchrun_banner(tiny_model_dir, tmp_path, capfd):
+    common = common_args(tmp_path, tiny_model_dir)
+    code = main(["train", *common, "dataset=no_such_dataset", f"output_dir={tmp_path / 'bad'}", "--nproc-per-node",
+                 "2", "--master-port", str(free_port())])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert err.count("tunesmith: error: dataset 'no_such_dataset' is not registered") == 1
+    assert "ChildFailedError" not in err and "Traceback" not in err and "failed (exitcode" not in err
+
+
+def test_fsdp_without_several_processes_says_how_to_launch(tiny_model_dir, tmp_path, capsys):
+    code = main(["train", *common_args(tmp_path, tiny_model_dir), "fsdp=full_shard", f"output_dir={tmp_path / 'f'}"])
+    assert code == 2 and "`fsdp` shards the model over several processes: add --nproc-per-node N" in \
+        capsys.readouterr().err
+
+
+def test_ray_asking_for_more_cpus_than_the_machine_has_stops_at_once(tiny_model_dir, tmp_path, capsys):
+    import os
+
+    pytest.importorskip("ray")
+    workers = (os.cpu_count() or 1) + 1
+    code = main(["train", *common_args(tmp_path, tiny_model_dir), f"ray_num_workers={workers}",
+                 f"output_dir={tmp_path / 'r'}"])
+    assert code == 2 and f"ray_num_workers: {workers} x resources_per_worker CPU: 1 needs {workers} CPUs" in \
+        capsys.readouterr().err

@@ -7,6 +7,10 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+from tunesmith.errors import ConfigError, TunesmithError
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +26,68 @@ def needs_launch(config) -> bool:
     return not under_launcher() and (launch.nproc_per_node > 1 or launch.nnodes > 1 or deepspeed)
 
 
-def torchrun_command(config_path: str | None, overrides: list[str], launch) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.nproc_per_node}",
+ERROR_DIR_ENV = "TUNESMITH_ERROR_DIR"  # set by `launch` for its workers: each leaves its error message there
+
+
+def torchrun_command(config_path: str | None, overrides: list[str], launch, verbose: bool = False) -> list[str]:
+    """torchrun's command line (through this module, which drops torchrun's failure banner) for `tunesmith train`."""
+    return [sys.executable, "-m", "tunesmith.train.launch", f"--nproc-per-node={launch.nproc_per_node}",
             f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}", f"--master-addr={launch.master_addr}",
-            f"--master-port={launch.master_port}", "-m", "tunesmith", "train",
+            f"--master-port={launch.master_port}", "-m", "tunesmith", *(["--verbose"] if verbose else []), "train",
             *([config_path] if config_path else []), *overrides]
 
 
-def launch(config_path: str | None, overrides: list[str], config) -> int:
-    """Runs the same command line in torchrun's workers and returns their exit code."""
-    command = torchrun_command(config_path, overrides, config.launch)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def launch(config_path: str | None, overrides: list[str], config, verbose: bool = False) -> int:
+    """Runs the same command line in torchrun's workers and returns their exit code; a user mistake found by the
+    workers is raised here once (each worker would print it), without torchrun's banner."""
+    command = torchrun_command(config_path, overrides, config.launch, verbose)
     print(f"tunesmith: launching {config.launch.nproc_per_node} process(es) x {config.launch.nnodes} node(s) with "
           f"torchrun", file=sys.stderr)
-    return subprocess.call(command, env=env)
+    with tempfile.TemporaryDirectory(prefix="tunesmith-launch-") as errors:
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), ERROR_DIR_ENV: errors}
+        code = subprocess.call(command, env=env)
+        messages = [path.read_text(encoding="utf-8") for path in sorted(Path(errors).glob("rank-*.txt"))]
+    if messages:
+        raise LaunchError("\n".join(dict.fromkeys(messages)))
+    if code:
+        print(f"tunesmith: a worker process failed (exit code {code}); its output is above", file=sys.stderr)
+    return code
 
+
+def check_one_process(config) -> None:
+    """Refuses what needs several processes when `tunesmith train` is about to train in this one."""
+    if config.training_kwargs().get("fsdp") and not under_launcher():
+        raise ConfigError(f"{config.source}: `fsdp` shards the model over several processes: add --nproc-per-node N "
+                          "(or nproc_per_node: N in the YAML), one process per GPU")
+
+
+class LaunchError(TunesmithError):
+    """What the workers of a launch refused (their TunesmithError messages, each shown once)."""
+
+
+def report_worker_error(message: str) -> bool:
+    """In a worker started by `launch`: leaves the message for the launcher to print once. False anywhere else."""
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if not folder or not under_launcher() or not Path(folder).is_dir():
+        return False
+    Path(folder, f"rank-{os.environ.get('RANK', '0')}.txt").write_text(message, encoding="utf-8")
+    return True
+
+
+def _torchrun(argv: list[str]) -> int:
+    """torchrun, returning the workers' exit code instead of raising its ChildFailedError banner."""
+    import logging as logs
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    logs.getLogger("torch.distributed.elastic").setLevel(logs.CRITICAL)  # "failed (exitcode: 2)": said by us
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as exc:
+        _, first = exc.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 1
+    return 0
 
 
 def worker_arguments(config, on_accelerator: bool) -> dict:
@@ -50,7 +101,6 @@ def worker_arguments(config, on_accelerator: bool) -> dict:
     accelerator_config = given.get("accelerator_config") or {}
     if isinstance(accelerator_config, str):  # a JSON file, as transformers accepts
         import json
-        from pathlib import Path
 
         accelerator_config = json.loads(Path(accelerator_config).read_text())
     return {"accelerator_config": {**accelerator_config, "use_configured_state": True}}
@@ -87,3 +137,7 @@ def deepspeed_state_on_cpu(timeout_s: int) -> None:
         else:
             os.environ["ACCELERATE_USE_DEEPSPEED"] = before
     log.info("DeepSpeed on CPU: process %d of %d (gloo)", state.process_index, state.num_processes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_torchrun(sys.argv[1:]))

@@ -6,7 +6,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from tunesmith.errors import DependencyError
+from tunesmith.errors import ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,23 @@ def _worker(loop_config: dict) -> None:
     run_training(load_config(None, loop_config["config"]))
 
 
+def _check_local_resources(workers: int, resources: dict, use_gpu: bool) -> None:
+    """On a local Ray cluster, asking for more CPUs or GPUs than the machine has makes Ray wait forever: refuse."""
+    import os
+
+    have = {"CPU": os.cpu_count() or 1}
+    if use_gpu or "GPU" in resources:
+        import torch
+
+        have["GPU"] = torch.cuda.device_count()
+    for kind, count in resources.items():
+        need = workers * float(count)
+        if kind in have and need > have[kind]:
+            raise ConfigError(
+                f"ray_num_workers: {workers} x resources_per_worker {kind}: {count} needs {need:g} {kind}s, but this "
+                f"machine has {have[kind]}; use fewer workers, or join a cluster with ray_address")
+
+
 def run_on_ray(config) -> int:
     if importlib.util.find_spec("ray") is None:
         raise DependencyError("ray_num_workers needs Ray Train: pip install 'tunesmith[ray]' (ray[train])")
@@ -40,6 +57,8 @@ def run_on_ray(config) -> int:
     storage = Path(launch.ray_storage_path or "saves").resolve()
     values = {key: value for key, value in config.given.items()
               if key not in ("ray_num_workers", "ray_storage_path", "ray_address", "resources_per_worker")}
+    if not launch.ray_address:
+        _check_local_resources(launch.ray_num_workers, resources, use_gpu)
     if not ray.is_initialized():
         ray.init(address=launch.ray_address, include_dashboard=False, log_to_driver=True)
     try:
