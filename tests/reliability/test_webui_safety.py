@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+import tunesmith
 from tunesmith.webui import form
 
 pytest.importorskip("gradio")
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(tunesmith.__file__).resolve().parents[1]  # the CLI runs the tunesmith under test
 KEYS = [key for keys in form.SECTIONS.values() for key in keys]
 EVAL_KEYS = [key for keys in form.EVAL_SECTIONS.values() for key in keys]
 SECRET = "top-secret-value-outside-the-root"
@@ -77,18 +78,21 @@ def places(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(places):
-    """The real app, workspace root `root`, no login, started without --trust-remote-code."""
+    """The real app, workspace root `root` (also the current folder, as `tunesmith webui` is started), no login,
+    started without --trust-remote-code."""
     from gradio_client import Client
 
     from tunesmith.webui.app import build_app
 
-    app = build_app(places[0])
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        app.close()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(places[0])
+        app = build_app(places[0])
+        port = free_port()
+        app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+        finally:
+            app.close()
 
 
 @pytest.mark.parametrize("flags", [["--host", "0.0.0.0"], ["--share"], ["--host", "192.168.1.5", "--share"]])
@@ -216,7 +220,7 @@ def test_start_with_paths_outside_is_refused_and_writes_nothing(client, places):
                                (run, "model_name_or_path", {"model_name_or_path": "link/model"}),
                                (run, "model_name_or_path", {"model_name_or_path": "evil/model"}),  # org/name: a link
                                (run, "adapter_name_or_path", {"adapter_name_or_path": "saves/a,../outside/model"}),
-                               (run, "tokenized_path", {"tokenized_path": "/tmp/tokenized"}),
+                               (run, "tokenized_path", {"tokenized_path": str(outside / "tokenized")}),
                                (run, "cache_dir", {"cache_dir": "../outside/cache"}),
                                (run, "resume_from_checkpoint", {"resume_from_checkpoint": "link/model"}),
                                (run, "ref_model", {"ref_model": "../outside/model"}),
