@@ -269,6 +269,10 @@ def test_hub_ids_are_model_names_not_paths(client, places):
     for not_hub in ("../outside", "evil/model", "/etc/x", "org/../../x", "../a/b", "~/models/m"):
         with pytest.raises(WorkspaceError, match="outside it"):
             workspace.model(not_hub, "model_name_or_path")
+    (places[0] / "loop").symlink_to(places[0] / "loop")
+    for broken in ("loop/x", "bad\0name"):
+        with pytest.raises(WorkspaceError, match="not a usable path"):
+            workspace.path(broken, "output_dir", write=True)
 
 
 def test_trust_remote_code_from_the_page_is_refused_unless_the_server_allows_it(client, places):
@@ -283,3 +287,13 @@ def test_trust_remote_code_from_the_page_is_refused_unless_the_server_allows_it(
 
     allowed = Workspace(root, trust_remote_code=True).confine({"trust_remote_code": True})
     assert allowed["trust_remote_code"] is True
+
+
+@pytest.mark.parametrize("changes", [{"nnodes": 2}, {"node_rank": 1}, {"master_addr": "203.0.113.7"},
+                                     {"ray_num_workers": 1, "ray_address": "ray://203.0.113.7:10001"}])
+def test_runs_that_join_other_machines_are_refused(client, places, changes):
+    runs = tree(places[0])
+    ordered = form_values(model_name_or_path="Qwen/Qwen2.5-0.5B", **changes)
+    status, _ = client.predict("webui_runs/remote.yaml", *ordered, api_name="/start")
+    assert "Failed" in status and "only runs jobs on this machine" in status and "tunesmith train" in status
+    assert tree(places[0]) == runs

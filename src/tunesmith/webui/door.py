@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.webui.workspace import LOOPBACK
 
 AUTH_ENV = "TUNESMITH_WEBUI_AUTH"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class DoorError(TunesmithError):

@@ -20,6 +20,7 @@ MODEL_KEYS = ("model_name_or_path", "adapter_name_or_path", "ref_model", "reward
 DATASET_KEYS = ("dataset", "eval_dataset")
 CONFIG_SUFFIXES = (".yaml", ".yml")
 HUB_PART = re.compile(r"[A-Za-z0-9][\w.-]*")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class WorkspaceError(TunesmithError):
@@ -45,8 +46,11 @@ class Workspace:
         """The resolved path (relative values are relative to the root); outside the root -> WorkspaceError.
         Reading is also allowed in tunesmith's bundled demo data; writing needs a folder strictly inside the root."""
         text = str(value).strip()
-        raw = Path(text).expanduser()
-        full = (raw if raw.is_absolute() else self.root / raw).resolve()
+        try:
+            raw = Path(text).expanduser()
+            full = (raw if raw.is_absolute() else self.root / raw).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte, an unknown ~user
+            raise WorkspaceError(f"`{key}`: {text!r} is not a usable path ({exc})") from None
         inside = full.is_relative_to(self.root) and not (write and full == self.root)
         bundled = not write and any(full.is_relative_to(folder) for folder in BUNDLED)
         if not (inside or bundled):
@@ -82,6 +86,7 @@ class Workspace:
             raise WorkspaceError("`trust_remote_code` is refused: it runs code shipped with a model or dataset, and "
                                  "this web UI was started without --trust-remote-code; untick it, or restart the "
                                  "server with `tunesmith webui --trust-remote-code` if you trust every model it loads")
+        self._local_only(config)
         out = dict(config)
         for key in WRITE_KEYS:
             if out.get(key):
@@ -104,6 +109,22 @@ class Workspace:
         if any(out.get(key) for key in DATASET_KEYS):
             self._datasets(out)
         return out
+
+    @staticmethod
+    def _local_only(config: dict) -> None:
+        """Runs from the page stay on this machine: joining other nodes or a Ray cluster lets them send code here
+        (torch's rendezvous and Ray's client unpickle what they receive); such runs are for the CLI."""
+        remote = []
+        if str(config.get("nnodes") or 1) != "1" or str(config.get("node_rank") or 0) != "0":
+            remote.append(f"nnodes {config.get('nnodes', 1)} / node_rank {config.get('node_rank', 0)}")
+        if config.get("master_addr") and str(config["master_addr"]) not in LOOPBACK:
+            remote.append(f"master_addr {config['master_addr']}")
+        if config.get("ray_address"):
+            remote.append(f"ray_address {config['ray_address']}")
+        if remote:
+            raise WorkspaceError(f"{', '.join(remote)}: the web UI only runs jobs on this machine (other nodes and "
+                                 "Ray clusters could send code to it); start multi-node or Ray-cluster runs with "
+                                 "`tunesmith train CONFIG` instead")
 
     def _benchmark(self, config: dict) -> None:
         from tunesmith.evaluate.benchmark import parse_task
