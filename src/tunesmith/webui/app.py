@@ -300,6 +300,7 @@ def run_webui(host: str = "127.0.0.1", port: int = 7860, share: bool = False, au
     from tunesmith.webui.door import check_exposure
 
     check_exposure(host, share, auth or [])
+    Workspace(root)  # a missing --root fails before gradio is imported
     app = build_app(root, trust_remote_code)
     print(f"tunesmith web UI on http://{host}:{port} (workspace {Path(root).resolve()}"
           f"{', login required' if auth else ''}{', trust_remote_code allowed' if trust_remote_code else ''})")
