@@ -49,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     webui = jobs.add_parser("webui", help="the whole workflow in the browser (Gradio), English and Chinese")
     webui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     webui.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    webui.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    webui.add_argument("--share", action="store_true", help="also open a public Gradio share link (needs --auth)")
+    webui.add_argument("--auth", action="append", metavar="USER:PASSWORD", help="login required (repeatable; also "
+                       "$TUNESMITH_WEBUI_AUTH); needed for any --host beyond 127.0.0.1/::1/localhost and for --share")
+    webui.add_argument("--auth-file", metavar="FILE", help="file of user:password lines allowed to log in")
+    webui.add_argument("--root", default=".", help="workspace: every path the page reads or writes is inside this "
+                       "folder (default: the current folder)")
+    webui.add_argument("--trust-remote-code", action="store_true", help="let the page turn on trust_remote_code "
+                       "(runs code shipped with models); refused otherwise")
 
     config = jobs.add_parser("config", help="inspect configuration keys and resolved configs")
     config_jobs = config.add_subparsers(dest="config_job", metavar="ACTION", required=True)
@@ -148,8 +155,10 @@ def dispatch(args) -> int:
         return run_eval(load_config(args.config, _split_overrides(args)))
     if args.job == "webui":
         from tunesmith.webui.app import run_webui
+        from tunesmith.webui.door import read_auth
 
-        return run_webui(args.host, args.port, args.share)
+        return run_webui(args.host, args.port, args.share, read_auth(args.auth, args.auth_file), args.root,
+                         args.trust_remote_code)
     if args.job == "config":
         from tunesmith.config.describe import print_keys, print_resolved
 

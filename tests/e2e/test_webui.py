@@ -77,8 +77,16 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def model(tmp_path, tiny_model_dir):
+    """The tiny model copied into the app's workspace root (tmp_path): the UI reads nothing outside its root."""
+    import shutil
+
+    return shutil.copytree(tiny_model_dir, tmp_path / "model")
+
+
+@pytest.fixture
 def client(tmp_path):
-    """The real app on a free loopback port, driven over HTTP with gradio_client."""
+    """The real app on a free loopback port, its workspace root tmp_path, driven over HTTP with gradio_client."""
     pytest.importorskip("gradio")
     from gradio_client import Client
 
@@ -103,8 +111,8 @@ def form_values(**changes) -> list:
     return [None if isinstance(v, list) else v for v in (values[key] for key in KEYS)]
 
 
-def test_training_started_from_the_page_runs_and_reports_progress(client, tmp_path, tiny_model_dir):
-    ordered = form_values(model_name_or_path=str(tiny_model_dir), dataset="tunesmith_identity",
+def test_training_started_from_the_page_runs_and_reports_progress(client, tmp_path, model):
+    ordered = form_values(model_name_or_path=str(model), dataset="tunesmith_identity",
                           dataset_dir=str(DEMO_DATA), template="chatml", max_steps=4, logging_steps=1,
                           output_dir=str(tmp_path / "out"), per_device_train_batch_size=2,
                           gradient_accumulation_steps=1, learning_rate=1e-3, save_steps=1000)
@@ -127,17 +135,17 @@ def test_training_started_from_the_page_runs_and_reports_progress(client, tmp_pa
     assert yaml.safe_load(Path(path).read_text())["template"] == "chatml"  # the page wrote the CLI's YAML
 
 
-def test_errors_from_a_bad_form_appear_on_the_page(client, tmp_path, tiny_model_dir):
-    ordered = form_values(model_name_or_path=str(tiny_model_dir), quantization_bit=4, finetuning_type="full")
+def test_errors_from_a_bad_form_appear_on_the_page(client, tmp_path, model):
+    ordered = form_values(model_name_or_path=str(model), quantization_bit=4, finetuning_type="full")
     status, _ = client.predict(str(tmp_path / "bad.yaml"), *ordered, api_name="/start")
     assert "Failed" in status and "can only be trained with finetuning_type: lora" in status
     assert not (tmp_path / "bad.yaml").exists()
 
 
-def test_chat_tab_streams_a_reply(client, tiny_model_dir):
+def test_chat_tab_streams_a_reply(client, model):
     from tunesmith.webui.app import _text
 
-    assert "loaded" in client.predict(*form_values(model_name_or_path=str(tiny_model_dir), template="chatml"),
+    assert "loaded" in client.predict(*form_values(model_name_or_path=str(model), template="chatml"),
                                       api_name="/chat_load")
     history, cleared = client.predict("Hello", [], "", "", 0.7, 0.9, 5, api_name="/chat")
     assert cleared == "" and _text(history[0]["content"]) == "Hello" and history[1]["role"] == "assistant"
@@ -165,8 +173,8 @@ def wait_for_eval(client, seconds=120):
     raise AssertionError(f"no result in {seconds} s: {status}\n{log}")
 
 
-def test_benchmark_and_predict_run_from_the_page(client, tmp_path, tiny_model_dir):
-    train = form_values(model_name_or_path=str(tiny_model_dir), template="chatml", dataset_dir=str(DEMO_DATA))
+def test_benchmark_and_predict_run_from_the_page(client, tmp_path, model):
+    train = form_values(model_name_or_path=str(model), template="chatml", dataset_dir=str(DEMO_DATA))
     path = str(tmp_path / "train.yaml")
     preview = client.predict(path, "benchmark", *train, *eval_values(n_shot=0), api_name="/eval_preview")
     assert preview.startswith(f"# tunesmith eval {tmp_path / 'benchmark.yaml'}") and "task: demo_en_test" in preview

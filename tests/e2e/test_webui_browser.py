@@ -17,12 +17,15 @@ pytestmark = [
 
 
 def test_train_evaluate_chat_export_in_the_browser(tmp_path, tiny_model_dir):
+    import shutil
+
     from playwright.sync_api import expect
 
     from tunesmith.webui.browser import browser_page, serve
 
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")  # the UI reads nothing outside its root, tmp_path
     out = tmp_path / "out"
-    with serve(tmp_path) as url, browser_page() as page:
+    with serve(tmp_path) as url, browser_page() as page:  # workspace root: tmp_path
         page.set_default_timeout(30_000)
         page.goto(url)
         # switch the page to Chinese: tab names, field labels and buttons change
@@ -36,7 +39,7 @@ def test_train_evaluate_chat_export_in_the_browser(tmp_path, tiny_model_dir):
         # the family table fills the template; the tiny model's folder goes in the path
         choose(page, "model_family", "ChatML")
         expect(page.locator("#template textarea")).to_have_value("chatml")
-        fill(page, "model_name_or_path", tiny_model_dir)
+        fill(page, "model_name_or_path", model)
         fill(page, "dataset_dir", DEMO_DATA)
         fill(page, "dataset", "tunesmith_identity")
         page.get_by_role("button", name="预览数据集").click()

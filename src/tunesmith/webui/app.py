@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tunesmith.errors import TunesmithError
 from tunesmith.webui import form
 from tunesmith.webui.eval_tab import build_eval_tab
 from tunesmith.webui.runner import TrainingRun, read_progress
 from tunesmith.webui.texts import LANGUAGES, Relabel, label, ui
+from tunesmith.webui.workspace import Workspace, WorkspaceError
 
 SECTION_TITLES = {"model": "sec_model", "train": "sec_train", "extra": "sec_extra", "freeze": "sec_freeze",
                   "lora": "sec_lora", "rlhf": "sec_rlhf", "output": "sec_output"}
@@ -45,13 +47,15 @@ def _format_seconds(value) -> str:
     return f"{value // 3600:02d}:{value % 3600 // 60:02d}:{value % 60:02d}"
 
 
-def build_app(workdir: str | Path = "."):
-    """The Blocks app; training configs and logs are written under workdir/webui_runs."""
+def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
+    """The Blocks app; every path it reads or writes is inside workdir (its workspace root), training configs and
+    logs go to workdir/webui_runs, and jobs run there. trust_remote_code: whether a page may turn that key on."""
     import gradio as gr
     import pandas as pd
 
     fields = form.fields()
-    runs_dir = Path(workdir) / "webui_runs"
+    workspace = Workspace(workdir, trust_remote_code)
+    runs_dir = workspace.root / "webui_runs"
     state = {"run": None}
     keys = [key for section in form.SECTIONS.values() for key in section]
     components: dict[str, object] = {}
@@ -90,7 +94,8 @@ def build_app(workdir: str | Path = "."):
             timer = gr.Timer(1.0)
 
         inputs = [components[key] for key in keys]
-        build_eval_tab(gr, texts, fields, lang, config_path, inputs, lambda *values: collect(*values), timer)
+        build_eval_tab(gr, texts, fields, lang, config_path, inputs, lambda *values: collect(*values), timer,
+                       workspace)
 
         with texts.label(gr.Tab(ui("en", "tab_chat"), elem_id="tab-chat"), "tab_chat"):
             with gr.Row():
@@ -122,8 +127,15 @@ def build_app(workdir: str | Path = "."):
         def collect(*values) -> dict:
             return form.to_config(dict(zip(keys, values)))
 
+        def failed(error) -> str:
+            return f"**{ui(texts.lang, 'status_failed')}**: {error}"
+
         def preview(path, *values):
             config = collect(*values)
+            try:
+                path, config = workspace.config_path(path), workspace.confine(config)
+            except TunesmithError as exc:
+                return f"# error: {exc}\n" + form.to_yaml(config)
             error = form.validate(config)
             text = f"# {form.command_line(path)}\n" + form.to_yaml(config)
             return text if error is None else f"# error: {error}\n" + text
@@ -133,11 +145,10 @@ def build_app(workdir: str | Path = "."):
 
             from tunesmith.data.loader import load_records
             from tunesmith.data.registry import read_registry
-            from tunesmith.errors import TunesmithError
 
-            config = collect(*values)
-            dataset_dir = config.get("dataset_dir", "data")
             try:
+                config = workspace.confine(collect(*values))
+                dataset_dir = str(workspace.dataset_dir(config))
                 registered = ", ".join(sorted(read_registry(dataset_dir)))
                 names = [n.strip() for n in str(config.get("dataset", "")).split(",") if n.strip()]
                 if not names:
@@ -150,27 +161,45 @@ def build_app(workdir: str | Path = "."):
                 "\n".join(rows)
 
         def save(path, *values):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(form.to_yaml(collect(*values)), encoding="utf-8")
-            return f"# saved {path}\n" + form.to_yaml(collect(*values))
+            config = collect(*values)
+            try:
+                path = workspace.config_path(path)
+                workspace.confine(config)
+            except TunesmithError as exc:
+                return f"# error: {exc}\n# nothing saved"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(form.to_yaml(config), encoding="utf-8")
+            return f"# saved {path}\n" + form.to_yaml(config)
 
         def load(path):
             import yaml
 
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            try:
+                path = workspace.config_path(path, "config path")
+            except WorkspaceError as exc:
+                raise gr.Error(str(exc)) from None
+            if not path.is_file():
+                raise gr.Error(f"{path} not found; give the path of a saved config (.yaml)")
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not isinstance(data, dict):
+                raise gr.Error(f"{path} is not a YAML mapping of config keys")
             return [gr.update(value=",".join(v) if isinstance(v := data.get(key, fields[key].default), list) else v)
                     for key in keys]
 
         def start(path, *values):
-            config = collect(*values)
+            try:
+                path, config = workspace.config_path(path), workspace.confine(collect(*values))
+            except TunesmithError as exc:
+                return failed(exc), ""
             error = form.validate(config)
             if error is not None:
-                return f"**{ui(texts.lang, 'status_failed')}**: {error}", ""
+                return failed(error), ""
             if state["run"] is not None and state["run"].running():
                 return f"**{ui(texts.lang, 'status_running')}**", ""
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(form.to_yaml(config), encoding="utf-8")
-            state["run"] = TrainingRun(Path(path), Path(config.get("output_dir", "saves/run")))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(form.to_yaml(config), encoding="utf-8")
+            output_dir = Path(config.get("output_dir") or workspace.root / "saves" / "run")
+            state["run"] = TrainingRun(path, output_dir, cwd=workspace.root)
             state["run"].start()
             return f"**{ui(texts.lang, 'status_running')}**: `{form.command_line(path)}`", ""
 
@@ -200,13 +229,12 @@ def build_app(workdir: str | Path = "."):
 
         def load_chat(*values):
             from tunesmith.config.load import load_config
-            from tunesmith.errors import TunesmithError
             from tunesmith.infer.engine import ChatEngine
 
             try:
-                state["engine"] = ChatEngine(load_config(None, collect(*values)))
+                state["engine"] = ChatEngine(load_config(None, workspace.confine(collect(*values))))
             except TunesmithError as exc:
-                return f"**{ui(texts.lang, 'status_failed')}**: {exc}"
+                return failed(exc)
             return f"{ui(texts.lang, 'chat_loaded')}: `{state['engine'].name}`"
 
         def unload_chat():
@@ -236,11 +264,14 @@ def build_app(workdir: str | Path = "."):
             config = {**collect(*train_values), "export_dir": export_dir, "export_size": int(export_size or 5),
                       "export_dtype": export_dtype}
             config.pop("output_dir", None)
-            export_path = Path(path).with_name("export.yaml")
+            try:
+                export_path, config = workspace.config_path(path).with_name("export.yaml"), workspace.confine(config)
+            except TunesmithError as exc:
+                return f"error: {exc}"
             export_path.parent.mkdir(parents=True, exist_ok=True)
             export_path.write_text(form.to_yaml(config), encoding="utf-8")
             done = subprocess.run([sys.executable, "-m", "tunesmith", "export", str(export_path)],
-                                  check=False, capture_output=True, text=True)
+                                  check=False, capture_output=True, text=True, cwd=workspace.root)
             return (done.stdout + done.stderr)[-4000:]
 
         chat_load.click(load_chat, inputs, chat_state, api_name="chat_load")
@@ -263,9 +294,16 @@ def build_app(workdir: str | Path = "."):
     return app
 
 
-def run_webui(host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> int:
-    app = build_app()
-    print(f"tunesmith web UI on http://{host}:{port}")
-    app.queue().launch(server_name=host, server_port=port, share=share)
+def run_webui(host: str = "127.0.0.1", port: int = 7860, share: bool = False, auth: list | None = None,
+              root: str | Path = ".", trust_remote_code: bool = False) -> int:
+    """Serves the app; refuses (DoorError) to listen beyond loopback or to share without credentials."""
+    from tunesmith.webui.door import check_exposure
+
+    check_exposure(host, share, auth or [])
+    Workspace(root)  # a missing --root fails before gradio is imported
+    app = build_app(root, trust_remote_code)
+    print(f"tunesmith web UI on http://{host}:{port} (workspace {Path(root).resolve()}"
+          f"{', login required' if auth else ''}{', trust_remote_code allowed' if trust_remote_code else ''})")
+    app.queue().launch(server_name=host, server_port=port, share=share, auth=list(auth) if auth else None)
     while True:  # launch() returns when not blocking in some environments
         time.sleep(3600)

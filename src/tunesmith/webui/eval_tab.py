@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from tunesmith.errors import TunesmithError
 from tunesmith.webui import form
 from tunesmith.webui.runner import TrainingRun, read_eval_results
 from tunesmith.webui.texts import ui
@@ -15,8 +16,9 @@ STATUS = {"running": "eval_running", "done": "eval_done", "failed": "eval_failed
           "idle": "status_idle"}
 
 
-def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: list, collect, timer) -> None:
-    """The tab's components and events; `collect(*train_values)` is the Train tab's config (its model keys are used)."""
+def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: list, collect, timer, workspace) -> None:
+    """The tab's components and events; `collect(*train_values)` is the Train tab's config (its model keys are used);
+    every path is confined to the workspace."""
     from tunesmith.webui.app import _component
 
     state = {"run": None, "folder": None}
@@ -44,12 +46,19 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
         log = texts.label(gr.Textbox(label=ui("en", "log"), lines=10, max_lines=10, autoscroll=True), "log")
 
     def build(path, mode_value, *values):
+        """The eval YAML's path (beside the Train tab's config) and its config, paths checked; WorkspaceError."""
         train_values, eval_values = values[: len(train_inputs)], values[len(train_inputs):]
         config = form.eval_config(collect(*train_values), dict(zip(keys, eval_values)), mode_value)
-        return Path(path).with_name(f"{mode_value}.yaml"), config
+        path = workspace.config_path(path)
+        if not config.get("save_dir"):  # results need a new folder; pick one beside the config
+            config["save_dir"] = str(path.parent / f"{mode_value}-{time.strftime('%Y%m%d-%H%M%S')}")
+        return path.with_name(f"{mode_value}.yaml"), workspace.confine(config)
 
     def preview(path, mode_value, *values):
-        eval_path, config = build(path, mode_value, *values)
+        try:
+            eval_path, config = build(path, mode_value, *values)
+        except TunesmithError as exc:
+            return f"# error: {exc}"
         error = form.validate(config)
         text = f"# {form.command_line(eval_path, 'eval')}\n" + form.to_yaml(config)
         return text if error is None else f"# error: {error}\n" + text
@@ -57,16 +66,17 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
     def start(path, mode_value, *values):
         if state["run"] is not None and state["run"].running():
             return f"**{ui(texts.lang, 'eval_running')}**", gr.update(), ""
-        eval_path, config = build(path, mode_value, *values)
-        if not config.get("save_dir"):  # results need a new folder; pick one beside the config
-            config["save_dir"] = str(Path(path).parent / f"{mode_value}-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            eval_path, config = build(path, mode_value, *values)
+        except TunesmithError as exc:
+            return f"**{ui(texts.lang, 'eval_failed')}**: {exc}", gr.update(), ""
         error = form.validate(config)
         if error is not None:
             return f"**{ui(texts.lang, 'eval_failed')}**: {error}", gr.update(), ""
         eval_path.parent.mkdir(parents=True, exist_ok=True)
         eval_path.write_text(form.to_yaml(config), encoding="utf-8")
         state["folder"] = Path(config["save_dir"])
-        state["run"] = TrainingRun(eval_path, state["folder"], job="eval")
+        state["run"] = TrainingRun(eval_path, state["folder"], job="eval", cwd=workspace.root)
         state["run"].start()
         return f"**{ui(texts.lang, 'eval_running')}**: `{form.command_line(eval_path, 'eval')}`", config["save_dir"], ""
 

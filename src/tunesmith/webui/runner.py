@@ -13,8 +13,8 @@ from pathlib import Path
 class TrainingRun:
     """One CLI subprocess (`tunesmith JOB CONFIG`): the same command and YAML a user would run; output to a log."""
 
-    def __init__(self, config_path: Path, output_dir: Path, job: str = "train"):
-        self.config_path, self.output_dir, self.job = Path(config_path), Path(output_dir), job
+    def __init__(self, config_path: Path, output_dir: Path, job: str = "train", cwd: Path | None = None):
+        self.config_path, self.output_dir, self.job, self.cwd = Path(config_path), Path(output_dir), job, cwd
         self.log_path = self.config_path.with_suffix(".log")
         self.process = None
         self.aborted = False
@@ -23,7 +23,8 @@ class TrainingRun:
         log = self.log_path.open("w", encoding="utf-8")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen([sys.executable, "-m", "tunesmith", self.job, str(self.config_path)],
-                                        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        cwd=self.cwd)
 
     def abort(self) -> None:
         if self.running():
