@@ -27,6 +27,7 @@ def test_train_evaluate_chat_export_in_the_browser(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     with serve(tmp_path) as url, browser_page() as page:  # workspace root: tmp_path
         page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)  # expect keeps Playwright's 5 s otherwise: too short on a loaded machine
         page.goto(url)
         # switch the page to Chinese: tab names, field labels and buttons change
         expect(page.get_by_role("tab", name="Train")).to_be_visible()
