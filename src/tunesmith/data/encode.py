@@ -43,7 +43,10 @@ def record_chars(records):
             total += pc.fill_null(pc.utf8_length(table[column]), 0).to_numpy()
         for column in ("prompt", "response"):
             lists = table[column].combine_chunks()
-            contents = pc.list_flatten(lists).field("content")
+            flat = pc.list_flatten(lists)
+            if flat.type.num_fields == 0:  # every list empty and untyped (e.g. pt's responses): no text
+                continue
+            contents = flat.field("content")
             lengths = pc.fill_null(pc.utf8_length(contents), 0).to_numpy()
             parents = pc.list_parent_indices(lists).to_numpy()
             total += np.bincount(parents, weights=lengths, minlength=len(table)).astype(np.int64)
