@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tunesmith.cli import main
 from tunesmith.data.loader import load_records
 from tunesmith.errors import DataError
 
@@ -155,19 +156,21 @@ def small_rows(count=6):
             for i in range(count)]
 
 
-def cli(tmp_path, model_dir, data_file: Path, *args, stage="sft", **keys) -> subprocess.CompletedProcess:
-    """Runs `tunesmith data ...` in a fresh process (its own peak RSS, printed last on stderr)."""
+def cli(tmp_path, model_dir, data_file: Path, *commands: list[str], stage="sft") -> subprocess.CompletedProcess:
+    """Runs `tunesmith data COMMAND... CONFIG` for each command in one fresh process (its own peak RSS, printed last
+    on stderr); exits with the first non-zero code."""
     cfg = {"model_name_or_path": str(model_dir), "stage": stage, "template": "qwen", "dataset": str(data_file),
-           "dataset_dir": str(tmp_path), "cutoff_len": 128, **keys}
+           "dataset_dir": str(tmp_path), "cutoff_len": 128}
     cfg_path = tmp_path / f"cfg-{data_file.stem}.yaml"
     cfg_path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in cfg.items()))
-    code = ("import resource, sys\nfrom tunesmith.cli import main\ncode = main(sys.argv[1:])\n"
+    code = ("import json, resource, sys\nfrom tunesmith.cli import main\n"
+            "codes = [main(['data', *args, sys.argv[1]]) for args in json.loads(sys.argv[2])]\n"
             "print('peak-rss-kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-            "sys.exit(code)")
+            "sys.exit(next((c for c in codes if c), 0))")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(tmp_path / "hf-cache"), "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-c", code, "data", *args, str(cfg_path)], check=False, capture_output=True,
-                          text=True, env=env, timeout=600)  # a safety net; it takes seconds
+    return subprocess.run([sys.executable, "-c", code, str(cfg_path), json.dumps(commands)], check=False,
+                          capture_output=True, text=True, env=env, timeout=600)  # a safety net; it takes seconds
 
 
 def peak_rss_mb(result) -> float:
@@ -186,9 +189,10 @@ def test_a_50mb_record_is_counted_and_skipped_in_bounded_time_and_memory(tmp_pat
     rows = small_rows()
     huge = {"id": "huge", "instruction": "Summarise.", "input": "", "output": "word " * (HUGE_CHARS // 5)}
     with_huge = write_jsonl(tmp_path / "with_huge.jsonl", [*rows[:3], huge, *rows[3:]])
-    without = write_jsonl(tmp_path / "without.jsonl", rows)
+    write_jsonl(tmp_path / "without.jsonl", rows)
 
-    result = cli(tmp_path, tiny_model_dir, with_huge, "check")
+    out = {name: tmp_path / f"{name}.jsonl" for name in ("with", "without")}
+    result = cli(tmp_path, tiny_model_dir, with_huge, ["check"], ["export", "--out", str(out["with"])])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "with_huge.jsonl: 7 records, all valid, 1 over-long (records 3)" in result.stdout
     assert "over-long: 1 of 7 records hold more than" in result.stdout and "skipped, not trained" in result.stdout
@@ -196,13 +200,10 @@ def test_a_50mb_record_is_counted_and_skipped_in_bounded_time_and_memory(tmp_pat
     assert peak_rss_mb(result) < 2048  # it died with a Rust allocation failure; about 0.9 GB now (loading 50 MB)
 
     # the small records encode exactly as they do without the huge one
-    exported = {}
-    for name, data_file in (("with", with_huge), ("without", without)):
-        out = tmp_path / f"{name}.jsonl"
-        result = cli(tmp_path, tiny_model_dir, data_file, "export", "--out", str(out))
-        assert result.returncode == 0, result.stderr[-3000:]
-        exported[name] = out.read_text()
-    assert exported["with"] == exported["without"] and exported["with"].count("\n") == 6
+    cfg = tmp_path / "without.yaml"
+    cfg.write_text((tmp_path / "cfg-with_huge.yaml").read_text().replace("with_huge.jsonl", "without.jsonl"))
+    assert main(["data", "export", str(cfg), "--out", str(out["without"])]) == 0
+    assert out["with"].read_text() == out["without"].read_text() and out["with"].read_text().count("\n") == 6
 
 
 def test_over_long_records_are_counted_in_the_training_data_and_log(tmp_path, tiny_model_dir, caplog):
@@ -221,7 +222,8 @@ def test_over_long_records_are_counted_in_the_training_data_and_log(tmp_path, ti
     write_jsonl(tmp_path / "d.jsonl", rows)
     plain = build_datasets(config, tokenizer, encoding="supervised")
     # a record just over the bound is skipped; one just within it is encoded as LF would (truncated)
-    long_rows = [*rows, {"instruction": "q", "output": "x" * (bound - 1)}, {"instruction": "q", "output": "y" * bound}]
+    text = ("lorem ipsum dolor " * (bound // 18 + 1))[: bound - 1]
+    long_rows = [*rows, {"instruction": "q", "output": text}, {"instruction": "q", "output": text + "."}]
     write_jsonl(tmp_path / "d.jsonl", long_rows)
     with caplog.at_level("WARNING", logger="tunesmith.data.pipeline"):
         data = build_datasets(config, tokenizer, encoding="supervised")
@@ -236,7 +238,6 @@ def test_pretraining_keeps_a_long_document_tokenized_in_pieces(tmp_path, tiny_mo
     from datasets import Dataset
 
     from tunesmith.config.load import load_config
-    from tunesmith.data.encode import text_bound
     from tunesmith.data.formats import record_features
     from tunesmith.data.pipeline import encode_records
     from tunesmith.model.load import load_tokenizer
@@ -245,25 +246,27 @@ def test_pretraining_keeps_a_long_document_tokenized_in_pieces(tmp_path, tiny_mo
     cfg_path.write_text(f"model_name_or_path: {tiny_model_dir}\nstage: pt\ncutoff_len: 32\ndataset: x\n")
     config = load_config(str(cfg_path))
     tokenizer = load_tokenizer(config.model)
-    bound = text_bound(tokenizer, 32)
+    bound = 20_000  # the mechanism at a small bound (text_bound is at least 1,000,000 characters)
     words = ["alpha", "beta,", "gamma.", "delta", "epsilon", "12", "zeta"]
-    long_text = " ".join(words[i * 7 % 5 + i % 3] for i in range(bound // 2))  # about 3 x the bound
-    assert len(long_text) > 2 * bound
+    long_text = " ".join(words[i * 7 % 5 + i % 3] for i in range(bound // 3))  # about 2 x the bound
+    assert len(long_text) > 1.5 * bound
     docs = ["a short document, within the bound. " * 10, long_text, "another short one."]
     records = Dataset.from_list([{"prompt": [{"role": "user", "content": d}], "response": [], "system": "",
                                   "tools": "", "kto_tag": None} for d in docs], features=record_features())
-    encoded = encode_records(records, "pretrain", None, tokenizer, config.data, "encoding")
+    encoded = encode_records(records, "pretrain", None, tokenizer, config.data, "encoding", bound=bound)
     stream = [t for doc in docs for t in tokenizer(doc + tokenizer.eos_token, add_special_tokens=False)["input_ids"]]
     assert len(stream) // 32 == len(encoded)  # nothing of the long document is lost
     assert [t for row in encoded["input_ids"] for t in row] == stream[: len(encoded) * 32]  # cut between words
-    short = encode_records(records.select([0, 2]), "pretrain", None, tokenizer, config.data, "encoding")
+    short = encode_records(records.select([0, 2]), "pretrain", None, tokenizer, config.data, "encoding", bound=bound)
     assert len(short) > 0 and short.features == encoded.features  # numpy blocks store as the usual int64 lists
+    assert short["input_ids"] == encode_records(records.select([0, 2]), "pretrain", None, tokenizer, config.data,
+                                                "encoding")["input_ids"]  # within the bound: as before
 
 
-def test_pretraining_check_of_a_10mb_document_stays_bounded(tmp_path, tiny_model_dir):
-    text = ("The quick brown fox jumps over the lazy dog. " * (HUGE_CHARS // 45 // 5))  # 10 MB: tokenized here
+def test_pretraining_check_of_a_3mb_document_keeps_it_in_bounded_memory(tmp_path, tiny_model_dir):
+    text = "The quick brown fox jumps over the lazy dog. " * 70_000  # 3 MB, three times the bound: all tokenized
     rows = [{"text": f"document {i}."} for i in range(3)] + [{"text": text}]
-    result = cli(tmp_path, tiny_model_dir, write_jsonl(tmp_path / "pt.jsonl", rows), "check", stage="pt")
+    result = cli(tmp_path, tiny_model_dir, write_jsonl(tmp_path / "pt.jsonl", rows), ["check"], stage="pt")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "over-long: 1 of 4 records hold more than" in result.stdout and "all text kept" in result.stdout
     assert "packed blocks" in result.stdout

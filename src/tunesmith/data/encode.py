@@ -13,10 +13,13 @@ from itertools import chain
 from tunesmith.data.records import ASSISTANT, IGNORE_INDEX
 
 # A record (all its texts together) may hold BOUND_FACTOR x cutoff_len x (the tokenizer's longest token, in
-# characters) characters. One token never covers more characters than its vocabulary entry, so a record over the
-# bound has more than BOUND_FACTOR x cutoff_len tokens: all but its first cutoff_len are cut anyway. Records within
-# the bound are encoded exactly as before; those over it are skipped and counted (stage pt: tokenized in pieces).
+# characters) characters, and at least MIN_BOUND. One token never covers more characters than its vocabulary entry,
+# so a record over the bound has more than BOUND_FACTOR x cutoff_len tokens: all but its first cutoff_len are cut
+# anyway. Records within the bound are encoded exactly as before; those over it are skipped and counted (stage pt:
+# tokenized in pieces of at most the bound). MIN_BOUND keeps LF's encoding for everything a tokenizer handles in
+# one call at ease (about 1 MB of text: a few hundred MB at most).
 BOUND_FACTOR = 8
+MIN_BOUND = 1_000_000
 
 
 def longest_token_chars(tokenizer) -> int:
@@ -27,7 +30,7 @@ def longest_token_chars(tokenizer) -> int:
 
 def text_bound(tokenizer, cutoff_len: int) -> int:
     """The most characters a record may hold and still be tokenized in one piece (see BOUND_FACTOR)."""
-    return BOUND_FACTOR * cutoff_len * max(longest_token_chars(tokenizer), 1)
+    return max(BOUND_FACTOR * cutoff_len * max(longest_token_chars(tokenizer), 1), MIN_BOUND)
 
 
 def record_chars(records):

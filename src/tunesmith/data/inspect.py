@@ -52,7 +52,7 @@ def percentile(sorted_values: list[int], q: float) -> int:
 
 def check(config) -> int:
     """Validates every record of every dataset and prints counts, token lengths, over-long records and truncation."""
-    from tunesmith.data.encode import BOUND_FACTOR, over_long, text_bound
+    from tunesmith.data.encode import BOUND_FACTOR, MIN_BOUND, over_long, text_bound
     from tunesmith.data.loader import load_records
     from tunesmith.data.pipeline import encode_records, skip_over_long
 
@@ -78,12 +78,14 @@ def check(config) -> int:
     mixed = len(records)
     records, long = skip_over_long(records, encoding, bound, "data check")
     what = "tokenized in pieces, all text kept" if encoding == "pretrain" else "skipped, not trained"
-    print(f"over-long: {len(long)} of {mixed} records hold more than {bound} characters ({BOUND_FACTOR} x cutoff_len "
-          f"x the longest token's characters): {what}")
+    print(f"over-long: {len(long)} of {mixed} records hold more than {bound} characters (the larger of "
+          f"{BOUND_FACTOR} x cutoff_len x the longest token's characters and {MIN_BOUND}): {what}")
     cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding", bound=bound)
     first = ""
     if encoding != "pretrain":
-        full_args = data_args.model_copy(update={"cutoff_len": 10**9, "packing": False})  # untruncated lengths
+        # untruncated lengths, in small batches: each batch's untruncated examples are held at once
+        full_args = data_args.model_copy(update={"cutoff_len": 10**9, "packing": False,
+                                                 "preprocessing_batch_size": 16})
         full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths", bound=bound)
         first = sequences(full[0])[0][0] + "_" if len(full) and sequences(full[0])[0][0] != "example" else ""
         lengths = sorted(n for ids in _columns(full, f"{first}input_ids") for n in pc.list_value_length(ids).to_pylist())
