@@ -7,6 +7,7 @@ import difflib
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 from tunesmith.errors import DataError
@@ -20,6 +21,7 @@ TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation
 SOURCES = {"hf_hub_url": "hf_hub", "ms_hub_url": "ms_hub", "om_hub_url": "om_hub", "script_url": "script",
            "cloud_file_name": "cloud_file", "file_name": "file"}
 OPTION_KEYS = ("formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags", "load_from")
+COLON = re.compile(r"\s*:")  # after a string, makes it an object key
 IGNORED_KEYS = ("file_sha1",)  # written by older LLaMA-Factory versions; never read
 ENTRY_KEYS = (*SOURCES, *OPTION_KEYS, *IGNORED_KEYS)
 
@@ -146,8 +148,9 @@ def _check_duplicate_keys(text: str, path: Path) -> None:
             if key in seen:
                 lines = _key_lines(text, start, end, key)
                 at = f" (lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
-                raise DataError(f"{path}: key \"{key}\" appears twice in the same object{at}; JSON keeps only the "
-                                "last one, so the first would be silently ignored: rename or remove one of them")
+                raise DataError(f"{path}: key {json.dumps(key, ensure_ascii=False)} appears twice in the same "
+                                f"object{at}; JSON keeps only the last one, so the first would be silently ignored: "
+                                "rename or remove one of them")
             seen.add(key)
         return dict(pairs), end
 
@@ -166,8 +169,8 @@ def _key_lines(text: str, start: int, end: int, key: str) -> list[int]:
             close = index + 1
             while text[close] != '"':
                 close += 2 if text[close] == "\\" else 1
-            rest = text[close + 1: end].lstrip()
-            if depth == 0 and rest.startswith(":") and json.loads(text[index: close + 1]) == key:
+            is_key = COLON.match(text, close + 1) is not None
+            if depth == 0 and is_key and json.loads(text[index: close + 1]) == key:
                 lines.append(text.count("\n", 0, index) + 1)
             index = close + 1
             continue
