@@ -56,6 +56,19 @@ def test_alpaca_null_or_empty_instruction_or_output_names_file_record_id_and_key
     assert "fill it in or delete the record" in message.lower()
 
 
+def test_in_a_folder_of_files_the_error_names_the_file_and_its_record(tmp_path):
+    folder = tmp_path / "data" / "parts"
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text("".join(json.dumps(GOOD) + "\n" for _ in range(2)))
+    (folder / "b.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "instruction": None}) + "\n")
+    (tmp_path / "data" / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "parts"}}))
+    with pytest.raises(DataError) as err:
+        load_records(["mine"], str(tmp_path / "data"), "sft", cache_dir=str(tmp_path / "cache"))
+    message = str(err.value)
+    assert message.startswith(f"dataset 'mine' ({folder}) file b.jsonl record 1 (0-based; record 3 of the dataset)")
+    assert "'instruction'" in message
+
+
 def test_ranking_and_kto_refuse_a_missing_answer(tmp_path):
     entry = {"ranking": True, "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}}
     message = refused(tmp_path, [{"instruction": "q", "chosen": "", "rejected": "no"}], "dpo", entry)

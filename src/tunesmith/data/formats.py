@@ -166,7 +166,14 @@ class _Record:
         self.needs = stage_needs(stage)
 
     def fail(self, problem: str) -> DataError:
+        from tunesmith.data.files import locate_record
+
         ids = "".join(f", {column} {self.row[column]!r:.60}" for column in ID_COLUMNS if self.row.get(column) is not None)
+        located = locate_record(self.spec, self.index)
+        if located:
+            path, index = located
+            return DataError(f"{self.spec.where()} file {path.name} record {index} (0-based{ids}; record "
+                             f"{self.index} of the dataset): {problem}")
         return DataError(f"{self.spec.where()} record {self.index} (0-based{ids}): {problem}")
 
     def missing(self, key: str) -> DataError:
