@@ -95,6 +95,21 @@ def test_ppo_answer_is_optional(tmp_path):
     assert load(tmp_path, rows, "ppo") == [record([user("q")], []), record([user("q2")], [assistant("a")])]
 
 
+def test_what_llamafactory_allows_empty_stays_allowed(tmp_path):
+    # an empty input (most of LF's alpaca demo), an empty instruction with an input (LF prompts with the input)
+    rows = [{"instruction": "q", "input": "", "output": "a"}, {"instruction": "", "input": "only input", "output": "a"}]
+    assert [r["prompt"][0]["content"] for r in load(tmp_path, rows)] == ["q", "only input"]
+    # ranking data does not read `output`; ppo's answer is optional; a blank pre-training text is kept (eos only)
+    for sub in ("rm", "ppo", "pt"):
+        (tmp_path / sub).mkdir()
+    ranking = [{"instruction": "q", "output": None, "chosen": "yes", "rejected": "no"}]
+    entry = {"ranking": True, "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}}
+    assert load(tmp_path / "rm", ranking, "dpo", entry)[0]["response"][0]["content"] == "yes"
+    assert load(tmp_path / "ppo", [{"instruction": "q", "output": None}], "ppo")[0]["response"] == []
+    text = load(tmp_path / "pt", [{"text": "doc"}, {"text": ""}], "pt", {"columns": {"prompt": "text"}})
+    assert [r["prompt"][0]["content"] for r in text] == ["doc", ""]
+
+
 # --- sharegpt / openai ----------------------------------------------------------------------------------------
 
 def test_sharegpt_system_turn_tools_and_function_calls(tmp_path):
@@ -200,6 +215,14 @@ def test_explicitly_mapped_column_must_exist(tmp_path):
     entry = {"columns": {"prompt": "instruction", "response": "output", "system": "sytem_prompt"}}
     with pytest.raises(DataError, match="column 'sytem_prompt' \\(system\\)"):
         load(tmp_path, [{"instruction": "q", "output": "a", "system_prompt": "s"}], entry=entry)
+
+
+def test_sharegpt_empty_system_turn_and_tool_result_are_allowed(tmp_path):
+    conversation = [{"from": "system", "value": ""}, {"from": "human", "value": "q"},
+                    {"from": "function_call", "value": '{"name": "f", "arguments": {}}'},
+                    {"from": "observation", "value": ""}, {"from": "gpt", "value": "done"}]
+    (row,) = load(tmp_path, [{"conversations": conversation}], entry={"formatting": "sharegpt"})
+    assert row["prompt"][-1] == {"role": "observation", "content": ""} and row["system"] == ""
 
 
 def test_record_missing_a_value(tmp_path):

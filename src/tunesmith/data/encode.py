@@ -12,6 +12,57 @@ from itertools import chain
 
 from tunesmith.data.records import ASSISTANT, IGNORE_INDEX
 
+# A record (all its texts together) may hold BOUND_FACTOR x cutoff_len x (the tokenizer's longest token, in
+# characters) characters, and at least MIN_BOUND. One token never covers more characters than its vocabulary entry,
+# so a record over the bound has more than BOUND_FACTOR x cutoff_len tokens: all but its first cutoff_len are cut
+# anyway. Records within the bound are encoded exactly as before; those over it are skipped and counted (stage pt:
+# tokenized in pieces of at most the bound). MIN_BOUND keeps LF's encoding for everything a tokenizer handles in
+# one call at ease (about 1 MB of text: a few hundred MB at most).
+BOUND_FACTOR = 8
+MIN_BOUND = 1_000_000
+
+
+def longest_token_chars(tokenizer) -> int:
+    """Characters of the longest vocabulary entry: an upper bound on the characters one token covers (byte-level
+    entries spell a byte as one character, so they are never shorter than the text they stand for)."""
+    return max((len(token) for token in tokenizer.get_vocab()), default=1)
+
+
+def text_bound(tokenizer, cutoff_len: int) -> int:
+    """The most characters a record may hold and still be tokenized in one piece (see BOUND_FACTOR)."""
+    return max(BOUND_FACTOR * cutoff_len * max(longest_token_chars(tokenizer), 1), MIN_BOUND)
+
+
+def record_chars(records):
+    """Characters of each record's texts (every turn's content, the system prompt and the tools), read with
+    Arrow so a huge record is never turned into Python strings; a numpy int64 array."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    parts = []
+    for table in records.with_format("arrow").iter(batch_size=10_000):
+        total = np.zeros(len(table), dtype=np.int64)
+        for column in ("system", "tools"):
+            total += pc.fill_null(pc.utf8_length(table[column]), 0).to_numpy()
+        for column in ("prompt", "response"):
+            lists = table[column].combine_chunks()
+            flat = pc.list_flatten(lists)
+            if flat.type.num_fields == 0:  # every list empty and untyped (e.g. pt's responses): no text
+                continue
+            contents = flat.field("content")
+            lengths = pc.fill_null(pc.utf8_length(contents), 0).to_numpy()
+            parents = pc.list_parent_indices(lists).to_numpy()
+            total += np.bincount(parents, weights=lengths, minlength=len(table)).astype(np.int64)
+        parts.append(total)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def over_long(records, bound: int) -> list[int]:
+    """Positions of the records holding more than `bound` characters."""
+    import numpy as np
+
+    return np.flatnonzero(record_chars(records) > bound).tolist()
+
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
     """How much of a prompt/answer pair fits in cutoff_len (LF's rule: a short answer is kept whole)."""
@@ -85,15 +136,21 @@ def encode_supervised(batch: dict, template, tokenizer, cutoff_len: int, train_o
     return out
 
 
-def encode_pretrain(batch: dict, tokenizer, cutoff_len: int, packing: bool = True, eos_text: str | None = None) -> dict:
+def encode_pretrain(batch: dict, tokenizer, cutoff_len: int, packing: bool = True, eos_text: str | None = None,
+                    max_chars: int | None = None) -> dict:
     """Plain text + eos; packed: concatenated and cut into full cutoff_len blocks (the tail is dropped), else
     each text truncated. A bos is put first (overwriting a block's first token) when the tokenizer adds one.
 
     Labels are the ids with every pad id masked, as LF's pt collator makes them: pad is usually eos, so the eos
-    between documents is not trained."""
+    between documents is not trained. A text longer than `max_chars` is tokenized in pieces of at most that many
+    characters (packed; all of it is kept) or cut to its first `max_chars` (unpacked: only cutoff_len tokens stay)."""
     eos_text = tokenizer.eos_token if eos_text is None else eos_text
     texts = [messages[0]["content"] + eos_text for messages in batch["prompt"]]
     add_bos = getattr(tokenizer, "add_bos_token", False)
+    if max_chars and any(len(text) > max_chars for text in texts):
+        if packing:
+            return _pack_in_pieces(texts, tokenizer, cutoff_len, max_chars, add_bos)
+        texts = [text[:max_chars] for text in texts]
     if not packing:
         if add_bos:
             texts = [tokenizer.bos_token + text for text in texts]
@@ -107,6 +164,38 @@ def encode_pretrain(batch: dict, tokenizer, cutoff_len: int, packing: bool = Tru
     pad = tokenizer.pad_token_id
     labels = [[IGNORE_INDEX if token == pad else token for token in row] for row in ids]
     return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids], "labels": labels}
+
+
+def _pieces(text: str, max_chars: int):
+    """`text` in pieces of at most max_chars characters, each cut before a single space between two words where
+    there is one in the piece's second half (a cut inside a word or a run of spaces would tokenize it differently)."""
+    start = 0
+    while start < len(text):
+        end = min(start + max_chars, len(text))
+        if end < len(text):
+            floor = start + max_chars // 2
+            cut = text.rfind(" ", floor, end)
+            while cut > floor and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+                cut = text.rfind(" ", floor, cut)
+            end = cut if cut > floor else end
+        yield text[start:end]
+        start = end
+
+
+def _pack_in_pieces(texts: list[str], tokenizer, cutoff_len: int, max_chars: int, add_bos: bool) -> dict:
+    """Packing for a batch holding an over-long text: tokenized piece by piece into numpy, so memory stays at a few
+    bytes per token. Same blocks as one tokenization, except perhaps a token at each piece boundary."""
+    import numpy as np
+
+    parts = [np.asarray(tokenizer(piece, add_special_tokens=False)["input_ids"], dtype=np.int64)
+             for text in texts for piece in _pieces(text, max_chars)]
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    blocks = stream[: len(stream) // cutoff_len * cutoff_len].reshape(-1, cutoff_len)
+    if add_bos and len(blocks):
+        blocks[:, 0] = tokenizer.bos_token_id
+    pad = tokenizer.pad_token_id
+    labels = blocks.copy() if pad is None else np.where(blocks == pad, IGNORE_INDEX, blocks)
+    return {"input_ids": list(blocks), "attention_mask": list(np.ones_like(blocks)), "labels": list(labels)}
 
 
 def _oneturn(template, tokenizer, messages, system, tools) -> tuple[list[int], list[int]]:
@@ -173,8 +262,9 @@ ENCODERS: dict[str, Callable[..., dict]] = {"supervised": encode_supervised, "pr
                                            "feedback": encode_feedback}
 
 
-def encoder_for(encoding: str, *, template, tokenizer, data_args) -> Callable[[dict], dict]:
-    """A batch function for datasets.map with everything but the batch bound from the data settings."""
+def encoder_for(encoding: str, *, template, tokenizer, data_args, max_chars: int | None = None) -> Callable[[dict], dict]:
+    """A batch function for datasets.map with everything but the batch bound from the data settings. `max_chars`
+    bounds the text handed to the tokenizer at once for stage pt (other stages skip over-long records before)."""
     # LF quirk: an explicit `packing: true` shortens cutoff_len by one (DataArguments.__post_init__), while the
     # packing that stage pt turns on by default keeps it.
     cutoff_len = data_args.cutoff_len - 1 if getattr(data_args, "packing", None) is True else data_args.cutoff_len
@@ -185,5 +275,6 @@ def encoder_for(encoding: str, *, template, tokenizer, data_args) -> Callable[[d
         # LF quirk: llama3 documents end with <|end_of_text|>, not its (chat) eos <|eot_id|>
         eos_text = "<|end_of_text|>" if getattr(template, "name", None) == "llama3" else None
         return partial(encode_pretrain, tokenizer=tokenizer, cutoff_len=cutoff_len,
-                       packing=getattr(data_args, "packing", None) is not False, eos_text=eos_text)
+                       packing=getattr(data_args, "packing", None) is not False, eos_text=eos_text,
+                       max_chars=max_chars)
     return partial(ENCODERS[encoding], template=template, tokenizer=tokenizer, cutoff_len=cutoff_len)

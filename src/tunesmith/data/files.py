@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from tunesmith.data.registry import DatasetSpec
+from tunesmith.data.registry import DatasetSpec, loop_message
 from tunesmith.errors import DataError
 
 BUILDERS = {".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
@@ -23,12 +23,19 @@ def data_files(spec: DatasetSpec) -> list[Path]:
     """The files of a local dataset: the file itself, or the files of a folder, all of one supported type."""
     path = Path(spec.location)
     origin = f" (\"file_name\" of its entry in {spec.registry})" if spec.registry else ""
+    loop = loop_message(path)
+    if loop:
+        raise DataError(f"dataset '{spec.name}': {loop}{origin}")
     if not path.exists():
         raise DataError(f"dataset '{spec.name}': file not found: {path}{origin}; check the path and dataset_dir")
     if path.is_file():
         files = [path]
     else:
         entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        for entry in entries:
+            if entry.is_symlink() and not entry.exists():  # a loop or a dangling link: not silently left out
+                problem = loop_message(entry) or f"{entry} is a broken symlink (its target does not exist)"
+                raise DataError(f"dataset '{spec.name}': folder {path}: {problem}")
         folders = [p.name for p in entries if p.is_dir()]
         if folders:
             raise DataError(f"dataset '{spec.name}': folder {path} holds subfolders ({', '.join(folders)}); put the "
@@ -107,6 +114,44 @@ def _json_document(text: str, path: Path, dataset: str) -> int:
     return len(rows)
 
 
+def _file_records(path: Path, dataset: str) -> int | None:
+    """How many records one data file holds, where that is cheap and certain (not CSV: quoting and blank lines)."""
+    kind = BUILDERS.get(path.suffix.lower())
+    try:
+        if kind == "json":
+            return check_json_file(path, dataset)
+        if kind == "text":
+            return len(path.read_text(encoding="utf-8").splitlines())
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+    except (DataError, OSError, UnicodeDecodeError, ValueError):
+        return None
+    return None
+
+
+def locate_record(spec: DatasetSpec, index: int) -> tuple[Path, int] | None:
+    """For a dataset of several files (a folder), the file holding its record `index` and the record's index in
+    that file; None for a single file or where the files' record counts are unknown. Used for error messages."""
+    if not spec.is_local:
+        return None
+    try:
+        paths = data_files(spec)
+    except DataError:
+        return None
+    if len(paths) < 2:
+        return None
+    for path in paths:
+        count = _file_records(path, spec.name)
+        if count is None:
+            return None
+        if index < count:
+            return path, index
+        index -= count
+    return None
+
+
 def load_files(paths: list[str | Path], dataset: str, *, split: str = "train", cache_dir: str | None = None):
     """Local files of one type as one `datasets.Dataset`, through `datasets.load_dataset` after our own checks."""
     from datasets import load_dataset
@@ -114,7 +159,7 @@ def load_files(paths: list[str | Path], dataset: str, *, split: str = "train", c
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.is_file():
-            raise DataError(f"dataset '{dataset}': file not found: {path}")
+            raise DataError(f"dataset '{dataset}': {loop_message(path) or f'file not found: {path}'}")
         if path.suffix.lower() not in BUILDERS:
             raise DataError(f"dataset '{dataset}': cannot read {path}: unknown extension; use one of "
                             f"{', '.join(BUILDERS)}")

@@ -27,6 +27,9 @@ DROP = "_drop"  # per-row reason a record is skipped ("" when kept); removed bef
 MEDIA_KEYS = ("images", "videos", "audios")
 TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"  # LLaMA-Factory's join of parallel OpenAI tool results
 NUM_PROC_MIN_ROWS = 10_000  # below this, worker processes cost more than they save
+ID_COLUMNS = ("id", "uuid")  # a record's own id, named in messages next to its index
+# Turns that must hold text: a system turn or a tool result may be empty, a question or an answer may not.
+NON_EMPTY_ROLES = (USER, ASSISTANT, FUNCTION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,15 +166,27 @@ class _Record:
         self.needs = stage_needs(stage)
 
     def fail(self, problem: str) -> DataError:
-        return DataError(f"{self.spec.where()} record {self.index} (0-based): {problem}")
+        from tunesmith.data.files import locate_record
+
+        ids = "".join(f", {column} {self.row[column]!r:.60}" for column in ID_COLUMNS if self.row.get(column) is not None)
+        located = locate_record(self.spec, self.index)
+        if located:
+            path, index = located
+            return DataError(f"{self.spec.where()} file {path.name} record {index} (0-based{ids}; record "
+                             f"{self.index} of the dataset): {problem}")
+        return DataError(f"{self.spec.where()} record {self.index} (0-based{ids}): {problem}")
 
     def missing(self, key: str) -> DataError:
         expected = ", ".join(f"'{self.spec.column(k)}'" for k in _needed_keys(self.spec, self.stage))
         present = ", ".join(f"'{k}'" for k, v in self.row.items() if v is not None) or "none"
-        return self.fail(f"has no value for '{self.spec.column(key)}' (the {key} column); expected columns: "
-                         f"{expected}; present in this record: {present}")
+        return self.fail(f"has no value for '{self.spec.column(key)}' (the {key} column: null or absent); expected "
+                         f"columns: {expected}; present in this record: {present}. Fill it in or delete the record")
+
+    def empty(self, key: str) -> DataError:
+        return self.fail(f"'{self.spec.column(key)}' (the {key} column) is empty; fill it in or delete the record")
 
     def text(self, key: str, required: bool = False) -> str | None:
+        """The column's text; None when unmapped or null. A required text that is null or blank is an error."""
         column = self.spec.column(key)
         value = self.row.get(column) if column else None
         if value is None:
@@ -182,6 +197,8 @@ class _Record:
             return str(value)  # CSV cells like 4 arrive as numbers
         if not isinstance(value, str):
             raise self.fail(f"'{column}' (the {key} column) must be text, got {type(value).__name__} {value!r:.80}")
+        if required and not value.strip():
+            raise self.empty(key)
         return value
 
     def kto_tag(self) -> bool | None:
@@ -215,7 +232,14 @@ class _Record:
                 prompt += [{"role": USER, "content": pair[0]}, {"role": ASSISTANT, "content": pair[1]}]
         parts = [self.text("prompt"), self.text("query")]
         if parts == [None, None]:
-            raise self.missing("prompt")
+            raise self.missing("prompt" if self.spec.column("prompt") else "query")
+        # An empty input is normal; an empty instruction is LF's "input alone" prompt. Both empty is no question
+        # at all. Pre-training keeps an empty text (a blank line), as LF does: it trains the eos alone.
+        if self.needs.answer != "none" and not any(part and part.strip() for part in parts):
+            key = "prompt" if self.spec.column("prompt") else "query"
+            if parts[0] is None and key == "prompt":
+                raise self.missing(key)
+            raise self.empty(key)
         prompt.append({"role": USER, "content": "\n".join(part for part in parts if part)})  # "instruction\ninput"
         response = []
         if self.needs.ranking:
@@ -255,10 +279,14 @@ class _Record:
         if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
             content = "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts, text only
         if content is None:
-            raise self.fail(f"{label} has no '{content_tag}' (the content tag); its keys: "
-                            f"{', '.join(map(str, message))}")
+            raise self.fail(f"{label} has no '{content_tag}' (the content tag: null or absent); its keys: "
+                            f"{', '.join(map(str, message))}. Fill it in or delete the record; if your data names "
+                            f"it differently, {tags_hint}")
         if not isinstance(content, str):
             raise self.fail(f"{label}: '{content_tag}' must be text, got {type(content).__name__} {content!r:.80}")
+        if roles[role] in NON_EMPTY_ROLES and not content.strip():
+            raise self.fail(f"{label} ({role!r}) has an empty '{content_tag}'; fill it in or delete the record (only "
+                            "system turns and tool results may be empty)")
         return {"role": roles[role], "content": content}
 
     def sharegpt(self) -> dict | str:

@@ -37,6 +37,12 @@ def sequences(row: dict) -> list[tuple[str, list[int], list[int]]]:
     return out
 
 
+def _columns(encoded, column: str):
+    """One column of an encoded dataset, as Arrow arrays of up to 10,000 examples: no huge example becomes Python."""
+    for table in encoded.with_format("arrow").iter(batch_size=10_000):
+        yield table[column].combine_chunks()
+
+
 def percentile(sorted_values: list[int], q: float) -> int:
     if not sorted_values:
         return 0
@@ -45,30 +51,51 @@ def percentile(sorted_values: list[int], q: float) -> int:
 
 
 def check(config) -> int:
-    """Validates every record of every dataset and prints counts, token lengths and truncation."""
+    """Validates every record of every dataset and prints counts, token lengths, over-long records and truncation."""
+    from tunesmith.data.encode import BOUND_FACTOR, MIN_BOUND, over_long, text_bound
     from tunesmith.data.loader import load_records
-    from tunesmith.data.pipeline import encode_records
+    from tunesmith.data.pipeline import encode_records, skip_over_long
 
     tokenizer, template = _setup(config)
     data_args, stage, encoding = config.data, config.method.stage, _encoding(config)
     seed = config.train.seed
+    bound = text_bound(tokenizer, data_args.cutoff_len)
+    import pyarrow.compute as pc
+
     print(f"stage {stage}, template {data_args.template or '(tokenizer chat template)'}, "
           f"cutoff_len {data_args.cutoff_len}")
     total = 0
     for name in [*(data_args.dataset or []), *(data_args.eval_dataset or [])]:
         records = load_records([name], data_args.dataset_dir, stage, max_samples=data_args.max_samples, seed=seed)
         total += len(records)
-        print(f"  {name}: {len(records)} records, all valid")
+        long = over_long(records, bound)
+        note = f", {len(long)} over-long (records {', '.join(map(str, long[:5]))}{', ...' if len(long) > 5 else ''})" \
+            if long else ""
+        print(f"  {name}: {len(records)} records, all valid{note}")
     records = load_records(data_args.dataset, data_args.dataset_dir, stage, max_samples=data_args.max_samples,
                            mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
                            seed=seed)
-    full_args = data_args.model_copy(update={"cutoff_len": 10**9, "packing": False})  # untruncated lengths
-    full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths")
-    cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding")
-    first = sequences(full[0])[0][0] + "_" if len(full) and sequences(full[0])[0][0] != "example" else ""
-    lengths = sorted(len(ids) for ids in full[f"{first}input_ids"])
-    trained = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in cut[f"{first}labels"])
-    print(f"training mix: {len(records)} records -> {len(cut)} examples ({len(records) - len(cut)} dropped)")
+    mixed = len(records)
+    records, long = skip_over_long(records, encoding, bound, "data check")
+    what = "tokenized in pieces, all text kept" if encoding == "pretrain" else "skipped, not trained"
+    print(f"over-long: {len(long)} of {mixed} records hold more than {bound} characters (the larger of "
+          f"{BOUND_FACTOR} x cutoff_len x the longest token's characters and {MIN_BOUND}): {what}")
+    cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding", bound=bound)
+    first = ""
+    if encoding != "pretrain":
+        # untruncated lengths, in small batches: each batch's untruncated examples are held at once
+        full_args = data_args.model_copy(update={"cutoff_len": 10**9, "packing": False,
+                                                 "preprocessing_batch_size": 16})
+        full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths", bound=bound)
+        first = sequences(full[0])[0][0] + "_" if len(full) and sequences(full[0])[0][0] != "example" else ""
+        lengths = sorted(n for ids in _columns(full, f"{first}input_ids") for n in pc.list_value_length(ids).to_pylist())
+    trained = sum(pc.sum(pc.not_equal(pc.list_flatten(labels), IGNORE_INDEX).cast("int64")).as_py() or 0
+                  for labels in _columns(cut, f"{first}labels"))
+    if encoding == "pretrain":
+        print(f"training mix: {mixed} records -> {len(cut)} packed blocks" if data_args.packing is not False else
+              f"training mix: {mixed} records -> {len(cut)} examples")
+    else:
+        print(f"training mix: {mixed} records -> {len(cut)} examples ({mixed - len(cut)} dropped)")
     if encoding != "pretrain":
         truncated = sum(1 for length in lengths if length > data_args.cutoff_len)
         print(f"token lengths: p50 {percentile(lengths, 50)}, p90 {percentile(lengths, 90)}, "

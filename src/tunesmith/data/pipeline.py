@@ -58,11 +58,34 @@ def load_split_records(data_args, stage: str, seed: int):
     return train, evaluation
 
 
-def encode_records(records, encoding: str, template, tokenizer, data_args, desc: str):
-    """Maps canonical records to input_ids/attention_mask/labels and drops examples with nothing to train."""
-    from tunesmith.data.encode import encoder_for
+def skip_over_long(records, encoding: str, bound: int, desc: str):
+    """Records over the text bound (see encode.BOUND_FACTOR) are skipped with a warning, before any tokenizing;
+    pre-training keeps them (its encoder tokenizes them in pieces). Returns (records, positions over the bound)."""
+    from tunesmith.data.encode import BOUND_FACTOR, over_long
 
-    encode = encoder_for(encoding, template=template, tokenizer=tokenizer, data_args=data_args)
+    positions = over_long(records, bound)
+    if not positions:
+        return records, positions
+    shown = ", ".join(map(str, positions[:5])) + (", ..." if len(positions) > 5 else "")
+    if encoding == "pretrain":
+        log.warning("%s: %d of %d documents are longer than %d characters; they are tokenized in pieces of at most "
+                    "that many, all their text kept (positions %s)", desc, len(positions), len(records), bound, shown)
+        return records, positions
+    log.warning("%s: skipped %d of %d over-long records (positions %s, 0-based): each holds more than %d characters, "
+                "so more than %d x cutoff_len tokens, of which cutoff_len would cut all but the start; shorten or "
+                "split them to train on them", desc, len(positions), len(records), shown, bound, BOUND_FACTOR)
+    skipped = set(positions)
+    return records.select([i for i in range(len(records)) if i not in skipped]), positions
+
+
+def encode_records(records, encoding: str, template, tokenizer, data_args, desc: str, bound: int | None = None):
+    """Maps canonical records to input_ids/attention_mask/labels and drops examples with nothing to train.
+    Over-long records are skipped first (see skip_over_long); `bound` defaults to the one of data_args.cutoff_len."""
+    from tunesmith.data.encode import encoder_for, text_bound
+
+    bound = bound or text_bound(tokenizer, data_args.cutoff_len)
+    records, _ = skip_over_long(records, encoding, bound, desc)
+    encode = encoder_for(encoding, template=template, tokenizer=tokenizer, data_args=data_args, max_chars=bound)
     encoded = records.map(
         encode,
         batched=True,
@@ -153,11 +176,12 @@ def build_datasets(config, tokenizer, encoding: str, template=None) -> EncodedDa
     if len(train) == 0:
         raise DataError(
             f"every training example was dropped during encoding ({len(train_records)} records): nothing is left "
-            f"to train on — each was truncated away by cutoff_len={data_args.cutoff_len} or had an empty answer; "
-            "raise cutoff_len or check the data with `tunesmith data check`"
+            f"to train on — each was over-long, truncated away by cutoff_len={data_args.cutoff_len} or had an empty "
+            "answer; raise cutoff_len or check the data with `tunesmith data check`"
         )
     if dropped:
-        log.warning("%d of %d examples dropped: nothing left to train on after truncation", dropped, len(train_records))
+        log.warning("%d of %d examples dropped: over-long (see above) or nothing left to train on after truncation",
+                    dropped, len(train_records))
     if data_args.val_size > 0:
         size = int(data_args.val_size) if data_args.val_size >= 1 else data_args.val_size
         if isinstance(size, int) and size >= len(train):

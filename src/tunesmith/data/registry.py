@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 from tunesmith.errors import DataError
@@ -18,6 +21,7 @@ TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation
 SOURCES = {"hf_hub_url": "hf_hub", "ms_hub_url": "ms_hub", "om_hub_url": "om_hub", "script_url": "script",
            "cloud_file_name": "cloud_file", "file_name": "file"}
 OPTION_KEYS = ("formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags", "load_from")
+COLON = re.compile(r"\s*:")  # after a string, makes it an object key
 IGNORED_KEYS = ("file_sha1",)  # written by older LLaMA-Factory versions; never read
 ENTRY_KEYS = (*SOURCES, *OPTION_KEYS, *IGNORED_KEYS)
 
@@ -80,12 +84,36 @@ class DatasetSpec:
         return [path] if path.is_file() else []
 
 
+def symlink_loop(path: str | Path) -> Path | None:
+    """The part of `path` (itself or a folder above it) that is a symlink loop, or None when it has none.
+    Path.exists() is False for a loop, which would otherwise read as "not found"."""
+    path = Path(os.path.abspath(path))
+    for part in [*reversed(path.parents), path]:
+        try:
+            os.stat(part)
+        except OSError as exc:
+            return part if exc.errno == errno.ELOOP else None
+    return None
+
+
+def loop_message(path: str | Path) -> str | None:
+    """"PATH is a symlink loop" (naming the looping folder when it is one above PATH), or None."""
+    loop = symlink_loop(path)
+    if loop is None:
+        return None
+    where = "" if loop == Path(os.path.abspath(path)) else f" (in {path})"
+    return f"{loop} is a symlink loop{where}: the link points back to itself; fix it or point at the real file"
+
+
 def read_registry(dataset_dir: str | Path, needed_by: str | None = None) -> dict:
     """Loads dataset_info.json, naming the line and column of a syntax error."""
     folder = Path(dataset_dir)
     path = folder / REGISTRY_FILE
     reason = f" (needed to look up dataset '{needed_by}', which is not an existing file or folder either)" \
         if needed_by else ""
+    loop = loop_message(path)
+    if loop:
+        raise DataError(f"dataset_dir {folder}: {loop}")
     if not folder.is_dir():
         raise DataError(f"dataset_dir {folder} does not exist{reason}; set dataset_dir to the folder holding "
                         f"{REGISTRY_FILE}, or give the dataset as a file path")
@@ -93,7 +121,9 @@ def read_registry(dataset_dir: str | Path, needed_by: str | None = None) -> dict
         raise DataError(f"{path} not found{reason}: dataset names are looked up in {REGISTRY_FILE} inside "
                         "dataset_dir; create it, point dataset_dir at the folder that has it, or give a file path")
     try:
-        registry = json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
+        registry = json.loads(text)
+        _check_duplicate_keys(text, path)
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; save it as UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -103,6 +133,51 @@ def read_registry(dataset_dir: str | Path, needed_by: str | None = None) -> dict
         raise DataError(f"{path}: must be one JSON object mapping dataset names to entries, "
                         f"got a {type(registry).__name__}")
     return registry
+
+
+def _check_duplicate_keys(text: str, path: Path) -> None:
+    """json keeps the last of two equal keys; in dataset_info.json that silently drops an entry or a setting."""
+    from json.decoder import JSONObject
+    from json.scanner import py_make_scanner
+
+    def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
+        start = s_and_end[1]  # just after the "{"
+        pairs, end = JSONObject(s_and_end, strict, scan_once, None, list, memo)
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                lines = _key_lines(text, start, end, key)
+                at = f" (lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
+                raise DataError(f"{path}: key {json.dumps(key, ensure_ascii=False)} appears twice in the same "
+                                f"object{at}; JSON keeps only the last one, so the first would be silently ignored: "
+                                "rename or remove one of them")
+            seen.add(key)
+        return dict(pairs), end
+
+    decoder = json.JSONDecoder()
+    decoder.parse_object = parse_object
+    decoder.scan_once = py_make_scanner(decoder)  # the C scanner does not call parse_object
+    decoder.decode(text)
+
+
+def _key_lines(text: str, start: int, end: int, key: str) -> list[int]:
+    """The line numbers where `key` is a key of the object text[start:end] (its own level, not nested ones)."""
+    lines, depth, index = [], 0, start
+    while index < end:
+        char = text[index]
+        if char == '"':
+            close = index + 1
+            while text[close] != '"':
+                close += 2 if text[close] == "\\" else 1
+            is_key = COLON.match(text, close + 1) is not None
+            if depth == 0 and is_key and json.loads(text[index: close + 1]) == key:
+                lines.append(text.count("\n", 0, index) + 1)
+            index = close + 1
+            continue
+        depth += char in "[{"
+        depth -= char in "]}"
+        index += 1
+    return lines
 
 
 def _unknown(key: str, allowed: tuple[str, ...]) -> str:
@@ -180,6 +255,9 @@ def spec_from_path(name: str, path: Path) -> DatasetSpec:
 
 def _existing_path(name: str, dataset_dir: Path) -> Path | None:
     for candidate in (Path(name).expanduser(), dataset_dir / name):
+        loop = loop_message(candidate)
+        if loop:
+            raise DataError(f"dataset '{name}': {loop}")
         if candidate.exists():
             if candidate.is_dir() and (candidate / REGISTRY_FILE).is_file():
                 raise DataError(f"dataset '{name}' is a folder holding {REGISTRY_FILE} ({candidate}); set "
