@@ -11,17 +11,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
-stamp="$VENV/.tunesmith-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# EXTRAS: the optional groups to install; the demo needs none, the test suite needs them all.
+EXTRAS=${EXTRAS-test,quant,webui,deepspeed,ray}
+stamp="$VENV/.tunesmith-installed"  # holds the extras installed; redone when pyproject.toml changes
+missing=""
+for extra in ${EXTRAS//,/ }; do
+  if [ ! -f "$stamp" ] || ! grep -qx "$extra" "$stamp"; then missing="$missing $extra"; fi
+done
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "$missing" ]; then
   "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
   torch_before=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
   # The constraint keeps pip from swapping torch for another (multi-GB CUDA) build while resolving.
   echo "torch==${torch_before%%+*}" > "$VENV/torch-constraint.txt"
-  PIP_CONSTRAINT="$VENV/torch-constraint.txt" "$VENV/bin/python" -m pip install -q -e ".[test,quant,webui,deepspeed,ray]"
+  installed=$( { [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] && cat "$stamp"; echo "${EXTRAS//,/$'\n'}"; } \
+    | sed '/^$/d' | sort -u | paste -sd, -)
+  echo "setup: installing tunesmith${installed:+ with extras $installed} into $VENV"
+  PIP_CONSTRAINT="$VENV/torch-constraint.txt" "$VENV/bin/python" -m pip install -q -e ".${installed:+[$installed]}"
   torch_after=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
   if [ "$torch_before" != "$torch_after" ]; then
     echo "setup: pip replaced torch $torch_before with $torch_after; aborting" >&2
     exit 1
   fi
-  touch "$stamp"
+  echo "${installed//,/$'\n'}" > "$stamp"
 fi
