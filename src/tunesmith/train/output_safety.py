@@ -206,16 +206,19 @@ def preflight(output_dir: Path, config, removing: bool) -> None:
     """Before any data or model is loaded: output_dir (or the folder that will hold it) is a writable folder, an
     overwrite can remove the previous run, and the disk has room for one save. Raises ConfigError."""
     existing = _nearest_existing(output_dir)
-    if not _writable(existing):
-        raise _read_only(existing, output_dir, "create it" if existing != output_dir else "write into it")
-    freed = 0
     if removing:
         check_removable(output_dir, protected_paths(config))
+    clear = "clear the previous run (overwrite_output_dir)"
+    if not _writable(existing):
+        doing = "create it" if existing != output_dir else clear if removing else "write into it"
+        raise _read_only(existing, output_dir, doing)
+    freed = 0
+    if removing:
         for entry in output_dir.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 for folder in [entry, *(p for p in entry.rglob("*") if p.is_dir() and not p.is_symlink())]:
                     if not _writable(folder):
-                        raise _read_only(folder, output_dir, "clear the previous run (overwrite_output_dir)")
+                        raise _read_only(folder, output_dir, clear)
         freed = _size(output_dir)
     needed = checkpoint_estimate(config)
     free = shutil.disk_usage(existing).free + freed
@@ -233,7 +236,7 @@ def _reduce_without_secrets(self, protocol):
     """Pickles (torch.save: training_args.bin) as the plain transformers/TRL class, every secret set to None."""
     public = type(self).__mro__[1]
     state = {key: (None if is_secret(key) else value) for key, value in vars(self).items()}
-    return copyreg.__newobj__, (public,), state
+    return copyreg._reconstructor, (public, object, None), state  # what pickle itself uses before protocol 2
 
 
 def _copy_with_secrets(self):
