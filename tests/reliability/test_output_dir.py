@@ -256,3 +256,25 @@ def test_too_little_disk_space_for_one_save_is_a_message(project, capsys):
     assert train("output_dir=out", "finetuning_type=full") == 2
     refused(capsys, "GiB free, but one save of this run needs about")
     assert not (project / "out").exists()
+
+
+def test_multi_process_checkpoints_are_recognised_and_anything_else_is_not(tmp_path):
+    """The names DeepSpeed (seen in a real ZeRO-2/3 run) and FSDP (accelerate's names) write in checkpoint-N."""
+    run = tmp_path / "run"
+    names = ["tunesmith_config.yaml", "all_results.json.tmp", "model-00001-of-00002.safetensors",
+             "model.safetensors.index.json", "checkpoint-1/latest", "checkpoint-1/zero_to_fp32.py",
+             "checkpoint-1/zero_to_torch.py", "checkpoint-1/rng_state_1.pth", "checkpoint-1/scheduler.pt",
+             "checkpoint-1/global_step1/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+             "checkpoint-1/global_step1/mp_rank_00_model_states.pt", "checkpoint-2/pytorch_model_fsdp.bin",
+             "checkpoint-2/optimizer.bin", "checkpoint-2/pytorch_model_fsdp_0/__0_0.distcp",
+             "checkpoint-2/pytorch_model_fsdp_0/.metadata", "checkpoint-2/optimizer_0/__1_0.distcp",
+             "runs/Dec02_10-16-18_vm/events.out.tfevents.1796206640.vm", "pissa_init/adapter_model.safetensors"]
+    for name in names:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    assert output_safety.foreign_files(run) == []
+    for name in ["checkpoint-1/global_step1/notes.txt", "runs/notes.txt", "pissa_init/data.json", "data.jsonl",
+                 "checkpoint-2/optimizer_0/.gitignore"]:
+        (run / name).write_text("mine")
+        assert output_safety.foreign_files(run) == [name]
+        (run / name).unlink()

@@ -29,8 +29,9 @@ RUN_FILES = {
     "preprocessor_config.json",
 }
 WEIGHTS = re.compile(r"^(model|pytorch_model|adapter_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?$")
-CHECKPOINT_FILES = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|optimizer\.bin|scheduler\.bin|latest|"
-                              r"zero_to_fp32\.py|rng_state(_\d+)?\.pth|random_states_\d+\.pkl)$")
+CHECKPOINT_FILES = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|scheduler\.bin|latest|zero_to_(fp32|torch)\.py|"
+                              r"rng_state(_\d+)?\.pth|random_states_\d+\.pkl|"
+                              r"(optimizer|pytorch_model_fsdp)(_\d+)?(_rank\d+)?\.bin)$")  # + DeepSpeed, FSDP
 # Folders a run writes, with the files each may hold (at any depth).
 RUN_FOLDERS = {
     "runs": re.compile(r"^events\.out\.tfevents\..+$"),  # TensorBoard
