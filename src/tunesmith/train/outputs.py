@@ -10,12 +10,12 @@ from importlib import metadata
 from pathlib import Path
 
 from tunesmith.errors import ConfigError
+from tunesmith.train import output_safety
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"  # transformers writes it last: a checkpoint without it is incomplete
-SECRET_KEYS = ("hf_hub_token", "api_key", "hub_token")  # never written into a run folder
 VERSIONED_PACKAGES = ("tunesmith", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
 
 
@@ -48,24 +48,31 @@ def resolve_resume(output_dir: Path, resume) -> str | None:
     return str(path)
 
 
-def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
-    """Refuses a non-empty folder unless overwriting or resuming; changes nothing on disk."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
+def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool, config) -> None:
+    """Before any data or model load: refuses a non-empty folder unless overwriting (a previous run, nothing else)
+    or resuming, and runs the preflight (writable, parent a folder, disk space); changes nothing on disk."""
     if output_dir.is_dir() and any(output_dir.iterdir()) and not resuming and not overwrite:
         raise ConfigError(
             f"output_dir {output_dir} is not empty; set overwrite_output_dir: true to replace it, "
             "resume_from_checkpoint: true to continue it, or pick another output_dir"
         )
+    output_safety.preflight(output_dir, config, removing=_removing(output_dir, overwrite, resuming))
 
 
-def prepare_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
-    """Creates output_dir; with overwrite (and not resuming) clears what a previous run left there."""
-    check_output_dir(output_dir, overwrite, resuming)
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not resuming:
-        log.warning("overwrite_output_dir: clearing %s", output_dir)
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _removing(output_dir: Path, overwrite: bool, resuming: bool) -> bool:
+    return overwrite and not resuming and output_dir.is_dir() and any(output_dir.iterdir())
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool, resuming: bool, config) -> None:
+    """Creates output_dir; with overwrite (and not resuming) removes what a previous run left there, checked again."""
+    check_output_dir(output_dir, overwrite, resuming, config)
+    if _removing(output_dir, overwrite, resuming):
+        log.warning("overwrite_output_dir: removing the previous run in %s", output_dir)
+        output_safety.remove_run(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output_dir {output_dir} cannot be created: {exc.strerror}") from None
 
 
 def package_versions() -> dict[str, str]:
@@ -82,7 +89,7 @@ def record_run(output_dir: Path, config) -> None:
     """Writes the resolved config (tunesmith_config.yaml) and the package versions (versions.json)."""
     import yaml
 
-    values = {key: (None if key in SECRET_KEYS else value) for key, value in config.flat().items()}
+    values = {key: (None if output_safety.is_secret(key) else value) for key, value in config.flat().items()}
     text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
     (output_dir / "tunesmith_config.yaml").write_text(text, encoding="utf-8")
     (output_dir / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n", encoding="utf-8")

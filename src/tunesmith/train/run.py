@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from tunesmith.config.load import Config, require, training_arguments
-from tunesmith.train import launch, outputs
+from tunesmith.train import launch, output_safety, outputs
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ def run_training(config: Config) -> dict:
         spec.check(config)
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
-    outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
+    # Preflight, before any data or model load: writable folder, overwrite only of a previous run, disk space.
+    outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
     from tunesmith.device import detect_device
 
     on_accelerator = detect_device() != "cpu"  # the one place that knows: cuda, npu, xpu, mps or cpu
@@ -54,7 +55,7 @@ def run_training(config: Config) -> dict:
                        head=spec.head)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
-        outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resuming=resume is not None)
+        outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
     optimizers = (None, None)
     if config.method.loraplus_lr_ratio:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
@@ -70,6 +71,7 @@ def run_training(config: Config) -> dict:
         callbacks=[JsonlLogCallback(output_dir)],
         optimizers=optimizers,
     )
+    output_safety.keep_secrets_out_of_pickles(trainer.args)  # training_args.bin holds no hub_token
     main_process = trainer.is_world_process_zero()
     if main_process:
         outputs.record_run(output_dir, config)
