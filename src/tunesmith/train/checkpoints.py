@@ -16,6 +16,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from tunesmith.config.load import RUN_CONFIG
 from tunesmith.errors import ConfigError
 from tunesmith.train.outputs import CHECKPOINT, STATE_FILE
 
@@ -40,11 +41,16 @@ class Resume:
     checkpoint: Path | None  # the intact checkpoint training continues from; None: only a finished final save
     step: int  # its global_step (0 without a checkpoint)
     finished_step: int | None  # global_step of a complete final save in output_dir (None: none, or not asked)
-    damaged: tuple[Path, ...] = ()  # newer checkpoints skipped as damaged; removed once training continues
+    damaged: tuple[Path, ...] = ()  # checkpoints skipped as damaged; removed once training continues
 
     @property
     def path(self) -> str | None:
         return str(self.checkpoint) if self.checkpoint else None
+
+    @property
+    def starts_over(self) -> bool:
+        """The run was killed before its first intact checkpoint: it trains again from step 0."""
+        return self.checkpoint is None and self.finished_step is None
 
 
 def checkpoint_folders(output_dir: Path) -> list[Path]:
@@ -158,23 +164,30 @@ def resolve_resume(output_dir: Path, value) -> Resume | None:
 
 def _newest_intact(output_dir: Path) -> Resume:
     finished = finished_step(output_dir)
-    damaged = []
-    for folder in reversed(checkpoint_folders(output_dir)):
+    newest, damaged = None, []
+    for folder in checkpoint_folders(output_dir):
         problem = checkpoint_problem(folder)
         if problem:
-            log.warning("skipping damaged checkpoint %s: %s", folder, problem)
             damaged.append((folder, problem))
-            continue
-        state, _ = read_state(folder / STATE_FILE)
-        return Resume(checkpoint=folder, step=state["global_step"], finished_step=finished,
+        else:
+            newest = folder
+    for folder, problem in damaged:
+        log.warning("skipping damaged checkpoint %s: %s", folder, problem)
+    if newest is not None:
+        state, _ = read_state(newest / STATE_FILE)
+        return Resume(checkpoint=newest, step=state["global_step"], finished_step=finished,
                       damaged=tuple(path for path, _ in damaged))
+    names = "".join(f"; {path.name}: {problem}" for path, problem in damaged)
+    damaged = tuple(path for path, _ in damaged)
     if finished is not None:  # a finished run saved without checkpoints (save_strategy: no)
-        return Resume(checkpoint=None, step=0, finished_step=finished)
-    if damaged:
-        names = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
-        raise ConfigError(f"resume_from_checkpoint: true, but no checkpoint in {output_dir} is intact ({names}); "
-                          "remove resume_from_checkpoint (and set overwrite_output_dir: true) to start over")
-    raise ConfigError(f"resume_from_checkpoint: true, but {output_dir} holds no complete checkpoint-N folder")
+        return Resume(checkpoint=None, step=0, finished_step=finished, damaged=damaged)
+    started = (output_dir / RUN_CONFIG).is_file()  # a tunesmith run began here (record_run writes it first)
+    if started or not output_dir.is_dir() or not any(output_dir.iterdir()):
+        log.warning("resume_from_checkpoint: true, but %s holds no intact checkpoint yet: training from step 0",
+                    output_dir)
+        return Resume(checkpoint=None, step=0, finished_step=None, damaged=damaged)
+    raise ConfigError(f"resume_from_checkpoint: true, but {output_dir} holds no intact checkpoint-N folder{names}; "
+                      f"and it is no tunesmith run (no {RUN_CONFIG}): pick the output_dir of the run to continue")
 
 
 def check_resumed_state(resume: Resume | None, global_step: int, max_steps: int) -> None:
@@ -185,6 +198,8 @@ def check_resumed_state(resume: Resume | None, global_step: int, max_steps: int)
         return
     if resume.finished_step is not None and resume.finished_step >= max_steps:
         raise RunFinished(complete=True)
+    if resume.starts_over:
+        return
     if resume.checkpoint is None:
         raise ConfigError(f"resume_from_checkpoint: true, but the finished run in the output_dir stopped at step "
                           f"{resume.finished_step} and left no checkpoint to continue it to step {max_steps}; "
@@ -197,8 +212,8 @@ def check_resumed_state(resume: Resume | None, global_step: int, max_steps: int)
 
 
 def remove_damaged(resume: Resume) -> None:
-    """Deletes the damaged checkpoints newer than the resumed one: training writes them again, and writing into
-    a half-written folder would mix its stale files into the new checkpoint."""
+    """Deletes the damaged checkpoints once training continues: it writes the newer ones again (writing into a
+    half-written folder would mix its stale files into the new checkpoint), and the older ones are of no use."""
     for folder in resume.damaged:
         log.warning("removing damaged checkpoint %s; training writes it again", folder)
         shutil.rmtree(folder, ignore_errors=True)

@@ -75,7 +75,7 @@ def run_training(config: Config) -> dict:
     if main_process and resume is None:  # a resumed run keeps its first record until it has trained (below)
         outputs.record_run(output_dir, config)
     pissa_convert = config.method.pissa_convert and main_process
-    if pissa_convert and resume is None:
+    if pissa_convert and (resume is None or resume.starts_over):
         save_pissa_init(model, output_dir)
     try:
         metrics = trainer.train(resume_from_checkpoint=resume_path).metrics
