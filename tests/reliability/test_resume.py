@@ -134,6 +134,17 @@ def test_resuming_a_finished_run_changes_nothing(runner, reference, tmp_path):
     assert hashes(out) == before
 
 
+def test_a_finished_run_resumed_with_more_steps_trains_them(runner, reference, tmp_path):
+    out = copy_run(reference, tmp_path)
+    code, _, log = runner.run(out, "resume_from_checkpoint=true", f"max_steps={STEPS + 3}")
+    assert code == 0, log
+    assert f"resuming from {out / 'checkpoint-12'} (step 12 of 15)" in log
+    assert [record["step"] for record in logged(out)] == list(range(1, STEPS + 4))
+    assert step_losses(out)[:STEPS] == step_losses(reference[0])
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == STEPS + 3
+    assert results(out)["resumed_from_checkpoint"] == "checkpoint-12"
+
+
 def test_a_checkpoint_at_the_last_step_only_gets_its_final_save(runner, reference, tmp_path):
     out = copy_run(reference, tmp_path)
     remove_final_save(out)
@@ -167,19 +178,20 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_intact_one(runn
     assert results(out)["resumed_from_checkpoint"] == "checkpoint-9"
 
 
-def test_no_intact_checkpoint_is_a_message_naming_each(tmp_path, tiny_model_dir, capsys):
+def test_no_resumable_checkpoint_is_a_message_naming_each(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
     for step in (3, 6):  # 3: killed before its trainer_state.json; 6: with an empty adapter
         folder = out / f"checkpoint-{step}"
         folder.mkdir(parents=True)
         (folder / "adapter_model.safetensors").write_bytes(b"")
     (out / "checkpoint-6" / "trainer_state.json").write_text(json.dumps({"global_step": 6}))
+    (out / "tunesmith_config.yaml").write_text("stage: sft\n")  # a run: yet checkpoint-6 got its trainer state
     (tmp_path / "c.yaml").write_text("stage: sft\n")
     argv = ["train", str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}", f"output_dir={out}",
             *RUN_ARGS]
     assert main([*argv, "resume_from_checkpoint=true"]) == 2
     error = capsys.readouterr().err
-    assert "holds no intact checkpoint-N folder" in error and "no tunesmith_config.yaml" in error
+    assert f"no checkpoint in {out} can be resumed" in error
     assert "checkpoint-3: trainer_state.json is missing" in error
     assert "checkpoint-6: adapter_model.safetensors cannot be opened" in error
     assert "Traceback" not in error

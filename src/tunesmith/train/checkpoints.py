@@ -164,30 +164,35 @@ def resolve_resume(output_dir: Path, value) -> Resume | None:
 
 def _newest_intact(output_dir: Path) -> Resume:
     finished = finished_step(output_dir)
-    newest, damaged = None, []
-    for folder in checkpoint_folders(output_dir):
-        problem = checkpoint_problem(folder)
-        if problem:
-            damaged.append((folder, problem))
-        else:
-            newest = folder
-    for folder, problem in damaged:
-        log.warning("skipping damaged checkpoint %s: %s", folder, problem)
+    folders = checkpoint_folders(output_dir)
+    problems = {folder: checkpoint_problem(folder) for folder in folders}
+    intact = [folder for folder in folders if not problems[folder]]
+    for folder in folders:
+        if problems[folder]:
+            log.warning("skipping damaged checkpoint %s: %s", folder, problems[folder])
+    newest = intact[-1] if intact else None
+    # Removed once training continues: the damaged ones after the resumed one, which training writes again, and
+    # the half-written ones. An older one whose trainer_state.json is whole (save_only_model) stays.
+    later = folders[folders.index(newest) + 1:] if newest else folders
+    damaged = tuple(folder for folder in folders if problems[folder] and (
+        folder in later or read_state(folder / STATE_FILE)[1]))
     if newest is not None:
         state, _ = read_state(newest / STATE_FILE)
-        return Resume(checkpoint=newest, step=state["global_step"], finished_step=finished,
-                      damaged=tuple(path for path, _ in damaged))
-    names = "".join(f"; {path.name}: {problem}" for path, problem in damaged)
-    damaged = tuple(path for path, _ in damaged)
+        return Resume(checkpoint=newest, step=state["global_step"], finished_step=finished, damaged=damaged)
     if finished is not None:  # a finished run saved without checkpoints (save_strategy: no)
-        return Resume(checkpoint=None, step=0, finished_step=finished, damaged=damaged)
+        return Resume(checkpoint=None, step=0, finished_step=finished)
     started = (output_dir / RUN_CONFIG).is_file()  # a tunesmith run began here (record_run writes it first)
-    if started or not output_dir.is_dir() or not any(output_dir.iterdir()):
+    never_saved = all(read_state(folder / STATE_FILE)[1] for folder in folders)  # each cut short before its state
+    if never_saved and (started or not output_dir.is_dir() or not any(output_dir.iterdir())):
         log.warning("resume_from_checkpoint: true, but %s holds no intact checkpoint yet: training from step 0",
                     output_dir)
         return Resume(checkpoint=None, step=0, finished_step=None, damaged=damaged)
-    raise ConfigError(f"resume_from_checkpoint: true, but {output_dir} holds no intact checkpoint-N folder{names}; "
-                      f"and it is no tunesmith run (no {RUN_CONFIG}): pick the output_dir of the run to continue")
+    names = "".join(f"; {folder.name}: {problems[folder]}" for folder in folders)
+    if folders:
+        raise ConfigError(f"resume_from_checkpoint: true, but no checkpoint in {output_dir} can be resumed{names}; "
+                          "remove resume_from_checkpoint (and set overwrite_output_dir: true) to start over")
+    raise ConfigError(f"resume_from_checkpoint: true, but {output_dir} holds no checkpoint-N folder and no "
+                      f"tunesmith run ({RUN_CONFIG}): pick the output_dir of the run to continue")
 
 
 def check_resumed_state(resume: Resume | None, global_step: int, max_steps: int) -> None:
