@@ -98,7 +98,8 @@ def weights_problem(folder: Path) -> str:
         except (OSError, SafetensorError) as error:
             return f"{path.name} cannot be opened ({error}; the file is truncated or corrupt)"
     has_bin = any(path.stat().st_size > 0 for path in folder.glob("*.bin") if path.name != "training_args.bin")
-    if not files and not has_bin and not (folder / "latest").is_file():  # `latest`: DeepSpeed keeps its own shards
+    elsewhere = (folder / "latest").is_file() or any(folder.glob("pytorch_model_fsdp*"))  # DeepSpeed's, FSDP's shards
+    if not files and not has_bin and not elsewhere:
         return "it holds no model or adapter weights"
     return ""
 
@@ -217,11 +218,19 @@ def check_resumed_state(resume: Resume | None, global_step: int, max_steps: int)
 
 
 def remove_damaged(resume: Resume) -> None:
-    """Deletes the damaged checkpoints once training continues: it writes the newer ones again (writing into a
-    half-written folder would mix its stale files into the new checkpoint), and the older ones are of no use."""
+    """Deletes the damaged checkpoints once training continues: training writes the newer ones again (writing into
+    a half-written folder would mix its stale files into the new checkpoint); a half-written older one is of no use."""
     for folder in resume.damaged:
-        log.warning("removing damaged checkpoint %s; training writes it again", folder)
+        log.warning("removing damaged checkpoint %s", folder)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def finish_untrained(trainer) -> dict:
+    """After RunFinished(complete=False): what train() would have done at its end, with no step left to train
+    (load_best_model_at_end); returns the metrics train() would have started them with."""
+    if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint is not None:
+        trainer._load_best_model()  # what Trainer._finalize_training does
+    return {"epoch": trainer.state.epoch}
 
 
 def finished_results(output_dir: Path) -> dict:

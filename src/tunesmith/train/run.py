@@ -82,7 +82,7 @@ def run_training(config: Config) -> dict:
     except checkpoints.RunFinished as finished:
         if finished.complete:  # resumed a finished run: report it, write nothing
             return checkpoints.finished_results(output_dir)
-        metrics = {"epoch": trainer.state.epoch}  # the checkpoint is at the last step: only the final save is left
+        metrics = checkpoints.finish_untrained(trainer)  # the checkpoint is at the last step: the final save is left
     if main_process and resume is not None:
         outputs.record_run(output_dir, config)
     model.config.use_cache = True  # training turned the KV cache off; the saved model is for inference
