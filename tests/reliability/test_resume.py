@@ -66,6 +66,8 @@ class Runner:
 
 @pytest.fixture(scope="module")
 def runner(tiny_model_dir, tmp_path_factory):
+    if not hasattr(os, "fork"):
+        pytest.skip("killpoint.py forks its runs (POSIX only)")
     server = Runner(tiny_model_dir, tmp_path_factory.mktemp("killpoint"))
     yield server
     server.close()
@@ -106,7 +108,8 @@ def results(out: Path) -> dict:
 def assert_same_as_reference(out: Path, reference) -> None:
     """Equal final weights (exactly: CPU training with one seed is deterministic) and per-step losses; each step
     logged once; no step past max_steps; every checkpoint left is intact."""
-    expected, resumed = load_file(reference[0] / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
+    expected = load_file(reference[0] / "adapter_model.safetensors")
+    resumed = load_file(out / "adapter_model.safetensors")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
     assert [record["step"] for record in logged(out)] == list(range(1, STEPS + 1))
@@ -211,7 +214,9 @@ def kill_points(labels: list[str], seed: int) -> list[str]:
     return [labels[index] for index in [*sorted(rng.sample(training, 2)), rng.choice(final)]]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+# Any seed passes (1 to 12 were run); these three make chains that cover a kill before the first checkpoint (the
+# run starts over), kills mid-step and in half-written checkpoints (fallback), and kills during the final save.
+@pytest.mark.parametrize("seed", [1, 3, 11])
 def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_run(runner, reference, tmp_path, seed):
     out = tmp_path / "run"
     points = kill_points(reference[1], seed)
