@@ -1,4 +1,5 @@
-"""Trainer callbacks: the machine-readable progress log (trainer_log.jsonl) that the web UI follows."""
+"""Trainer callbacks: the machine-readable progress log (trainer_log.jsonl) that the web UI follows, and the
+checks a resumed run makes once transformers has loaded its checkpoint."""
 
 from __future__ import annotations
 
@@ -9,6 +10,56 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 LOG_NAME = "trainer_log.jsonl"
+
+
+def trim_log(output_dir: str | Path, step: int) -> None:
+    """Drops what a killed run logged after `step` (and a half-written last line): training from the checkpoint at
+    `step` logs those steps again, and each step must be in the log once."""
+    path = Path(output_dir) / LOG_NAME
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    if kept == lines and (not text or text.endswith("\n")):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+class ResumeCallback(TrainerCallback):
+    """At train begin of a resumed run: stops it if nothing is left to train (tunesmith.train.checkpoints), else
+    trims the log to the checkpoint's step and removes the damaged checkpoints that were skipped."""
+
+    def __init__(self, resume, output_dir: str | Path):
+        self.resume = resume
+        self.output_dir = Path(output_dir)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tunesmith.train.checkpoints import RunFinished, check_resumed_state, remove_damaged
+
+        if self.resume is None:
+            return
+        finished = None
+        try:
+            check_resumed_state(self.resume, state.global_step, state.max_steps)
+        except RunFinished as error:
+            if error.complete:
+                raise  # before anything is written: a finished run resumed stays as it was
+            finished = error  # the checkpoint is at the last step: run.py writes the final save from it
+        if state.is_world_process_zero:
+            trim_log(self.output_dir, state.global_step)
+            remove_damaged(self.resume)
+        if finished is not None:
+            raise finished
 
 
 class JsonlLogCallback(TrainerCallback):

@@ -1,9 +1,10 @@
-"""The output folder: refusing to clobber it, finding a complete checkpoint to resume, recording the run."""
+"""The output folder: refusing to clobber it, recording the run, saving the final model (resume: checkpoints.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from importlib import metadata
@@ -17,35 +18,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"  # transformers writes it last: a checkpoint without it is incomplete
 VERSIONED_PACKAGES = ("tunesmith", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
-
-
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """Checkpoint folders that were fully written, oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = []
-    for child in output_dir.iterdir():
-        match = CHECKPOINT.match(child.name)
-        if match and child.is_dir() and (child / STATE_FILE).is_file():
-            found.append((int(match.group(1)), child))
-    return [path for _, path in sorted(found)]
-
-
-def resolve_resume(output_dir: Path, resume) -> str | None:
-    """Turns `resume_from_checkpoint` (true, a path or None) into the checkpoint folder to load."""
-    if resume in (None, False, "", "false", "False"):
-        return None
-    if resume is True or str(resume).lower() == "true":
-        checkpoints = complete_checkpoints(output_dir)
-        if not checkpoints:
-            raise ConfigError(f"resume_from_checkpoint: true, but {output_dir} holds no complete checkpoint-N folder")
-        return str(checkpoints[-1])
-    path = Path(str(resume))
-    if not path.is_dir():
-        raise ConfigError(f"resume_from_checkpoint: {path} does not exist")
-    if not (path / STATE_FILE).is_file():
-        raise ConfigError(f"resume_from_checkpoint: {path} is incomplete (no {STATE_FILE}); pick an earlier one")
-    return str(path)
 
 
 def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool, config) -> None:
@@ -96,17 +68,25 @@ def record_run(output_dir: Path, config) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Writes through a temporary file and a rename, so a reader never sees half a file."""
+    """Writes through a temporary file, flushed to disk, and a rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     tmp.replace(path)
 
 
 def save_final(trainer, tokenizer, output_dir: Path) -> None:
-    """Saves the model/adapter and tokenizer into a staging folder, then moves the files into output_dir."""
+    """Saves the model/adapter and tokenizer into a staging folder, then moves the files into output_dir.
+
+    all_results.json marks a finished run (run.py writes it last), so a previous one is removed first: a kill while
+    the files move never leaves a folder that looks finished but holds half of the new save."""
     staging = output_dir / ".staging-final"
-    if trainer.is_world_process_zero() and staging.exists():
-        shutil.rmtree(staging)
+    if trainer.is_world_process_zero():
+        (output_dir / "all_results.json").unlink(missing_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)
     trainer.save_model(str(staging))  # every rank takes part (DeepSpeed ZeRO-3 gathers the weights); rank 0 writes
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():

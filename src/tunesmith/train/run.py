@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from tunesmith.config.load import Config, require, training_arguments
-from tunesmith.train import launch, output_safety, outputs
+from tunesmith.train import checkpoints, launch, output_safety, outputs
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def run_training(config: Config) -> dict:
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
     from tunesmith.model.load import load_model, load_tokenizer
-    from tunesmith.train.callbacks import JsonlLogCallback
+    from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback
     from tunesmith.train.stages import stage_spec
 
     setup_logging()
@@ -34,7 +34,8 @@ def run_training(config: Config) -> dict:
     if spec.check:
         spec.check(config)
     output_dir = Path(config.training_kwargs()["output_dir"])
-    resume = outputs.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
+    resume = checkpoints.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
+    resume_path = resume.path if resume else None  # None also when only a finished final save is there
     # Preflight, before any data or model load: writable folder, overwrite only of a previous run, disk space.
     outputs.check_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
     from tunesmith.device import detect_device
@@ -44,7 +45,7 @@ def run_training(config: Config) -> dict:
     if "dataloader_pin_memory" not in config.training_kwargs():
         extra["dataloader_pin_memory"] = on_accelerator  # pinning needs an accelerator
     extra.update(launch.worker_arguments(config, on_accelerator))  # CPU workers: DDP or DeepSpeed over gloo
-    args = training_arguments(config, resume_from_checkpoint=resume, do_train=True, **extra)
+    args = training_arguments(config, resume_from_checkpoint=resume_path, do_train=True, **extra)
     set_seed(args.seed)
 
     # config -> data -> model -> trainer -> outputs
@@ -68,22 +69,32 @@ def run_training(config: Config) -> dict:
         eval_dataset=data.eval,
         data_collator=spec.make_collator(tokenizer, model),
         processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(output_dir)],
+        callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir)],
         optimizers=optimizers,
     )
     output_safety.keep_secrets_out_of_pickles(trainer.args)  # training_args.bin holds no hub_token
     main_process = trainer.is_world_process_zero()
-    if main_process:
+    if main_process and resume is None:  # a resumed run keeps its first record until it has trained (below)
         outputs.record_run(output_dir, config)
     pissa_convert = config.method.pissa_convert and main_process
-    if pissa_convert and resume is None:
+    if pissa_convert and (resume is None or resume.starts_over):
         save_pissa_init(model, output_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        metrics = trainer.train(resume_from_checkpoint=resume_path).metrics
+    except checkpoints.RunFinished as finished:
+        if finished.complete:  # resumed a finished run: report it, write nothing
+            return checkpoints.finished_results(output_dir)
+        metrics = checkpoints.finish_untrained(trainer)  # the checkpoint is at the last step: the final save is left
+    if main_process and resume is not None:
+        outputs.record_run(output_dir, config)
     model.config.use_cache = True  # training turned the KV cache off; the saved model is for inference
     outputs.save_final(trainer, tokenizer, output_dir)
     if pissa_convert:
         save_pissa_converted(model, output_dir)
-    metrics = {**result.metrics, "train_samples": len(data.train), "dropped_examples": data.dropped}
+    if resume is not None:
+        metrics.update(checkpoints.resumed_metrics(trainer.state.log_history, resume, trainer.state.global_step,
+                                                   metrics))
+    metrics.update(train_samples=len(data.train), dropped_examples=data.dropped)
     if data.eval is not None:
         metrics.update(trainer.evaluate(), eval_samples=len(data.eval))
     if not main_process:
