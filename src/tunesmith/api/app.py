@@ -209,8 +209,9 @@ async def _until_done(request, cancel: threading.Event, call):
             cancel.set()
 
 
-def create_app(engine, api_key: str | None = None):
-    """The FastAPI app; `engine` is a ChatEngine. Limits come from the engine's config (the api_* keys)."""
+def create_app(engine, api_key: str | None = None, settings=None):
+    """The FastAPI app; `engine` is a ChatEngine. Limits are the api_* keys of `settings` (an InferArgs; default
+    the engine's config)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -220,7 +221,7 @@ def create_app(engine, api_key: str | None = None):
     from tunesmith.errors import TunesmithError
     from tunesmith.infer.engine import ContextLengthError, EngineBusy
 
-    settings = engine.config.infer
+    settings = settings or engine.config.infer
     app = FastAPI(title="tunesmith API")
     app.add_middleware(Guard, api_key=api_key, max_body=settings.api_max_body_bytes)
     busy = {"requests": 0}  # running or waiting for the model; only touched on the event loop

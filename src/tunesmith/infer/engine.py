@@ -118,7 +118,8 @@ class ChatEngine:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.context_length = _context_length(self.model, self.tokenizer)
-        limits = [n for n in (self.context_length, config.infer.api_max_input_tokens) if n]
+        # the reply needs at least one position after the prompt
+        limits = [n for n in (self.context_length and self.context_length - 1, config.infer.api_max_input_tokens) if n]
         self.max_input_tokens = min(limits) if limits else None
         path = config.model.adapter_name_or_path[-1] if config.model.adapter_name_or_path else \
             config.model.model_name_or_path
@@ -135,13 +136,13 @@ class ChatEngine:
         chars = len(system or "") + len(tools or "") + sum(len(m["content"] or "") + CHARS_PER_TOKEN
                                                             for m in messages)
         if limit and chars > limit * CHARS_PER_TOKEN:
-            raise ContextLengthError(f"this model's maximum context length is {limit} tokens, but the messages "
-                                     f"hold about {chars} characters, far more than {limit} tokens; shorten them")
+            raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages hold "
+                                     f"about {chars} characters, far more than {limit} tokens; shorten them")
         conversation = [*messages, {"role": ASSISTANT, "content": ""}]
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, conversation, system, tools)
-        if limit and len(prompt_ids) >= limit:
-            raise ContextLengthError(f"this model's maximum context length is {limit} tokens, but the messages "
-                                     f"are {len(prompt_ids)} tokens (and the reply needs at least one); shorten them")
+        if limit and len(prompt_ids) > limit:
+            raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages are "
+                                     f"{len(prompt_ids)} tokens; shorten them")
         return prompt_ids
 
     def _inputs(self, prompt_ids: list[int], generation: dict, watch):
