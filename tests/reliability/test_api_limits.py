@@ -65,16 +65,20 @@ def write_config(folder: Path, model: Path, extra: str = "") -> Path:
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """A tiny model with a 128-token context behind a real server (input limit 100 tokens, queue 4, 1 MB bodies)."""
+def small_engine(tmp_path_factory):
+    """A tiny model with a 128-token context (input limit 100 tokens, queue 4, 3 MB bodies)."""
     from tunesmith.infer.engine import ChatEngine
     from tunesmith.model.tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("small")
     model = save_tiny_model(root / "model", max_position_embeddings=128)
     config = write_config(root, model, "api_max_input_tokens: 100\napi_max_queue: 4\napi_max_body_bytes: 3000000\n")
-    engine = ChatEngine(load_config(config))
-    with serving(engine) as url:
+    return ChatEngine(load_config(config))
+
+
+@pytest.fixture(scope="module")
+def small(small_engine):
+    with serving(small_engine) as url:
         yield url
 
 
@@ -162,6 +166,20 @@ def test_malformed_requests_get_openai_errors(small, name, request_args, status,
     if name == "invalid JSON":
         assert "not valid JSON" in error["message"]
     assert chat(small).status_code == 200  # and the server is fine after it
+
+
+def test_an_unexpected_failure_is_an_openai_shaped_500(small, small_engine, monkeypatch):
+    encode = small_engine.encode
+
+    def failing(messages, system=None, tools=None):
+        if messages[-1]["content"] == "fail":
+            raise RuntimeError("a bug")
+        return encode(messages, system, tools)
+
+    monkeypatch.setattr(small_engine, "encode", failing)
+    error = is_openai_error(chat(small, messages=[{"role": "user", "content": "fail"}]), 500)
+    assert error["type"] == "server_error" and "a bug" not in error["message"]
+    assert chat(small).status_code == 200
 
 
 def test_unknown_routes_and_methods_get_openai_errors(small):
