@@ -21,6 +21,9 @@ KEY = "sekret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 HI = [{"role": "user", "content": "hi"}]
 SAFETY = 60  # seconds: a generous net against hangs, never a timing assertion
+TOOLS = [{"name": "get_weather", "description": "Weather of a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City"}},
+                         "required": ["city"]}}]
 
 
 def free_port() -> int:
@@ -305,3 +308,45 @@ def test_sigterm_stops_the_server_mid_generation(long_model, tmp_path):
             process.kill()
             process.wait()
         log.close()
+
+
+# ---- a streamed tool call
+
+
+@pytest.fixture(scope="module")
+def tool_model(tmp_path_factory, tiny_model_dir):
+    """The tiny model fully fine-tuned to call get_weather (the recipe of tests/e2e/test_serve.py)."""
+    from tunesmith.cli import main
+
+    root = tmp_path_factory.mktemp("tools")
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    rows = [{"conversations": [{"from": "human", "value": "What's the weather in Paris?"},
+                               {"from": "function_call", "value": json.dumps(call)}], "tools": json.dumps(TOOLS)},
+            {"conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi there!"}],
+             "tools": ""},
+            {"conversations": [{"from": "human", "value": "Say bye."}, {"from": "gpt", "value": "Goodbye!"}],
+             "tools": ""}]
+    (root / "tool.json").write_text(json.dumps(rows))
+    (root / "dataset_info.json").write_text(json.dumps({"tool": {
+        "file_name": "tool.json", "formatting": "sharegpt", "columns": {"messages": "conversations", "tools": "tools"}}}))
+    (root / "train.yaml").write_text("stage: sft\n")
+    assert main(["train", str(root / "train.yaml"), f"model_name_or_path={tiny_model_dir}", "dataset=tool",
+                 f"dataset_dir={root}", "template=qwen", "finetuning_type=full", f"output_dir={root / 'model'}",
+                 "max_steps=80", "learning_rate=3e-3", "per_device_train_batch_size=3", "report_to=none",
+                 "save_strategy=no", "seed=1"]) == 0
+    return write_config(root, root / "model", "max_new_tokens: 40\n")
+
+
+def test_a_streamed_tool_call_ends_with_tool_calls(tool_model):
+    from tunesmith.infer.engine import ChatEngine
+
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "What's the weather in Paris?"}],
+            "tools": [{"type": "function", "function": tool} for tool in TOOLS]}
+    with serving(ChatEngine(load_config(tool_model))) as url, \
+            httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=SAFETY) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+    calls = [call for chunk in chunks for call in chunk["choices"][0]["delta"].get("tool_calls") or []]
+    assert [call["function"]["name"] for call in calls] == ["get_weather"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"} and calls[0]["index"] == 0
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
