@@ -225,6 +225,12 @@ class InferArgs(Group):
     api_port: int | None = Field(None, ge=1, le=65535, description="API server port; default $API_PORT or 8000.")
     api_key: str | None = Field(None, description="Key every API request must send; default $API_KEY (none: open).")
     api_model_name: str | None = Field(None, description="Model name the API reports; default the model folder.")
+    api_max_input_tokens: int | None = Field(None, ge=1, description="Most prompt tokens per API request (400 "
+                                             "context_length_exceeded beyond); default the model's context length.")
+    api_request_timeout: float = Field(300, gt=0, description="Seconds an API request may wait for and use the "
+                                       "model; its generation stops there (finish_reason length).")
+    api_max_queue: int = Field(8, ge=0, description="API requests that may wait while one generates; more get 429.")
+    api_max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest API request body; larger get 413.")
 
 
 class ExportArgs(Group):
