@@ -12,6 +12,18 @@ CONFIG_HELP = "YAML config file (LLaMA-Factory key names)"
 OVERRIDES_HELP = "overrides as key=value or --key value; they win over the file"
 
 
+TRAIN_EPILOG = """launch options (also YAML keys; any config key works as key=value or --key value):
+  --nproc-per-node N      processes on this node (GPUs, or CPU workers over gloo); relaunches under torchrun
+  --nnodes N --node-rank R --master-addr HOST --master-port PORT   several nodes
+  deepspeed=FILE.json     DeepSpeed ZeRO (configs in examples/deepspeed/)
+  ray_num_workers=N       Ray Train workers (ray_address=... joins a cluster)
+
+examples:
+  tunesmith train examples/train_lora.yaml learning_rate=1e-4 num_train_epochs=2
+  tunesmith train cfg.yaml --nproc-per-node 2 deepspeed=examples/deepspeed/ds_z2_config.json
+  tunesmith --verbose train cfg.yaml      keep the libraries' notices"""
+
+
 def _add_config(parser: argparse.ArgumentParser, optional: bool = False) -> None:
     if optional:
         parser.add_argument("config", nargs="?", help=CONFIG_HELP)
@@ -29,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="keep the libraries' notices that tunesmith drops")
     jobs = parser.add_subparsers(dest="job", metavar="COMMAND")
 
-    train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft, rm, dpo, kto, ppo; LoRA, Freeze, Full; QLoRA)")
+    train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft, rm, dpo, kto, ppo; LoRA, Freeze, Full; QLoRA)",
+                            epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config(train)
 
     demo = jobs.add_parser("demo", help="build a tiny model, LoRA-tune it on bundled data, show before/after")

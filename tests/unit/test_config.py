@@ -157,3 +157,12 @@ def test_config_keys_into_a_closed_pipe_exits_quietly():
 def test_qlora_as_a_finetuning_type_says_what_qlora_is(tmp_path):
     with pytest.raises(ConfigError, match=r"QLoRA is `finetuning_type: lora` with `quantization_bit: 4`"):
         load_config(write(tmp_path, BASE.replace("finetuning_type: lora", "finetuning_type: qlora")))
+
+
+def test_train_help_lists_every_stage_and_the_launch_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--nproc-per-node N" in out and "deepspeed=FILE.json" in out
+    top = main.__globals__["build_parser"]().format_help()
+    assert "stages pt, sft, rm, dpo, kto, ppo" in top
