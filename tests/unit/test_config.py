@@ -47,7 +47,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ("learning_rate: -1\n", "key 'learning_rate': Input should be greater than 0"),
         ("lora_rank: abc\n", "key 'lora_rank': Input should be a valid integer"),
         ("finetuning_type: lorra\n", "key 'finetuning_type': Input should be 'lora', 'freeze' or 'full'"),
-        ("lr_scheduler_type: cosinee\n", "cosinee is not a valid SchedulerType"),
+        ("lr_scheduler_type: cosinee\n", "did you mean 'cosine'"),
         ("mask_history: true\ntrain_on_prompt: true\n", "`mask_history` and `train_on_prompt` cannot both be true"),
         ("finetuning_type: full\nuse_dora: true\n", "`use_dora` only applies to finetuning_type: lora"),
         ("val_size: 0.1\neval_dataset: c\n", "set either `val_size` or `eval_dataset`"),
@@ -166,3 +166,8 @@ def test_train_help_lists_every_stage_and_the_launch_options(capsys):
     assert "--nproc-per-node N" in out and "deepspeed=FILE.json" in out
     top = main.__globals__["build_parser"]().format_help()
     assert "stages pt, sft, rm, dpo, kto, ppo" in top
+
+
+def test_a_bad_training_enum_value_lists_the_valid_ones_without_transformers(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'lr_scheduler_type': Input should be 'linear', 'cosine'"):
+        load_config(write(tmp_path, BASE + "lr_scheduler_type: cosin\n"))

@@ -159,6 +159,11 @@ def _describe(error: dict, source: str) -> str:
     msg = error["msg"].removeprefix("Value error, ")
     if loc:
         hint = VALUE_HINTS.get((loc, str(error.get("input"))), "")
+        if not hint and error.get("type") == "literal_error" and isinstance(error.get("input"), str):
+            import re
+
+            allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+            hint = suggest(error["input"], allowed).removeprefix("; ")
         return f"{source}: key '{loc}': {msg} (got {error.get('input')!r}){'; ' + hint if hint else ''}"
     return f"{source}: {msg}"
 

@@ -22,6 +22,10 @@ def annotation_text(annotation) -> str:
     if annotation is type(None) or annotation is None:
         return "None"
     if origin in (typing.Union, types.UnionType):
+        enums = [arg for arg in args if isinstance(arg, type) and issubclass(arg, enum.Enum)]
+        if enums and str in args:  # `IntervalStrategy | str`: only the enum's values are valid, so say which
+            values = [member.value for cls in enums for member in cls]
+            args = (Literal[tuple(values)], *(arg for arg in args if arg is not str and arg not in enums))
         parts = list(dict.fromkeys(annotation_text(arg) for arg in args))
         return "Any" if "Any" in parts else " | ".join(parts)
     if origin is Literal:
