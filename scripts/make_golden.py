@@ -47,7 +47,8 @@ from transformers import DataCollatorForLanguageModeling
 from tunesmith.model.tiny import build_tokenizer, fingerprint
 
 TEMPLATES = ["default", "empty", "alpaca", "vicuna", "chatml", "qwen", "qwen3", "qwen3_nothink", "llama2", "llama3",
-             "mistral", "gemma", "phi", "deepseek", "yi", "glm4"]
+             "mistral", "gemma", "phi", "deepseek", "yi", "glm4",
+            "cohere", "deepseek3", "deepseekr1", "falcon", "gemma2", "granite3", "hunyuan", "intern2", "phi4"]
 TOOL_DATE = "24 Nov 2026"
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden"
 PRISTINE = copy.deepcopy(lf_template.TEMPLATES)  # LF mutates its template singletons (default_system, tool format)

@@ -15,7 +15,8 @@ from tunesmith.model.tiny import build_tokenizer, fingerprint
 
 GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "golden"
 REQUIRED = ["default", "empty", "alpaca", "vicuna", "chatml", "qwen", "qwen3", "qwen3_nothink", "llama2", "llama3",
-            "mistral", "gemma", "phi", "deepseek", "yi", "glm4"]
+            "mistral", "gemma", "phi", "deepseek", "yi", "glm4",
+            "cohere", "deepseek3", "deepseekr1", "falcon", "gemma2", "granite3", "hunyuan", "intern2", "phi4"]
 REGENERATE = "the tiny tokenizer changed: regenerate goldens with scripts/make_golden.py"
 
 
