@@ -169,6 +169,16 @@ def test_sizes_and_chat_template_are_configurable(tmp_path):
     assert AutoTokenizer.from_pretrained(path).chat_template == template
 
 
+def test_vocab_size_widens_the_embeddings_past_the_tokenizer(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    path = save_tiny_model(tmp_path / "m", vocab_size=4000)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.get_input_embeddings().weight.shape[0] == model.lm_head.weight.shape[0] == 4000
+    with pytest.raises(ModelError, match="at least the tokenizer's 1024 ids"):
+        save_tiny_model(tmp_path / "small", vocab_size=100)
+
+
 def test_refuses_to_overwrite(tmp_path):
     path = save_tiny_model(tmp_path / "m")
     with pytest.raises(ModelError, match="already holds a model"):

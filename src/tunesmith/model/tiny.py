@@ -252,8 +252,11 @@ def save_tiny_model(
     seed: int = 0,
     chat_template: str | None = None,
     overwrite: bool = False,
+    vocab_size: int | None = None,
 ) -> Path:
-    """Build a seeded random-init `arch` causal LM (float32) with the tiny tokenizer and save it to `out_dir`."""
+    """Build a seeded random-init `arch` causal LM (float32) with the tiny tokenizer and save it to `out_dir`.
+    vocab_size widens the embeddings and the LM head past the tokenizer's 1,024 ids (as real models' are, e.g. for
+    benchmarks of the head's cost); by default it is the tokenizer's size rounded up to a multiple of 8."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -278,7 +281,9 @@ def save_tiny_model(
         "intermediate_size": intermediate_size,
         "max_position_embeddings": max_position_embeddings,
     }
-    vocab_size = -(-len(tokenizer) // 8) * 8
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ModelError(f"vocab_size ({vocab_size}) must be at least the tokenizer's {len(tokenizer)} ids")
+    vocab_size = vocab_size or -(-len(tokenizer) // 8) * 8
     config = _model_config(arch, vocab_size, tokenizer, sizes)
     with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's RNG as it was
         torch.manual_seed(seed)
