@@ -34,6 +34,7 @@ def resolve_template(data_args, tokenizer):
         default_system=data_args.default_system,
         tool_format=data_args.tool_format,
         enable_thinking=data_args.enable_thinking,
+        train_on_prompt=data_args.train_on_prompt,
     )
 
 

@@ -92,7 +92,8 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
     name, kwargs = _source_kwargs(model_args)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            name, split_special_tokens=model_args.split_special_tokens, padding_side="right", **kwargs
+            name, use_fast=model_args.use_fast_tokenizer, split_special_tokens=model_args.split_special_tokens,
+            padding_side="right", **kwargs
         )
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "tokenizer") from None
