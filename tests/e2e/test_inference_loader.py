@@ -21,7 +21,7 @@ def test_engine_model_goes_to_the_detected_device(tiny_model_dir, monkeypatch):
 
 
 def test_eval_loads_on_the_detected_device(tiny_model_dir):
-    tokenizer, template, model = loader.load_for_inference(
+    _, _, model = loader.load_for_inference(
         load_config(None, {"model_name_or_path": str(tiny_model_dir), "template": "qwen"}), job="eval")
     assert model.device.type == detect_device()
     assert not model.training and not any(p.requires_grad for p in model.parameters())
