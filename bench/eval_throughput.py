@@ -65,8 +65,9 @@ def main() -> None:
 
     from tunesmith.config.load import load_config
     from tunesmith.evaluate.benchmark import load_benchmark
-    from tunesmith.evaluate.run import encode_questions, load_for_inference
+    from tunesmith.evaluate.run import encode_questions
     from tunesmith.evaluate.scoring import choice_probs, letter_ids
+    from tunesmith.infer.loader import load_for_inference
 
     model_dir = args.model
     if model_dir is None:

@@ -57,15 +57,11 @@ def expected_answers() -> dict[str, str]:
 
 
 def answers_of(config, prompts: list[str]) -> list[str]:
-    """Loads the model exactly as training does (base + adapter when given) and answers each prompt greedily."""
-    from tunesmith.data.pipeline import resolve_template
-    from tunesmith.infer.generate import generate_reply
-    from tunesmith.model.load import load_model, load_tokenizer
+    """Loads the model as `tunesmith chat` does (base + adapter when given) and answers each prompt greedily."""
+    from tunesmith.infer.engine import ChatEngine
 
-    tokenizer = load_tokenizer(config.model)
-    template = resolve_template(config.data, tokenizer)
-    model = load_model(config.model, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len)
-    return [generate_reply(model, tokenizer, template, [{"role": "user", "content": p}], max_new_tokens=32)
+    engine = ChatEngine(config, job="demo")
+    return [engine.chat([{"role": "user", "content": p}], do_sample=False, max_new_tokens=32)[0].text.strip()
             for p in prompts]
 
 

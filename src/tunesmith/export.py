@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunesmith.config.load import require
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.staging import new_staging, publish
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +16,8 @@ log = logging.getLogger(__name__)
 def run_export(config) -> int:
     import torch
 
-    from tunesmith.data.pipeline import resolve_template
-    from tunesmith.model.load import load_model, load_tokenizer
+    from tunesmith.infer.loader import load_for_inference
+    from tunesmith.model.quantize import is_quantized
 
     require(config, "model_name_or_path", "export_dir", job="export")
     if config.model.quantization_bit is not None:
@@ -26,25 +27,22 @@ def run_export(config) -> int:
     if export_dir.exists() and any(export_dir.iterdir()) and not config.output.overwrite_output_dir:
         raise ConfigError(f"export_dir {export_dir} is not empty; set overwrite_output_dir: true or pick another")
 
-    tokenizer = load_tokenizer(config.model)
-    resolve_template(config.data, tokenizer)  # the saved tokenizer carries the template's eos, pad and chat template
-    model = load_model(config.model, config.method, tokenizer, is_trainable=False,
-                       cutoff_len=config.data.cutoff_len)  # merges adapter_name_or_path
-    if getattr(model.config, "quantization_config", None):
+    # the saved tokenizer carries the template's eos, pad and chat template; adapter_name_or_path is merged
+    tokenizer, _, model = load_for_inference(config, place=False, job="export")
+    if is_quantized(model):
         raise ModelError(f"{config.model.model_name_or_path} is a quantized checkpoint; merged export needs the "
                          "full-precision base model")
     model = model.to(getattr(torch, config.export.export_dtype))
     model.config.use_cache = True
 
-    staging = export_dir.with_name(export_dir.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    model.save_pretrained(str(staging), max_shard_size=f"{config.export.export_size}GB")
-    tokenizer.padding_side = "left"  # for generation with the exported model
-    tokenizer.save_pretrained(str(staging))
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    staging.rename(export_dir)
+    staging = new_staging(export_dir)
+    try:
+        model.save_pretrained(str(staging), max_shard_size=f"{config.export.export_size}GB")
+        tokenizer.padding_side = "left"  # for generation with the exported model
+        tokenizer.save_pretrained(str(staging))
+        publish(staging, export_dir, replace=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
     log.info("merged model saved to %s (%s)", export_dir, config.export.export_dtype)
     print(f"exported to {export_dir}")
     if config.export.export_hub_model_id:

@@ -401,7 +401,7 @@ def run_api(config) -> int:
     host = config.infer.api_host
     port = config.infer.api_port or int(os.environ.get("API_PORT", "8000"))
     api_key = config.infer.api_key or os.environ.get("API_KEY") or None
-    engine = ChatEngine(config)
+    engine = ChatEngine(config, job="api")
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):

@@ -206,6 +206,8 @@ def training_arguments(config: Config, **extra):
     import transformers
 
     kwargs = {"output_dir": "tunesmith_output", **config.training_kwargs(), **extra}
+    if config.method.disable_shuffling:  # transformers' own switch for an unshuffled training sampler
+        kwargs.setdefault("train_sampling_strategy", "sequential")
     try:
         return transformers.Seq2SeqTrainingArguments(**kwargs)
     except (ValueError, TypeError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 def _split_commas(value):
@@ -67,7 +67,16 @@ class ModelArgs(Group):
     use_unsloth: bool = Field(False, description="Load through Unsloth's patched model (CUDA only).")
     enable_liger_kernel: bool = Field(False, description="Apply Liger Kernel's fused ops (CUDA only).")
     disable_gradient_checkpointing: bool = Field(False, description="Turn gradient checkpointing off.")
-    low_cpu_mem_usage: bool = Field(True, description="Load weights without a second copy in memory.")
+    low_cpu_mem_usage: bool = Field(True, description="Load weights without a second copy in memory (always, "
+                                    "with transformers 5).")
+
+    @field_validator("low_cpu_mem_usage")
+    @classmethod
+    def _always_low_memory(cls, value):
+        if not value:
+            raise ValueError("low_cpu_mem_usage: false is not possible: transformers 5 always loads weights without "
+                             "a second copy; remove the key")
+        return value
     hf_hub_token: str | None = Field(None, description="Token for private hub models.")
 
 
@@ -163,7 +172,7 @@ class DataArgs(Group):
     interleave_probs: FloatList = Field(None, description="Sampling probability of each dataset when interleaving.")
     max_samples: int | None = Field(None, ge=1, description="Keep at most this many examples per dataset.")
     val_size: float = Field(0.0, ge=0, description="Held-out evaluation split: a fraction < 1 or a count >= 1.")
-    eval_on_each_dataset: bool = Field(False, description="Evaluate each eval dataset separately.")
+    eval_on_each_dataset: bool = Field(False, description="Evaluate each eval dataset separately (not supported).")
     overwrite_cache: bool = Field(False, description="Re-encode even when a cache exists.")
     preprocessing_batch_size: int = Field(1000, ge=1, description="Records per encoding batch.")
     preprocessing_num_workers: int | None = Field(None, ge=1, description="Processes used to encode the data.")
@@ -191,6 +200,9 @@ class DataArgs(Group):
                 )
             if abs(sum(self.interleave_probs) - 1.0) > 1e-6:
                 raise ValueError(f"`interleave_probs` must sum to 1, got {sum(self.interleave_probs):g}")
+        if self.eval_on_each_dataset:
+            raise ValueError("`eval_on_each_dataset` is not supported yet: the eval datasets are merged into one eval "
+                             "set; remove it, or evaluate each with its own `tunesmith train` run")
         if self.streaming:
             raise ValueError("`streaming` is not supported yet; remove it (datasets are loaded in full)")
         return self
@@ -221,6 +233,13 @@ class InferArgs(Group):
     """Serving: backend and the API server's address and key."""
 
     infer_backend: Literal["huggingface", "vllm"] = Field("huggingface", description="Inference engine.")
+
+    @field_validator("infer_backend")
+    @classmethod
+    def _only_huggingface(cls, value):
+        if value == "vllm":  # refused when the config loads, not after the model is chosen
+            raise ValueError("infer_backend: vllm is not supported by this tunesmith version; use huggingface")
+        return value
     api_host: str = Field("127.0.0.1", description="API server host (0.0.0.0 listens on every interface).")
     api_port: int | None = Field(None, ge=1, le=65535, description="API server port; default $API_PORT or 8000.")
     api_key: str | None = Field(None, description="Key every API request must send; default $API_KEY (none: open).")
@@ -265,8 +284,11 @@ class LaunchArgs(Group):
     nproc_per_node: int = Field(1, ge=1, description="Processes (GPUs) per node; > 1 launches torchrun.")
     nnodes: int = Field(1, ge=1, description="Number of nodes.")
     node_rank: int = Field(0, ge=0, description="This node's rank (0 on the master).")
-    master_addr: str = Field("127.0.0.1", description="Address of the rank-0 node.")
-    master_port: int = Field(29500, ge=1, le=65535, description="Port of the rank-0 node.")
+    # LLaMA-Factory writes `master_addr: null` / `master_port: null` for "the default"
+    master_addr: Annotated[str, BeforeValidator(lambda v: "127.0.0.1" if v is None else v)] = Field(
+        "127.0.0.1", description="Address of the rank-0 node.")
+    master_port: Annotated[int, BeforeValidator(lambda v: 29500 if v is None else v)] = Field(
+        29500, ge=1, le=65535, description="Port of the rank-0 node.")
     ray_num_workers: int = Field(0, ge=0, description="Train on a Ray cluster with this many workers (0 = no Ray).")
     ray_storage_path: str | None = Field(None, description="Where Ray Train keeps run results (default ./saves).")
     ray_address: str | None = Field(None, description="Ray cluster to join; default: start a local one.")

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from tunesmith.data.registry import DatasetSpec, loop_message
 from tunesmith.errors import DataError
+from tunesmith.hub import OFFLINE_VARIABLES, is_offline
 
 BUILDERS = {".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
             ".txt": "text"}
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-
-
-def is_offline() -> bool:
-    """True when the Hugging Face offline switches are set (read now, not at import)."""
-    return any(os.environ.get(key, "").strip().upper() in ("1", "ON", "YES", "TRUE") for key in OFFLINE_VARIABLES)
 
 
 def data_files(spec: DatasetSpec) -> list[Path]:

@@ -34,6 +34,7 @@ def resolve_template(data_args, tokenizer):
         default_system=data_args.default_system,
         tool_format=data_args.tool_format,
         enable_thinking=data_args.enable_thinking,
+        train_on_prompt=data_args.train_on_prompt,
     )
 
 
@@ -135,16 +136,17 @@ def _load_cached(path: Path, key: str):
 def _save_cached(path: Path, key: str, data: EncodedData) -> None:
     import shutil
 
-    staging = path.with_name(path.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    data.train.save_to_disk(str(staging / "train"))
-    if data.eval is not None:
-        data.eval.save_to_disk(str(staging / "eval"))
-    (staging / CACHE_STAMP).write_text(json.dumps({"key": key, "dropped": data.dropped}))
-    if path.exists():
-        shutil.rmtree(path)
-    staging.rename(path)
+    from tunesmith.staging import new_staging, publish
+
+    staging = new_staging(path)
+    try:
+        data.train.save_to_disk(str(staging / "train"))
+        if data.eval is not None:
+            data.eval.save_to_disk(str(staging / "eval"))
+        (staging / CACHE_STAMP).write_text(json.dumps({"key": key, "dropped": data.dropped}))
+        publish(staging, path, replace=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
     log.info("encoded data saved to tokenized_path %s", path)
 
 

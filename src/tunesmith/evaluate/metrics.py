@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from tunesmith.data.records import IGNORE_INDEX
 from tunesmith.errors import DependencyError
 
 METRIC_KEYS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
@@ -47,7 +48,7 @@ def corpus_similarity(predictions: list[str], references: list[str]) -> dict[str
     return {key: sum(row[key] for row in rows) / len(rows) for key in METRIC_KEYS}
 
 
-def token_accuracy(predictions, labels, ignore_index: int = -100) -> float:
+def token_accuracy(predictions, labels, ignore_index: int = IGNORE_INDEX) -> float:
     """Share of label tokens the model's argmax predicts (shifted by one), over the unmasked positions of each
     row, averaged per row as LLaMA-Factory's ComputeAccuracy does. predictions and labels: (rows, length) ids."""
     import numpy as np

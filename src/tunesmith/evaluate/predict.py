@@ -30,18 +30,6 @@ def output_folder(config) -> Path:
     return folder
 
 
-def generation_kwargs(config) -> dict:
-    """The generation keys for model.generate: greedy unless the config sets do_sample."""
-    values = config.generation.model_dump()
-    values.pop("skip_special_tokens")
-    if "do_sample" not in config.given:
-        values["do_sample"] = False  # predictions are compared with references: reproducible by default
-    if not values["do_sample"]:
-        for key in ("temperature", "top_p", "top_k"):
-            values.pop(key)
-    return values
-
-
 def encode_prompts(config, tokenizer, template) -> dict:
     """Prompt ids and reference answer ids of every record of eval_dataset (or dataset), cut to cutoff_len."""
     from tunesmith.data.encode import encode_unsupervised
@@ -57,22 +45,21 @@ def encode_prompts(config, tokenizer, template) -> dict:
     return encoded
 
 
-def generate(model, tokenizer, template, prompts: list[list[int]], batch_size: int, kwargs: dict,
+def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs: dict,
              skip_special_tokens: bool) -> list[str]:
-    """Decoded answers to each prompt, batched with left padding."""
+    """Decoded answers to each prompt, batched with left padding; kwargs: infer.loader.generation_kwargs."""
     import torch
     from tqdm.auto import tqdm
 
     from tunesmith.evaluate.scoring import left_pad
 
-    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    stop_ids = template.stop_token_ids(tokenizer)
+    pad_id = kwargs["pad_token_id"]
     answers = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="predict", unit="batch"):
         input_ids, attention_mask, _ = left_pad(prompts[start: start + batch_size], pad_id)
         with torch.inference_mode():
             output = model.generate(input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-                                    eos_token_id=stop_ids, pad_token_id=pad_id, **kwargs)
+                                    **kwargs)
         for row in output[:, input_ids.shape[1]:].tolist():
             while row and row[-1] == pad_id:
                 row.pop()  # generation pads finished rows; the stop token itself is dropped by decode
@@ -86,7 +73,7 @@ def run_predict(config) -> int:
 
     from tunesmith.config.load import require
     from tunesmith.evaluate.metrics import corpus_similarity, require_packages
-    from tunesmith.evaluate.run import load_for_inference
+    from tunesmith.infer.loader import generation_kwargs, load_for_inference
 
     if not config.train.predict_with_generate:
         raise ConfigError(f"{config.source}: do_predict needs `predict_with_generate: true` (answers are generated "
@@ -96,12 +83,14 @@ def run_predict(config) -> int:
         raise ConfigError(f"{config.source}: predict needs `eval_dataset` (or `dataset`): the prompts to answer")
     folder = output_folder(config)
     require_packages()  # a missing metrics package fails before the model loads
-    tokenizer, template, model = load_for_inference(config)
+    tokenizer, template, model = load_for_inference(config, job="eval")
     encoded = encode_prompts(config, tokenizer, template)
     transformers.set_seed(config.train.seed)
     started = time.perf_counter()
-    predictions = generate(model, tokenizer, template, encoded["input_ids"], config.train.per_device_eval_batch_size,
-                           generation_kwargs(config), config.generation.skip_special_tokens)
+    # predictions are compared with references: greedy (reproducible) unless the config sets do_sample
+    kwargs = generation_kwargs(config.generation, tokenizer, template, greedy="do_sample" not in config.given)
+    predictions = generate(model, tokenizer, encoded["input_ids"], config.train.per_device_eval_batch_size, kwargs,
+                           config.generation.skip_special_tokens)
     seconds = time.perf_counter() - started
     labels = [tokenizer.decode(ids, skip_special_tokens=True) for ids in encoded["labels"]]
     prompts = [tokenizer.decode(ids, skip_special_tokens=False) for ids in encoded["input_ids"]]

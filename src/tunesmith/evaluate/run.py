@@ -36,21 +36,6 @@ def run_eval(config) -> int:
     return 0
 
 
-def load_for_inference(config):
-    """Tokenizer, chat template and model (base + merged adapters) exactly as training loads them, on the device."""
-    from tunesmith.data.pipeline import resolve_template
-    from tunesmith.device import detect_device
-    from tunesmith.model.load import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(config.model)
-    template = resolve_template(config.data, tokenizer)
-    model = load_model(config.model, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len)
-    device = detect_device()
-    if device != "cpu" and config.model.quantization_bit is None and getattr(model, "hf_device_map", None) is None:
-        model.to(device)  # quantized models are placed by their loader
-    return tokenizer, template, model
-
-
 def encode_questions(benchmark, template, tokenizer, lang: str, n_shot: int, seed: int, answer_prefix: list[int]):
     """[(subject key, question, prompt ids)] for every question; few-shot examples are drawn per question from a
     generator seeded per subject, so the prompts do not depend on the batch size or on other subjects."""
@@ -89,16 +74,17 @@ def evaluate_benchmark(config, save_dir: Path | None) -> dict:
     from tunesmith.evaluate import report
     from tunesmith.evaluate.benchmark import CHOICES, load_benchmark
     from tunesmith.evaluate.scoring import letter_ids
+    from tunesmith.infer.loader import load_for_inference
+    from tunesmith.model.load import pad_id
 
     args = config.eval
     benchmark = load_benchmark(args.task_dir, args.task, args.n_shot)
-    tokenizer, template, model = load_for_inference(config)
+    tokenizer, template, model = load_for_inference(config, job="eval")
     answer_prefix, choice_ids = letter_ids(template, tokenizer)
     seed = config.train.seed
     items = encode_questions(benchmark, template, tokenizer, args.lang, args.n_shot, seed, answer_prefix)
-    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     started = time.perf_counter()
-    probs = predict_letters(model, items, choice_ids, pad_id, args.batch_size, desc=args.task)
+    probs = predict_letters(model, items, choice_ids, pad_id(tokenizer), args.batch_size, desc=args.task)
     seconds = time.perf_counter() - started
 
     predictions: dict[str, list[dict]] = {subject.key: [] for subject in benchmark.subjects}

@@ -1,4 +1,4 @@
-"""The one inference engine behind chat, the API and the web chat: loads models exactly as training does."""
+"""The one inference engine behind chat, the API, the web chat and the demo: loads models exactly as training does."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import time
 from collections.abc import Iterator
 
 from tunesmith.data.records import ASSISTANT
-from tunesmith.errors import ConfigError, DependencyError, TunesmithError
+from tunesmith.errors import TunesmithError
+from tunesmith.infer.loader import generation_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ class Reply:
     finish_reason: str  # "stop", "length" (max tokens, context or deadline) or "tool_calls"
     prompt_tokens: int
     completion_tokens: int
-
-
-def _generation_kwargs(defaults, overrides: dict) -> dict:
-    values = {**defaults.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    values.pop("skip_special_tokens", None)
-    if values.get("temperature") == 0:  # OpenAI clients send temperature 0 for greedy decoding
-        values["do_sample"] = False
-    if not values["do_sample"]:
-        for key in ("temperature", "top_p", "top_k"):
-            values.pop(key, None)
-    return values
 
 
 def _context_length(model, tokenizer) -> int | None:
@@ -95,26 +85,12 @@ class ChatEngine:
     Every generation stops at the next token once its `cancel` event is set, its `deadline` (time.monotonic())
     passes, or `stop()` is called (server shutdown); new tokens are capped to what fits the context."""
 
-    def __init__(self, config):
-        if config.infer.infer_backend == "vllm":
-            try:
-                import vllm  # noqa: F401
-            except ImportError:
-                raise DependencyError("infer_backend: vllm needs the vllm package and a CUDA GPU "
-                                      "(pip install vllm); use infer_backend: huggingface") from None
-            raise DependencyError("infer_backend: vllm is not supported by this tunesmith version yet; "
-                                  "use infer_backend: huggingface")
-        if not config.model.model_name_or_path:
-            raise ConfigError(f"{config.source}: `model_name_or_path` is required")
-        from tunesmith.data.pipeline import resolve_template
-        from tunesmith.model.load import load_model, load_tokenizer
+    def __init__(self, config, job: str = "chat"):
+        from tunesmith.infer.loader import load_for_inference
 
         self.config = config
-        self.tokenizer = load_tokenizer(config.model)
+        self.tokenizer, self.template, self.model = load_for_inference(config, job=job)
         self.tokenizer.padding_side = "left"
-        self.template = resolve_template(config.data, self.tokenizer)
-        self.model = load_model(config.model, config.method, self.tokenizer, is_trainable=False,
-                                cutoff_len=config.data.cutoff_len)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.context_length = _context_length(self.model, self.tokenizer)
@@ -149,10 +125,8 @@ class ChatEngine:
         import torch
 
         inputs = torch.tensor([prompt_ids], device=self.model.device)
-        kwargs = {**_generation_kwargs(self.config.generation, generation),
-                  "eos_token_id": self.template.stop_token_ids(self.tokenizer),
-                  "pad_token_id": self.tokenizer.pad_token_id, "attention_mask": torch.ones_like(inputs),
-                  "stopping_criteria": [watch]}
+        kwargs = {**generation_kwargs(self.config.generation, self.tokenizer, self.template, generation),
+                  "attention_mask": torch.ones_like(inputs), "stopping_criteria": [watch]}
         if self.context_length:
             kwargs["max_new_tokens"] = max(1, min(kwargs["max_new_tokens"], self.context_length - len(prompt_ids)))
         return inputs, kwargs

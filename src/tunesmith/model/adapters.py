@@ -7,6 +7,7 @@ import logging
 from tunesmith.errors import ConfigError
 from tunesmith.model.freeze import setup_freeze
 from tunesmith.model.lora import loraplus_optimizer, save_pissa_converted, save_pissa_init, setup_lora
+from tunesmith.model.quantize import is_quantized
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,7 @@ def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddin
     embeddings_resized (or model_args.resize_vocab) makes LoRA train and save the embeddings and output head.
     """
     kind = method_args.finetuning_type
-    quantized = bool(getattr(model, "quantization_method", None) or getattr(model, "hf_quantizer", None))
-    if is_trainable and quantized and kind != "lora":
+    if is_trainable and is_quantized(model) and kind != "lora":
         raise ConfigError(f"a quantized model can only be trained with finetuning_type: lora, not {kind}")
     if kind == "full":
         if is_trainable:
@@ -30,7 +30,7 @@ def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddin
         if is_trainable:
             setup_freeze(model, method_args)
     elif kind == "lora":
-        resized = embeddings_resized or bool(getattr(model_args, "resize_vocab", False))
+        resized = embeddings_resized or model_args.resize_vocab
         model = setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized)
     else:
         raise ConfigError(f"unknown finetuning_type '{kind}': choose lora, freeze or full")

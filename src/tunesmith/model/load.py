@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunesmith.errors import DependencyError, ModelError
+from tunesmith.hub import is_offline, looks_like_hub_id
+from tunesmith.model import quantize
 
 if TYPE_CHECKING:
     import torch
@@ -20,20 +20,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# "org/name" or "name": anything else that is not a folder is a mistyped local path.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 FA2_HELP = (
     "flash_attn: fa2 needs a CUDA GPU and the flash-attn package (pip install flash-attn --no-build-isolation); "
     "use sdpa"
 )
-
-
-def is_offline() -> bool:
-    """True when the Hugging Face hub must not be contacted (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
-    from huggingface_hub import constants
-
-    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return constants.HF_HUB_OFFLINE or any(str(v).upper() in ("1", "ON", "YES", "TRUE") for v in flags if v)
 
 
 def _source_kwargs(model_args: ModelArgs) -> tuple[str, dict[str, Any]]:
@@ -71,11 +61,6 @@ def _did_you_mean(path: Path) -> str:
     return f"; did you mean {' or '.join(str(parent / name) for name in close)}?" if close else ""
 
 
-def looks_like_hub_id(name: str) -> bool:
-    """True for "org/name" or "name" (not for ./relative, ~/home or /absolute paths)."""
-    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~"))
-
-
 def _not_found(name: str, exc: Exception) -> ModelError:
     unreachable = "couldn't connect" in str(exc).lower()  # transformers' wording when the hub cannot be reached
     if is_offline() or unreachable:
@@ -107,7 +92,8 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
     name, kwargs = _source_kwargs(model_args)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            name, split_special_tokens=model_args.split_special_tokens, padding_side="right", **kwargs
+            name, use_fast=model_args.use_fast_tokenizer, split_special_tokens=model_args.split_special_tokens,
+            padding_side="right", **kwargs
         )
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "tokenizer") from None
@@ -165,7 +151,7 @@ def resize_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizer) ->
     old = getattr(weight, "ds_shape", weight.shape)[0]  # DeepSpeed ZeRO-3 partitions weights: ds_shape is the real one
     if len(tokenizer) <= old:
         return False
-    if getattr(model, "quantization_method", None) or getattr(model, "hf_quantizer", None):
+    if quantize.is_quantized(model):
         raise ModelError("cannot resize the embeddings of a quantized model; load it without quantization_bit")
     output = model.get_output_embeddings()
     if output is not None and not isinstance(output, torch.nn.Linear):
@@ -214,7 +200,7 @@ def load_model(
     sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from tunesmith.model import kernels, quantize
+    from tunesmith.model import kernels
     from tunesmith.model.adapters import apply_method
     from tunesmith.model.rope import configure_rope
 
@@ -233,7 +219,10 @@ def load_model(
     if model_args.enable_liger_kernel:
         kernels.apply_liger(model_config.model_type)
     if model_args.use_unsloth:
-        return kernels.load_with_unsloth(model_args, method_args, dtype, cutoff_len or 2048, is_trainable)
+        from tunesmith.config.schema import DataArgs
+
+        max_length = cutoff_len or DataArgs.model_fields["cutoff_len"].default
+        return kernels.load_with_unsloth(model_args, method_args, dtype, max_length, is_trainable)
     quant_kwargs = quantize.from_pretrained_kwargs(model_args, model_config, dtype)
     load = {"config": model_config, "dtype": dtype, **quant_kwargs, **kwargs}
     try:
@@ -250,7 +239,7 @@ def load_model(
         quantize.quantize_hqq(model, model_args, dtype)
 
     if head == "value" and tokenizer is not None:
-        model.config.pad_token_id = _pad_id(tokenizer)  # the score is read at the last non-padding token
+        model.config.pad_token_id = pad_id(tokenizer)  # the score is read at the last non-padding token
     resized = tokenizer is not None and resize_embeddings(model, tokenizer)
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
@@ -285,8 +274,13 @@ def load_model(
     return model
 
 
-def _pad_id(tokenizer) -> int | None:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+def pad_id(tokenizer) -> int:
+    """The id that pads batches (and marks where a value head reads its score): pad, else eos. The chat template
+    sets pad = eos when a tokenizer has neither, so a tokenizer without both was never given a template."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    raise ModelError("the tokenizer has neither a pad nor an eos token; set `template` so that one is added")
 
 
 def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_args: MethodArgs) -> None:

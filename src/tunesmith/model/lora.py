@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.model.quantize import is_quantized
 
 if TYPE_CHECKING:
     import torch
@@ -45,10 +46,6 @@ def _is_wrappable(module) -> bool:
     import torch
 
     return _is_linear(module) or isinstance(module, (torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d))
-
-
-def _is_quantized(model) -> bool:
-    return bool(getattr(model, "quantization_method", None) or getattr(model, "hf_quantizer", None))
 
 
 def _output_module_names(model) -> set[str]:
@@ -130,7 +127,7 @@ def _embedding_module_names(model) -> list[str]:
 
 
 def _adapter_source(path: str) -> str:
-    from tunesmith.model.load import is_offline, looks_like_hub_id
+    from tunesmith.hub import is_offline, looks_like_hub_id
 
     local = Path(path).expanduser()
     if local.is_dir():
@@ -184,7 +181,7 @@ def lora_config(model, model_args: ModelArgs, method_args: MethodArgs, embedding
 
     init: bool | str = True
     if method_args.pissa_init:
-        if _is_quantized(model):
+        if is_quantized(model):
             raise ConfigError("pissa_init cannot initialise an adapter on a quantized model")
         init = "pissa" if method_args.pissa_iter == -1 else f"pissa_niter_{method_args.pissa_iter}"
     # Tied input/output embeddings must stay tied in the trained copies too (peft warns otherwise).
@@ -219,7 +216,7 @@ def setup_lora(model, model_args: ModelArgs, method_args: MethodArgs, is_trainab
     adapters = list(model_args.adapter_name_or_path or [])
     resume = None
     if adapters:
-        mergeable = not _is_quantized(model)
+        mergeable = not is_quantized(model)
         if not mergeable and len(adapters) > 1:
             raise ConfigError("a quantized model takes one adapter in adapter_name_or_path (it cannot merge them)")
         if (is_trainable and not method_args.create_new_adapter) or not mergeable:

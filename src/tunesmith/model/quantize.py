@@ -27,6 +27,13 @@ def method_of(model_args) -> str | None:
     return method
 
 
+def is_quantized(model) -> bool:
+    """Whether a loaded model holds quantized weights (loaded with quantization_bit, HQQ-swapped, or a quantized
+    checkpoint such as GPTQ/AWQ): the one check every caller uses."""
+    return bool(getattr(model, "quantization_method", None) or getattr(model, "hf_quantizer", None)
+                or existing_quantization(model.config))
+
+
 def existing_quantization(config) -> str | None:
     """The quant method of a checkpoint that is already quantized (GPTQ, AWQ, bnb...), else None."""
     quant = getattr(config, "quantization_config", None)

@@ -4,11 +4,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunesmith.errors import ModelError
+from tunesmith.staging import new_staging, publish
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -221,19 +221,8 @@ def _record_no_pad(path: Path) -> None:
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished folder `tmp` to `out` in one rename, so `out` is never half written."""
-    if out.exists() and overwrite:
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, trash / out.name)
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            os.replace(trash / out.name, out)  # put the old folder back
-            raise
-        finally:
-            shutil.rmtree(trash, ignore_errors=True)
-        return
     try:
-        os.replace(tmp, out)  # also replaces an empty folder
+        publish(tmp, out, replace=overwrite)
     except OSError as exc:
         what = "already holds a model" if _is_built(out) else "exists and is not empty"
         raise ModelError(f"{out} {what}; pass overwrite=True (or --overwrite) to replace it") from exc
@@ -292,9 +281,7 @@ def save_tiny_model(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should be an ordinary one
+    tmp = new_staging(out)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from tunesmith.errors import ConfigError
+from tunesmith.staging import publish_entries
 from tunesmith.train import output_safety
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,4 @@ def save_final(trainer, tokenizer, output_dir: Path) -> None:
     if not trainer.is_world_process_zero():
         return
     tokenizer.save_pretrained(str(staging))
-    for item in staging.iterdir():
-        target = output_dir / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        item.replace(target)
-    staging.rmdir()
+    publish_entries(staging, output_dir)

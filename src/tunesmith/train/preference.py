@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from tunesmith.data.records import IGNORE_INDEX
 from tunesmith.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
 
 # pref_loss -> TRL DPOTrainer loss_type; None: computed here from the policy's log-probs (TRL has no such loss).
 TRL_PREF_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo", "orpo": None, "simpo": None}

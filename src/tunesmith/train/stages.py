@@ -21,7 +21,9 @@ class StageSpec:
 def _causal_lm_collator(tokenizer, model):
     from transformers import DataCollatorForSeq2Seq
 
-    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
+    from tunesmith.data.records import IGNORE_INDEX
+
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, padding=True)
 
 
 def _argmax(logits, labels):

@@ -1,0 +1,54 @@
+"""The one way a model is loaded for inference (chat, api, web chat, eval, predict, export, demo) and the one
+place model.generate's keyword arguments are built from the generation keys."""
+
+from __future__ import annotations
+
+import logging
+
+from tunesmith.device import detect_device
+
+log = logging.getLogger(__name__)
+
+
+def load_for_inference(config, *, place: bool = True, job: str = "chat"):
+    """(tokenizer, template, model): the tokenizer fixed by the chat template, the model (dtype, quantization,
+    adapters merged) loaded exactly as training loads it, frozen, and (place=True) on the detected device."""
+    from tunesmith.config.load import require
+    from tunesmith.data.pipeline import resolve_template
+    from tunesmith.model.load import load_model, load_tokenizer
+
+    require(config, "model_name_or_path", job=job)  # job: the command named in the error
+    tokenizer = load_tokenizer(config.model)
+    template = resolve_template(config.data, tokenizer)
+    model = load_model(config.model, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len)
+    if place:
+        model = place_on_device(model)
+    return tokenizer, template, model
+
+
+def place_on_device(model):
+    """Moves the model to the device training would use (cuda, npu, xpu, mps or cpu). Models placed by their loader
+    stay where they are: quantized ones and those loaded with a device map (several GPUs)."""
+    from tunesmith.model.quantize import is_quantized
+
+    device = detect_device()
+    if model.device.type == device or is_quantized(model) or getattr(model, "hf_device_map", None) is not None:
+        return model
+    log.info("inference on %s", device)
+    return model.to(device)
+
+
+def generation_kwargs(generation, tokenizer, template, overrides: dict | None = None, *, greedy: bool = False) -> dict:
+    """model.generate's keyword arguments: the generation keys (a GenerationArgs), then the non-None `overrides`
+    (a request's own values); greedy=True turns sampling off. Sampling keys are dropped when decoding is greedy
+    (temperature 0, as OpenAI clients send it, means greedy). Stops at the template's stop tokens."""
+    from tunesmith.model.load import pad_id
+
+    values = {**generation.model_dump(), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    values.pop("skip_special_tokens", None)  # a decoding setting, not a generate() one
+    if greedy or values.get("temperature") == 0:
+        values["do_sample"] = False
+    if not values["do_sample"]:
+        for key in ("temperature", "top_p", "top_k"):
+            values.pop(key, None)
+    return {**values, "eos_token_id": template.stop_token_ids(tokenizer), "pad_token_id": pad_id(tokenizer)}
