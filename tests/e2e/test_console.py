@@ -18,3 +18,12 @@ def test_a_plain_run_prints_no_library_noise(tiny_model_dir, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert not [word for word in NOISE if word in run.stdout + run.stderr]
     assert (tmp_path / "out" / "all_results.json").is_file()
+
+
+def test_verbose_keeps_the_notices_that_are_dropped_by_default():
+    code = ("import logging, sys\nfrom tunesmith.cli import main\nmain(sys.argv[1:] + ['config', 'keys'])\n"
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('Failed to load CPU gemm_4bit_forward: x')")
+    quiet, verbose = (subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True,
+                                     timeout=120, check=False) for flags in ([], ["--verbose"]))
+    assert "gemm_4bit_forward" not in quiet.stderr
+    assert "Failed to load CPU gemm_4bit_forward: x" in verbose.stderr
