@@ -30,11 +30,11 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
         lang = texts.label(gr.Dropdown(choices=list(LANGUAGES), value="en", label=ui("en", "lang"), elem_id="lang"),
                            "lang")
         timer = gr.Timer(1.0)
-        # The tabs, in page order. A "Runs" tab (every run under the workspace: webui/runs_tab.py) goes after Train.
-        train = build_train_tab(gr, texts, fields, lang, timer, workspace)
-        build_eval_tab(gr, texts, fields, lang, train.config_path, train.inputs, train.collect, timer, workspace)
-        build_chat_tab(gr, texts, train, workspace)
-        build_export_tab(gr, texts, fields, train, workspace)
+        with gr.Tabs():  # in page order; a "Runs" tab (every run under the workspace: runs_tab.py) goes after Train
+            train = build_train_tab(gr, texts, fields, lang, timer, workspace)
+            build_eval_tab(gr, texts, fields, lang, train.config_path, train.inputs, train.collect, timer, workspace)
+            build_chat_tab(gr, texts, train, workspace)
+            build_export_tab(gr, texts, fields, train, workspace)
         gr.HTML(f"<style>{page_css(texts.keys)}</style>", elem_id="ts-style", padding=False)
         lang.change(texts.updates, [lang], texts.components)
     return app

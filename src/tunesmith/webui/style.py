@@ -4,9 +4,12 @@ each field's config key shown small beside its label, bad values marked, and the
 from __future__ import annotations
 
 BASE = """
-.ts-grid { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(min(250px, 100%), 1fr));
-  gap: 10px; }
-.ts-grid > * { min-width: 0 !important; width: auto !important; }
+.ts-grid, .ts-grid > .form { display: grid !important;
+  grid-template-columns: repeat(auto-fill, minmax(min(250px, 100%), 1fr)); gap: 1px; }
+.ts-grid > .form { grid-column: 1 / -1; background: transparent !important; border: 0 !important; gap: 8px; }
+.ts-grid > *, .ts-grid > .form > * { min-width: 0 !important; width: auto !important; margin: 0 !important; }
+.ts-grid > .form > * { border: 1px solid var(--border-color-primary) !important;
+  border-radius: var(--block-radius, 8px) !important; }
 .ts-field [data-testid="block-info"], .ts-field .label-text, .ts-field .info-text, .ts-wrap [data-testid="block-info"],
 .ts-wrap .info-text { white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
   overflow-wrap: anywhere; }

@@ -77,10 +77,9 @@ def build_train_tab(gr, texts, fields: dict, lang, timer, workspace) -> TrainFor
             else:
                 with texts.label(gr.Accordion(ui("en", title), open=False, elem_id=f"sec-{section}"), title):
                     _fields(gr, texts, fields, section, components)
+        config_path = texts.label(gr.Textbox(label=ui("en", "config_path"), value=str(runs_dir / "train.yaml"),
+                                             elem_id="config_path", elem_classes=["ts-wrap"]), "config_path")
         with gr.Row(elem_classes=["ts-buttons"]):
-            config_path = texts.label(gr.Textbox(label=ui("en", "config_path"), value=str(runs_dir / "train.yaml"),
-                                                 elem_id="config_path", elem_classes=["ts-wrap"], min_width=260),
-                                      "config_path")
             preview_btn = texts.value(gr.Button(ui("en", "preview")), "preview")
             save_btn = texts.value(gr.Button(ui("en", "save")), "save")
             load_btn = texts.value(gr.Button(ui("en", "load")), "load")
@@ -96,6 +95,7 @@ def build_train_tab(gr, texts, fields: dict, lang, timer, workspace) -> TrainFor
                                          elem_id="progress"), "progress")
         loss = texts.label(gr.LinePlot(x="step", y="loss", label=ui("en", "loss"), elem_id="loss"), "loss")
         log = texts.label(gr.Textbox(label=ui("en", "log"), lines=12, max_lines=12, autoscroll=True), "log")
+        refresh_btn = gr.Button(visible=False)  # the API's /refresh (the page itself follows the timer)
     inputs = [components[key] for key in keys]
     train = TrainForm(config_path, inputs, keys)
     collect = train.collect
@@ -208,7 +208,7 @@ def build_train_tab(gr, texts, fields: dict, lang, timer, workspace) -> TrainFor
         mark, inputs, [marks, *inputs], api_visibility="private")
     abort_btn.click(abort, None, status, api_name="abort")
     timer.tick(refresh, [lang], [status, progress, loss, log])
-    gr.Button(visible=False).click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
+    refresh_btn.click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
     components["model_family"].change(pick_family, [components["model_family"]],
                                       [components["model_name_or_path"], components["template"]],
                                       api_name="pick_family")
