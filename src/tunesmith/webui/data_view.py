@@ -27,8 +27,10 @@ def _marked(text: str) -> str:
 
 def _table(headers: list[str], rows: list[list[str]], text_column: int) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f'<td class="ts-text">{cell}</td>' if i == text_column else f"<td>{cell}</td>"
-                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
+    names = [html.escape(h, quote=True) for h in headers]  # a phone shows each cell with its column's name
+    body = "".join("<tr>" + "".join(f'<td class="ts-text">{cell}</td>' if i == text_column else
+                                    f'<td data-label="{names[i]}">{cell}</td>' for i, cell in enumerate(row)) + "</tr>"
+                   for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -26,6 +26,15 @@ BASE = """
   vertical-align: top; text-align: left; }
 .ts-data td.ts-text { white-space: pre-wrap; overflow-wrap: anywhere; font-family: var(--font-mono, monospace);
   font-size: 12px; }
+.ts-data td:not(.ts-text), .ts-data th:not(:last-child) { width: 1%; white-space: nowrap; }
+@media (max-width: 640px) {  /* a phone: each example a card, its numbers on one line above its text */
+  .ts-data table, .ts-data tbody, .ts-data tr, .ts-data td { display: block; width: auto !important; }
+  .ts-data thead { display: none; }
+  .ts-data tr { border: 1px solid var(--border-color-primary, #e5e7eb); margin-bottom: 8px; }
+  .ts-data table, .ts-data td { border: none !important; }
+  .ts-data td:not(.ts-text) { display: inline-block; }
+  .ts-data td:not(.ts-text)::before { content: attr(data-label) ": "; color: var(--body-text-color-subdued); }
+}
 .ts-data mark { background: #fde68a; color: inherit; border-radius: 2px; }
 .ts-error { color: var(--error-text-color, #b91c1c); white-space: pre-wrap; overflow-wrap: anywhere; }
 """
