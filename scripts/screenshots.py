@@ -44,6 +44,7 @@ def main() -> int:
 
     with serve(work) as url, browser_page(width=1280, height=900) as page:
         page.set_default_timeout(120_000)
+        expect.set_options(timeout=120_000)  # Playwright's 5 s is too short on a busy machine
         page.goto(url)
         choose(page, "model_family", "tunesmith-tiny")
         expect(page.locator("#template textarea")).to_have_value("chatml")  # filled from the family table
