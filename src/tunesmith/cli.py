@@ -16,7 +16,7 @@ TRAIN_EPILOG = """launch options (also YAML keys; any config key works as key=va
   --nproc-per-node N      processes on this node (GPUs, or CPU workers over gloo); relaunches under torchrun
   --nnodes N --node-rank R --master-addr HOST --master-port PORT   several nodes
   deepspeed=FILE.json     DeepSpeed ZeRO (configs in examples/deepspeed/)
-  ray_num_workers=N       Ray Train workers (ray_address=... joins a cluster)
+  use_ray=true ray_num_workers=N   Ray Train workers (or USE_RAY=1 as in LLaMA-Factory; ray_address=... joins)
 
 examples:
   tunesmith train examples/train_lora.yaml learning_rate=1e-4 num_train_epochs=2
@@ -129,10 +129,10 @@ def dispatch(args) -> int:
             from tunesmith.evaluate.run import run_eval
 
             return run_eval(config)
-        if config.launch.ray_num_workers > 0 and not launch.under_launcher():
-            from tunesmith.train.ray_launch import run_on_ray
+        from tunesmith.train import ray_launch
 
-            return run_on_ray(config)
+        if ray_launch.wants_ray(config):
+            return ray_launch.run_on_ray(config)
         if launch.needs_launch(config):
             return launch.launch(args.config, overrides, config, verbose=args.verbose)
         from tunesmith.train.run import run_training

@@ -9,8 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tunesmith.config.refusals import check_features
 from tunesmith.config.schema import (
     GROUPS,
+    LF_V1_KEYS,
     RENAMED_KEYS,
     UNAVAILABLE_KEYS,
     VALUE_FIXES,
@@ -23,7 +25,11 @@ from tunesmith.config.schema import (
     LaunchArgs,
     MethodArgs,
     ModelArgs,
+    MultimodalArgs,
+    OptimArgs,
     OutputArgs,
+    ReportArgs,
+    ScaleArgs,
     training_model,
 )
 from tunesmith.errors import ConfigError
@@ -43,6 +49,10 @@ class Config:
     export: ExportArgs = dataclasses.field(default_factory=ExportArgs)
     launch: LaunchArgs = dataclasses.field(default_factory=LaunchArgs)
     eval: EvalArgs = dataclasses.field(default_factory=EvalArgs)
+    optim: OptimArgs = dataclasses.field(default_factory=OptimArgs)
+    report: ReportArgs = dataclasses.field(default_factory=ReportArgs)
+    multimodal: MultimodalArgs = dataclasses.field(default_factory=MultimodalArgs)
+    scale: ScaleArgs = dataclasses.field(default_factory=ScaleArgs)
     source: str = "<overrides>"
     given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
 
@@ -168,10 +178,21 @@ def _describe(error: dict, source: str) -> str:
     return f"{source}: {msg}"
 
 
+def check_not_v1(values: dict[str, Any], source: str) -> None:
+    """LLaMA-Factory v1's nested format (`model:`, `peft_config:` ... mappings) gets one message, not one per key."""
+    nested = [key for key in LF_V1_KEYS if isinstance(values.get(key), dict) or (key == "model" and key in values)]
+    if nested:
+        raise ConfigError(
+            f"{source}: this is LLaMA-Factory v1's config format (top-level {', '.join(f'`{k}:`' for k in nested)}); "
+            "tunesmith reads LLaMA-Factory's flat format, one key per line as in its examples/train_lora/*.yaml "
+            "(model_name_or_path:, finetuning_type:, lora_rank:, dataset:, ...); `tunesmith config keys` lists them")
+
+
 def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
     """Validates a flat dict of keys into a Config; raises ConfigError naming the key and the fix."""
     train_cls = training_model()
     owner = known_keys(train_cls.model_fields)
+    check_not_v1(values, source)
     renamed = {}
     for key, value in values.items():
         if key not in owner and key in RENAMED_KEYS:
@@ -187,6 +208,8 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
     split: dict[str, dict[str, Any]] = {name: {} for name in (*GROUPS, "train")}
     for key, value in renamed.items():
         split[owner[key]][key] = VALUE_FIXES[key](value) if key in VALUE_FIXES else value
+    if split["data"].get("eval_num_beams") is not None:  # LLaMA-Factory's name for predict's beam count
+        split["train"].setdefault("generation_num_beams", split["data"]["eval_num_beams"])
     built = {}
     for name, cls in (*GROUPS.items(), ("train", train_cls)):
         try:
@@ -194,6 +217,7 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
         except ValidationError as exc:
             raise ConfigError("\n".join(_describe(err, source) for err in exc.errors())) from None
     config = Config(**built, source=source, given=renamed)
+    check_features(config)
     check_across_groups(config)
     # transformers' own checks (enum values, bf16 support, ...). The DeepSpeed config is left to the real run: reading
     # it here would register it globally before the distributed world is known.
@@ -259,7 +283,7 @@ def _ppo_problems(config: Config) -> list[str]:
     if method.loraplus_lr_ratio:
         problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
     launch = config.launch
-    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.ray_num_workers or config.training_kwargs().get(
+    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.use_ray or config.training_kwargs().get(
             "deepspeed"):
         problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
                         "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/ray_num_workers/"
