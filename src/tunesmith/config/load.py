@@ -315,7 +315,14 @@ def run_values(run_dir: Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Reads CONFIG.yaml (optional) and applies overrides, which win. A training run's output folder is accepted
-    as CONFIG too: its recorded config is used, with the run's adapter or model."""
+    as CONFIG too: its recorded config is used, with the run's adapter or model. A CONFIG that is not a file but a
+    flag or key=value (LLaMA-Factory's flag-only form, `--model_name_or_path X --stage sft`) is the first override."""
+    if isinstance(path, str) and (path.startswith("-") or "=" in path) and not Path(path).is_file():
+        if isinstance(overrides, dict):
+            overrides = {**parse_overrides([path]), **overrides}
+        else:
+            overrides = [path, *(overrides or [])]
+        path = None
     if path is not None and Path(path).is_dir() and (Path(path) / RUN_CONFIG).is_file():
         values: dict[str, Any] = run_values(Path(path))
     else:
