@@ -17,7 +17,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "tunesmith"
 PASS_THROUGH = set(GenerationArgs.model_fields)
 # LLaMA-Factory keys that act there only in a case that cannot arise here, so loading them is what LF does: its
 # generate() max_length is dropped whenever max_new_tokens > 0, and tunesmith's max_new_tokens is always >= 1.
-INERT = {"max_length"}
+# use_reentrant_gc picks how checkpointed activations are recomputed, not what the gradients are; tunesmith always
+# recomputes non-reentrantly (model/load.py), as torch recommends.
+INERT = {"max_length", "use_reentrant_gc"}
 # Keys accepted only at the value that is true of tunesmith; any other value is refused when the config loads.
 # LLaMA-Factory features turned on are refused by config/refusals.py, which reads their keys (tests/unit/test_lf_compat).
 REFUSED = {"low_cpu_mem_usage": False, "eval_on_each_dataset": True, "streaming": True, "infer_backend": "vllm"}

@@ -114,3 +114,8 @@ def test_v1_config_gets_one_message(tmp_path):
     message = str(info.value)
     assert "LLaMA-Factory v1's config format" in message and message.count("\n") == 0
     assert "did you mean" not in message
+
+
+def test_fsdp_layer_class_moves_into_fsdp_config():
+    config = load_config(None, {"fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer"})
+    assert config.training_kwargs()["fsdp_config"] == {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}

@@ -13,6 +13,7 @@ from tunesmith.config.refusals import check_features
 from tunesmith.config.schema import (
     GROUPS,
     LF_V1_KEYS,
+    MOVED_KEYS,
     RENAMED_KEYS,
     UNAVAILABLE_KEYS,
     VALUE_FIXES,
@@ -188,11 +189,25 @@ def check_not_v1(values: dict[str, Any], source: str) -> None:
             "(model_name_or_path:, finetuning_type:, lora_rank:, dataset:, ...); `tunesmith config keys` lists them")
 
 
+def move_into_mappings(values: dict[str, Any], owner: dict[str, str]) -> dict[str, Any]:
+    """Old keys that transformers 5 reads inside a mapping (fsdp_transformer_layer_cls_to_wrap -> fsdp_config)."""
+    values = dict(values)
+    for old, (mapping, entry) in MOVED_KEYS.items():
+        if old in values and old not in owner:
+            inner = values.get(mapping) or {}
+            if not isinstance(inner, dict):
+                raise ConfigError(f"`{old}` goes into `{mapping}`, which must then be a mapping, not {inner!r}")
+            value = values.pop(old)
+            values[mapping] = {entry: [value] if isinstance(value, str) else value, **inner}
+    return values
+
+
 def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
     """Validates a flat dict of keys into a Config; raises ConfigError naming the key and the fix."""
     train_cls = training_model()
     owner = known_keys(train_cls.model_fields)
     check_not_v1(values, source)
+    values = move_into_mappings(values, owner)
     renamed = {}
     for key, value in values.items():
         if key not in owner and key in RENAMED_KEYS:
@@ -208,6 +223,8 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
     split: dict[str, dict[str, Any]] = {name: {} for name in (*GROUPS, "train")}
     for key, value in renamed.items():
         split[owner[key]][key] = VALUE_FIXES[key](value) if key in VALUE_FIXES else value
+    if split["report"].get("early_stopping_steps"):  # LLaMA-Factory leaves the metric to transformers' default
+        split["train"].setdefault("metric_for_best_model", "eval_loss")
     if split["data"].get("eval_num_beams") is not None:  # LLaMA-Factory's name for predict's beam count
         split["train"].setdefault("generation_num_beams", split["data"]["eval_num_beams"])
     built = {}
@@ -264,6 +281,9 @@ def check_across_groups(config: Config) -> None:
         data.eval_dataset or data.val_size > 0
     ):
         problems.append("`eval_strategy` is set but there is no eval data: set `eval_dataset` or `val_size`")
+    no_eval = str(getattr(train, "eval_strategy", "no")) in ("no", "IntervalStrategy.NO")
+    if config.report.early_stopping_steps and no_eval:
+        problems.append("`early_stopping_steps` counts evaluations: set `eval_strategy: steps` (or epoch) and eval data")
     deepspeed = config.training_kwargs().get("deepspeed")
     if isinstance(deepspeed, str) and not Path(deepspeed).is_file():  # else it fails inside torchrun's workers
         problems.append(f"deepspeed config file not found: {deepspeed} (ZeRO configs ship in examples/deepspeed/)")

@@ -124,11 +124,6 @@ FEATURES = [
     Feature(("mixture_of_depths",), f"Mixture-of-Depths {NOT_YET}"),
     Feature(("moe_aux_loss_coef",), f"setting the MoE router loss coefficient {NOT_YET}"),
     Feature(
-        ("use_reentrant_gc",),
-        f"non-reentrant gradient checkpointing through this key {NOT_YET}; "
-        "gradient_checkpointing_kwargs: {use_reentrant: false} does it",
-    ),
-    Feature(
         ("use_unsloth_gc",), "Unsloth's gradient checkpointing needs a CUDA GPU and the unsloth package", hardware=True
     ),
     Feature(("use_v1_kernels",), "LLaMA-Factory v1's kernels need a CUDA GPU and LLaMA-Factory v1", hardware=True),
@@ -154,7 +149,6 @@ FEATURES = [
     Feature(("data_shared_file_system",), f"encoding once for nodes sharing a file system {NOT_YET}"),
     Feature(("download_mode",), "tunesmith reads benchmarks from task_dir only (no downloads)"),
     # reporting
-    Feature(("early_stopping_steps",), f"early stopping {NOT_YET}"),
     Feature(
         ("include_effective_tokens_per_second",),
         f"effective tokens per second {NOT_YET}; include_num_input_tokens_seen: true counts tokens",

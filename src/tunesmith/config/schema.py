@@ -54,6 +54,10 @@ GROUPS: dict[str, type[Group]] = {
 # Keys from older LLaMA-Factory / transformers configs that map onto a current key.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}
 
+# Keys transformers 5 moved into a mapping: old key -> (mapping key, its entry); LLaMA-Factory examples still use them.
+MOVED_KEYS = {"fsdp_transformer_layer_cls_to_wrap": ("fsdp_config", "transformer_layer_cls_to_wrap"),
+              "fsdp_min_num_params": ("fsdp_config", "min_num_params")}
+
 # Keys that are not tunesmith's nor LLaMA-Factory's but that people bring, with the reason shown instead of "unknown".
 UNAVAILABLE_KEYS: dict[str, str] = {}
 

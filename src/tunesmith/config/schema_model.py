@@ -74,7 +74,9 @@ class ModelArgs(Group):
     mixture_of_depths: Literal["convert", "load"] | None = Field(None, description="Mixture-of-Depths conversion.")
     use_unsloth_gc: bool = Field(False, description="Unsloth's gradient checkpointing (CUDA only).")
     moe_aux_loss_coef: float | None = Field(None, description="Router auxiliary loss coefficient of MoE models.")
-    use_reentrant_gc: bool = Field(True, description="Reentrant gradient checkpointing (transformers' default).")
+    use_reentrant_gc: bool = Field(
+        True, description="Reentrant gradient checkpointing in LLaMA-Factory; tunesmith always checkpoints "
+        "non-reentrantly (torch's recommendation; the gradients are the same), so true and false both load.")
     upcast_layernorm: bool = Field(False, description="Keep layer norms in float32.")
     upcast_lmhead_output: bool = Field(False, description="Compute the output head's logits in float32.")
     train_from_scratch: bool = Field(False, description="Initialise the weights randomly instead of loading them.")

@@ -26,7 +26,7 @@ def run_training(config: Config) -> dict:
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
     from tunesmith.model.load import load_model, load_tokenizer
-    from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback
+    from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
     from tunesmith.train.stages import stage_spec
 
     setup_logging()
@@ -69,7 +69,7 @@ def run_training(config: Config) -> dict:
         eval_dataset=data.eval,
         data_collator=spec.make_collator(tokenizer, model),
         processing_class=tokenizer,
-        callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir)],
+        callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir), *from_config(config)],
         optimizers=optimizers,
     )
     output_safety.keep_secrets_out_of_pickles(trainer.args)  # training_args.bin holds no hub_token
