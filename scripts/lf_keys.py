@@ -1,5 +1,6 @@
 """Lists LLaMA-Factory's settable config keys (read from its hparams dataclasses with ast, never imported) and how
-tunesmith's schema takes each: honoured, refused at run time with the reason, or unknown.
+tunesmith's schema takes each: honoured; refused (loads at LF's default, which means "off"; any other value is refused
+with the reason); option (of a refused feature: loads at any value, acts only with the switch); or unknown.
 
     python scripts/lf_keys.py /work/lf-src            # summary + every key that is not honoured
     python scripts/lf_keys.py /work/lf-src --json     # one row per key
@@ -90,7 +91,14 @@ def classify(keys: dict[str, dict]) -> list[dict]:
     for key, info in sorted(keys.items()):
         name = RENAMED_KEYS.get(key, key) if key not in owner else key
         reason = reason_of(name)
-        status = "unknown" if name not in owner else "refused" if reason else "honoured"
+        if name not in owner:
+            status = "unknown"
+        elif not reason or reason.startswith("some values"):
+            status = "honoured"  # at every value, or all but the refused ones (finetuning_type: oft)
+        elif reason.startswith("only acts with"):
+            status = "option"  # loads at any value; acts only with its feature's switch, which is refused
+        else:
+            status = "refused"  # loads at LF's default (= off); any other value is refused with the reason
         rows.append({"key": key, "status": status, "group": owner.get(name), "reason": reason, **info})
     return rows
 
@@ -104,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    counts = {status: sum(row["status"] == status for row in rows) for status in ("honoured", "refused", "unknown")}
+    statuses = ("honoured", "refused", "option", "unknown")
+    counts = {status: sum(row["status"] == status for row in rows) for status in statuses}
     print(f"{len(rows)} LLaMA-Factory keys: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
-    for status in ("unknown", "refused"):
+    for status in ("unknown", "refused", "option"):
         for row in rows:
             if row["status"] == status:
                 print(f"  {status:8} {row['key']:34} ({row['class']}) {row['reason'] or ''}")

@@ -330,7 +330,7 @@ def reason_of(key: str) -> str | None:
         return MULTIMODAL
     for feature in FEATURES:
         if key in feature.keys:
-            return feature.reason
+            return f"some values: {feature.reason}" if feature.on else feature.reason
         if key in feature.options:
             return f"only acts with {' / '.join(feature.keys)}, which is refused: {feature.reason}"
     return None
