@@ -119,3 +119,14 @@ def test_v1_config_gets_one_message(tmp_path):
 def test_fsdp_layer_class_moves_into_fsdp_config():
     config = load_config(None, {"fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer"})
     assert config.training_kwargs()["fsdp_config"] == {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}
+
+
+def test_megatron_keys_written_at_all_ask_for_megatron(monkeypatch):
+    with pytest.raises(
+        FeatureRefused, match="`tensor_model_parallel_size`, `sequence_parallel` are not supported: Megatron"
+    ) as info:
+        load_config(None, {"tensor_model_parallel_size": 1, "sequence_parallel": False})
+    assert info.value.hardware and str(info.value).count("\n") == 0
+    monkeypatch.setenv("USE_MCA", "1")
+    with pytest.raises(FeatureRefused, match="USE_MCA=1"):
+        load_config(None, {})

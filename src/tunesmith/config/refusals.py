@@ -13,6 +13,12 @@ from collections.abc import Callable
 from tunesmith.errors import ConfigError
 
 NOT_YET = "is not supported by tunesmith yet"
+MEGATRON = (
+    "Megatron training (mcore_adapter / Megatron Bridge) needs CUDA GPUs and Megatron-Core; use DeepSpeed or "
+    "FSDP (`deepspeed:`, `fsdp:`)"
+)
+# LLaMA-Factory's environment switches for backends tunesmith does not have (USE_RAY is honoured: train/ray_launch.py)
+ENV_SWITCHES = {"USE_MCA": MEGATRON, "USE_MEGATRON_BRIDGE": MEGATRON}
 MULTIMODAL = "multimodal training is not supported yet (image, video and audio keys load at their defaults only)"
 
 
@@ -23,6 +29,7 @@ class Feature:
     hardware: bool = False  # needs hardware or a package that cannot be had here (refused-for-hardware)
     options: tuple[str, ...] = ()
     on: Callable[[object], bool] | None = None  # default: the value differs from the key's default
+    given: bool = False  # on whenever the config writes the key, whatever its value
 
 
 def _optim(name: str, hint: str = "") -> str:
@@ -214,10 +221,12 @@ FEATURES = [
     ),
     # scale-out backends
     Feature(
+        ("use_mca", "use_megatron_bridge", "megatron_bridge_args"),
+        MEGATRON,
+        hardware=True,
+    ),
+    Feature(  # LLaMA-Factory reads these only under USE_MCA=1 / USE_MEGATRON_BRIDGE=1: written at all, they ask for it
         (
-            "use_mca",
-            "use_megatron_bridge",
-            "megatron_bridge_args",
             "tensor_model_parallel_size",
             "pipeline_model_parallel_size",
             "expert_model_parallel_size",
@@ -245,9 +254,9 @@ FEATURES = [
             "export_hf_on_finish",
             "extra_config",
         ),
-        "Megatron training (mcore_adapter / Megatron Bridge) needs CUDA GPUs and Megatron-Core; use DeepSpeed or "
-        "FSDP (`deepspeed:`, `fsdp:`)",
+        MEGATRON,
         hardware=True,
+        given=True,
     ),
     Feature(
         ("use_hyper_parallel", "hyper_parallel_args", "hyper_parallel_cp_size"),
@@ -299,13 +308,19 @@ def _value(config, key: str):
 
 def refused(config) -> list[tuple[str, str, bool]]:
     """(key, reason, hardware) for each key of `config` that turns on a feature tunesmith cannot run."""
+    import os
+
     from tunesmith.config.schema import GROUPS
 
-    out = []
+    out = [
+        (f"{name}=1", reason, True)
+        for name, reason in ENV_SWITCHES.items()
+        if os.environ.get(name, "0").lower() in ("true", "y", "1")
+    ]  # LLaMA-Factory's reading of its switches
     for feature in FEATURES:
         for key in feature.keys:
             value, default = _value(config, key)
-            if feature.on(value) if feature.on else value != default:
+            if (feature.given and key in config.given) or (feature.on(value) if feature.on else value != default):
                 out.append((key, feature.reason, feature.hardware))
     group = getattr(config, MULTIMODAL_GROUP)
     for key, field in GROUPS[MULTIMODAL_GROUP].model_fields.items():
@@ -318,7 +333,13 @@ def check_features(config) -> None:
     """Raises FeatureRefused naming every LLaMA-Factory feature the config turns on that tunesmith cannot run."""
     found = refused(config)
     if found:
-        lines = [f"LLaMA-Factory's `{key}` is not supported: {reason}" for key, reason, _ in found]
+        keys: dict[str, list[str]] = {}  # one line per feature, however many of its keys are set
+        for key, reason, _ in found:
+            keys.setdefault(reason, []).append(f"`{key}`")
+        lines = [
+            f"LLaMA-Factory's {', '.join(names)} {'is' if len(names) == 1 else 'are'} not supported: {reason}"
+            for reason, names in keys.items()
+        ]
         raise FeatureRefused(f"{config.source}: " + "\n  ".join(lines), hardware=all(hw for _, _, hw in found))
 
 
