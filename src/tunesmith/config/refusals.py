@@ -138,7 +138,6 @@ FEATURES = [
     Feature(("offload_folder",), f"offloading weights to disk {NOT_YET}"),
     Feature(("use_kv_cache",), f"generating without the key/value cache {NOT_YET}"),
     Feature(("infer_dtype",), f"a separate inference dtype {NOT_YET}; set `dtype`"),
-    Feature(("print_param_status",), f"printing every parameter {NOT_YET}; the trainable count is logged"),
     Feature(
         ("ms_hub_token", "om_hub_token"),
         "tunesmith downloads from the Hugging Face hub only (hf_hub_token); ModelScope and Modelers are not used",
@@ -192,7 +191,7 @@ FEATURES = [
     ),
     # export
     Feature(("export_device",), f"exporting on accelerators {NOT_YET}; the merge runs on CPU"),
-    Feature(("export_legacy_format",), f"exporting .bin weights {NOT_YET}; exports are safetensors"),
+    Feature(("export_legacy_format",), "transformers 5 saves safetensors only (no .bin weights); remove it"),
     Feature(
         ("export_quantization_bit", "export_quantization_dataset"),
         "GPTQ export needs a GPTQ library with a CUDA GPU (gptqmodel/auto-gptq)",

@@ -54,6 +54,9 @@ def run_training(config: Config) -> dict:
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
                        head=spec.head)
+    if config.model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
+        for name, param in model.named_parameters():
+            log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
         outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
