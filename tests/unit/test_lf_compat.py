@@ -130,3 +130,10 @@ def test_megatron_keys_written_at_all_ask_for_megatron(monkeypatch):
     monkeypatch.setenv("USE_MCA", "1")
     with pytest.raises(FeatureRefused, match="USE_MCA=1"):
         load_config(None, {})
+
+
+def test_a_recorded_run_config_reloads(tmp_path):
+    """flat() (what a run records) leaves LLaMA-Factory's extra keys out at their defaults, so it loads again."""
+    flat = load_config(None, {"print_param_status": True}).flat()
+    assert flat["print_param_status"] is True and "tensor_model_parallel_size" not in flat and "galore_rank" not in flat
+    assert load_config(None, flat).lf_model.print_param_status
