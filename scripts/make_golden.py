@@ -214,8 +214,8 @@ def data_args(template_name, kind, options):
 class Unused:
     """Stands in for a multimodal template's processor parts: LF's plugins insist on them even for text-only records.
 
-    The records hold no media, so LF never calls them: it only reads parts and media token names (which then
-    appear nowhere); any other attribute is absent, so LF's getattr defaults apply.
+    The records hold no media, so LF never calls them: it only reads parts, media token names (which then
+    appear nowhere) and merge sizes; any other attribute is absent, so LF's getattr defaults apply.
     """
 
     def __getattr__(self, name):
@@ -223,6 +223,8 @@ class Unused:
             return Unused()
         if name.endswith(("_token", "_sequence")):
             return f"<unused {name}>"
+        if name.endswith("merge_size"):  # Qwen-VL plugins size image token runs by it up front
+            return 1
         raise AttributeError(f"text-only golden run: LF asked a processor for {name!r}")
 
 
