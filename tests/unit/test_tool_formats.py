@@ -9,8 +9,10 @@ from tunesmith.data.template import build_template, get_template
 from tunesmith.errors import TemplateError
 from tunesmith.model.tiny import build_tokenizer
 
-CALLS = [toolfmt.FunctionCall("weather", json.dumps({"city": "Rome", "days": 3, "units": ["c"]})),
-         toolfmt.FunctionCall("add", json.dumps({"xs": [2, 3]}))]
+CALLS = [
+    toolfmt.FunctionCall("weather", json.dumps({"city": "Rome", "days": 3, "units": ["c"]})),
+    toolfmt.FunctionCall("add", json.dumps({"xs": [2, 3]})),
+]
 SINGLE_ONLY = {"glm4"}  # GLM-4's format cannot express parallel calls
 
 
@@ -27,9 +29,12 @@ def test_written_calls_are_extracted_back(name):
 
 @pytest.mark.parametrize("name", sorted(toolfmt.TOOL_FORMATS))
 def test_tool_list_names_every_tool(name):
-    tools = json.dumps([{"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
-                        {"type": "function", "function": {"name": "add", "parameters": {"type": "object",
-                                                                                        "properties": {}}}}])
+    tools = json.dumps(
+        [
+            {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+            {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}},
+        ]
+    )
     text = toolfmt.format_tools(name, tools, "24 Nov 2026")
     assert "weather" in text and "add" in text
     assert toolfmt.format_tools(name, "[]") == ""
