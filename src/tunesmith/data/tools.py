@@ -7,7 +7,7 @@ import json
 import re
 from typing import NamedTuple
 
-from tunesmith.data import tools_xml
+from tunesmith.data import tools_gemma4, tools_xml
 from tunesmith.errors import DataError
 
 
@@ -172,6 +172,7 @@ def mistral_extract(text: str):
 EXTRACTORS = {"default": default_extract, "glm4": glm4_extract, "llama3": llama3_extract,
               "mistral": mistral_extract, "qwen": qwen_extract}
 EXTRACTORS.update({name: extract or qwen_extract for name, (_, _, extract) in tools_xml.FORMATS.items()})
+EXTRACTORS["gemma4"] = tools_gemma4.gemma4_extract
 
 
 def extract_calls(name: str, text: str) -> list[FunctionCall] | None:
@@ -189,6 +190,7 @@ TOOL_FORMATS = {
     "qwen": (qwen_tools, qwen_calls),
 }
 TOOL_FORMATS.update({name: (tools, calls) for name, (tools, calls, _) in tools_xml.FORMATS.items()})
+TOOL_FORMATS["gemma4"] = (tools_gemma4.gemma4_tools, tools_gemma4.gemma4_calls)
 
 
 def check_format(name: str) -> str:
