@@ -120,26 +120,10 @@ def _split_overrides(args) -> list[str]:
 def dispatch(args) -> int:
     if args.job == "train":
         from tunesmith.config.load import load_config
-        from tunesmith.train import launch
+        from tunesmith.train.launch import run_train
 
         overrides = _split_overrides(args)
-        config = load_config(args.config, overrides)
-        given = config.training_kwargs()
-        if given.get("do_predict") and not given.get("do_train"):  # LLaMA-Factory's predict YAML, run by `train`
-            from tunesmith.evaluate.run import run_eval
-
-            return run_eval(config)
-        if config.launch.ray_num_workers > 0 and not launch.under_launcher():
-            from tunesmith.train.ray_launch import run_on_ray
-
-            return run_on_ray(config)
-        if launch.needs_launch(config):
-            return launch.launch(args.config, overrides, config, verbose=args.verbose)
-        from tunesmith.train.run import run_training
-
-        launch.check_one_process(config)
-        run_training(config)
-        return 0
+        return run_train(args.config, overrides, load_config(args.config, overrides), verbose=args.verbose)
     if args.job == "demo":
         from tunesmith.demo import run_demo
 
@@ -221,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except TunesmithError as exc:
-        from tunesmith.train.launch import report_worker_error
+        from tunesmith.train.workers import report_worker_error
 
         if not report_worker_error(str(exc)):  # a worker of `tunesmith train`'s launch: the launcher prints it once
             print(f"tunesmith: error: {exc}", file=sys.stderr)
