@@ -168,17 +168,17 @@ def dispatch(args) -> int:
         return 0
     if args.job == "data":
         from tunesmith.config.load import load_config
-        from tunesmith.data import inspect
+        from tunesmith import data_job
 
         overrides = _split_overrides(args)
         if args.data_job == "export" and not args.out:
             raise ConfigError("`tunesmith data export` needs --out FILE.jsonl")
         config = load_config(args.config, overrides)
         if args.data_job == "check":
-            return inspect.check(config)
+            return data_job.check(config)
         if args.data_job == "preview":
-            return inspect.preview(config, n=args.n)
-        return inspect.export(config, args.out)
+            return data_job.preview(config, n=args.n)
+        return data_job.export(config, args.out)
     if args.job == "tiny":
         from tunesmith.model.tiny import save_tiny_model
 
