@@ -31,8 +31,10 @@ def main() -> None:
         records = convert(rows, spec, "sft")
         times.append(time.perf_counter() - start)
     assert len(records) == args.rows and len(records[0]["prompt"]) == 5
-    print(f"convert {args.rows} sharegpt rows (sft): median {statistics.median(times):.3f} s of {args.repeat} "
-          f"(min {min(times):.3f}, max {max(times):.3f})")
+    print(
+        f"convert {args.rows} sharegpt rows (sft): median {statistics.median(times):.3f} s of {args.repeat} "
+        f"(min {min(times):.3f}, max {max(times):.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ def test_every_command_has_one_handler():
 
 
 def test_help_imports_no_job_and_no_heavy_library():
-    code = ("import sys\nfrom tunesmith.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('torch', 'transformers', 'pydantic', 'tunesmith.'))))")
+    code = (
+        "import sys\nfrom tunesmith.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'transformers', 'pydantic', 'tunesmith.'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "['tunesmith.cli', 'tunesmith.errors']"
