@@ -17,11 +17,12 @@ TRAIN_EPILOG = """launch options (also YAML keys; any config key works as key=va
   --nproc-per-node N      processes on this node (GPUs, or CPU workers over gloo); relaunches under torchrun
   --nnodes N --node-rank R --master-addr HOST --master-port PORT   several nodes
   deepspeed=FILE.json     DeepSpeed ZeRO (configs in examples/deepspeed/)
-  ray_num_workers=N       Ray Train workers (ray_address=... joins a cluster)
+  use_ray=true ray_num_workers=N   Ray Train workers (or USE_RAY=1 as in LLaMA-Factory; ray_address=... joins)
 
 examples:
   tunesmith train examples/train_lora.yaml learning_rate=1e-4 num_train_epochs=2
   tunesmith train cfg.yaml --nproc-per-node 2 deepspeed=examples/deepspeed/ds_z2_config.json
+  tunesmith train --model_name_or_path M --stage sft --dataset D ...   no YAML (LLaMA-Factory's flag form)
   tunesmith --verbose train cfg.yaml      keep the libraries' notices"""
 
 
@@ -231,9 +232,20 @@ def dispatch(args) -> int:
     return HANDLERS[args.job](args)
 
 
+def _flags_only(argv: list[str]) -> list[str]:
+    """LLaMA-Factory's flag-only form (`train --model_name_or_path X --stage sft`, no YAML): a `--` before the first
+    flag lets argparse hand the flags on whole; load_config reads them as overrides."""
+    at = next((i for i, item in enumerate(argv) if not item.startswith("-")), len(argv))  # the command
+    if at < len(argv) and argv[at] in ("train", "chat", "api", "eval", "export", "config", "data"):
+        at += 2 if argv[at] in ("config", "data") else 1  # past their action
+        if at < len(argv) and argv[at].startswith("--") and argv[at] not in ("--", "--help", "--out"):
+            return [*argv[:at], "--", *argv[at:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_flags_only(list(sys.argv[1:] if argv is None else argv)))
     if args.job is None:
         parser.print_help()
         return 0

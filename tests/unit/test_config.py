@@ -46,7 +46,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ("lora_rnak: 8\n", "unknown key 'lora_rnak'; did you mean 'lora_rank'"),
         ("learning_rate: -1\n", "key 'learning_rate': Input should be greater than 0"),
         ("lora_rank: abc\n", "key 'lora_rank': Input should be a valid integer"),
-        ("finetuning_type: lorra\n", "key 'finetuning_type': Input should be 'lora', 'freeze' or 'full'"),
+        ("finetuning_type: lorra\n", "key 'finetuning_type': Input should be 'lora', 'oft', 'freeze' or 'full'"),
         ("lr_scheduler_type: cosinee\n", "did you mean 'cosine'"),
         ("mask_history: true\ntrain_on_prompt: true\n", "`mask_history` and `train_on_prompt` cannot both be true"),
         ("finetuning_type: full\nuse_dora: true\n", "`use_dora` only applies to finetuning_type: lora"),
@@ -58,7 +58,8 @@ def test_parse_overrides_reads_yaml_scalars():
         ("stage: dpo\npref_loss: kto_pair\n", "pref_loss kto_pair is not available"),
         ("stage: ppo\n", "stage ppo needs `reward_model`: a reward model folder"),
         ("stage: ppo\nreward_model: r\nppo_epochs: 0\n", "key 'ppo_epochs': Input should be greater than or equal"),
-        ("ppo_target: 6.0\n", "key 'ppo_target' is not available: TRL 1.12's PPO has no adaptive KL target"),
+        ("ppo_target: 3.0\n", "LLaMA-Factory's `ppo_target` is not supported: TRL 1.12's PPO has no adaptive KL"),
+        ("use_galore: true\n", "LLaMA-Factory's `use_galore` is not supported: the GaLore optimizer"),
         ("deepspeed: missing/ds_z2.json\n", "deepspeed config file not found: missing/ds_z2.json"),
     ],
 )

@@ -36,7 +36,7 @@ PPO = "model_name_or_path: m\ndataset: d\noutput_dir: out\nstage: ppo\nreward_mo
             "`ppo_whiten_rewards` needs mini-batches of at least 8 replies",
         ),
         ("nproc_per_node: 2\n", "stage ppo trains in one process"),
-        ("ray_num_workers: 2\n", "stage ppo trains in one process"),
+        ("use_ray: true\nray_num_workers: 2\n", "stage ppo trains in one process"),
         ("", "reward_model folder not found: missing_rm"),
     ],
 )

@@ -30,10 +30,10 @@ def run_train(config_path: str | None, overrides: list[str], config, verbose: bo
     from tunesmith.train.stages import check_stage
 
     check_stage(config)  # before any process is launched and before any data or model loads
-    if config.launch.ray_num_workers > 0 and not under_launcher():
-        from tunesmith.train.ray_launch import run_on_ray
+    from tunesmith.train import ray_launch
 
-        return run_on_ray(config)
+    if ray_launch.wants_ray(config):
+        return ray_launch.run_on_ray(config)
     if needs_launch(config):
         return launch(config_path, overrides, config, verbose=verbose)
     from tunesmith.train.run import run_training

@@ -64,9 +64,9 @@ def check(config) -> None:
                         "`resume_from_checkpoint`")
     if method.loraplus_lr_ratio:
         problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
-    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.ray_num_workers or train.deepspeed:
+    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.use_ray or train.deepspeed:
         problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
-                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/ray_num_workers/"
+                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/use_ray/"
                         "deepspeed")
     elif under_launcher() and int(os.environ["WORLD_SIZE"]) > 1:  # started by torchrun/accelerate directly
         problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP (it cannot reach "

@@ -26,7 +26,7 @@ def run_training(config: Config) -> dict:
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
     from tunesmith.model.load import load_model, load_tokenizer
-    from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback
+    from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
     from tunesmith.train.stages import check_stage
 
     setup_logging()
@@ -52,6 +52,9 @@ def run_training(config: Config) -> dict:
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
                        head=spec.head)
+    if config.model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
+        for name, param in model.named_parameters():
+            log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
         outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
@@ -67,7 +70,7 @@ def run_training(config: Config) -> dict:
         eval_dataset=data.eval,
         data_collator=spec.make_collator(tokenizer, model),
         processing_class=tokenizer,
-        callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir)],
+        callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir), *from_config(config)],
         optimizers=optimizers,
     )
     output_safety.keep_secrets_out_of_pickles(trainer.args)  # training_args.bin holds no hub_token
