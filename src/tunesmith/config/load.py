@@ -280,14 +280,10 @@ def check_across_groups(config: Config) -> None:
         problems.append("`train_on_prompt` and `mask_history` only apply to stage: sft")
     if data.packing and method.stage != "pt":
         problems.append(f"`packing` applies to stage pt only (sft packing is not supported yet), not {method.stage}")
-    train = config.train
-    if method.stage == "ppo":
-        problems += _ppo_problems(config)
-    if getattr(train, "predict_with_generate", False) and method.stage != "sft":
+    train = config.train  # stage limits (e.g. ppo's) are the stage spec's check, run by `tunesmith train`
+    if train.predict_with_generate and method.stage != "sft":
         problems.append("`predict_with_generate` only applies to stage: sft")
-    if str(getattr(train, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO") and not (
-        data.eval_dataset or data.val_size > 0
-    ):
+    if train.eval_strategy != "no" and not (data.eval_dataset or data.val_size > 0):
         problems.append("`eval_strategy` is set but there is no eval data: set `eval_dataset` or `val_size`")
     no_eval = str(getattr(train, "eval_strategy", "no")) in ("no", "IntervalStrategy.NO")
     if config.report.early_stopping_steps and no_eval:
@@ -297,30 +293,6 @@ def check_across_groups(config: Config) -> None:
         problems.append(f"deepspeed config file not found: {deepspeed} (ZeRO configs ship in examples/deepspeed/)")
     if problems:
         raise ConfigError(f"{source}: " + "\n  ".join(problems))
-
-
-def _ppo_problems(config: Config) -> list[str]:
-    """What TRL's PPO trainer cannot do: evaluate, resume, LoRA+, several processes, whitening below 8 replies."""
-    method, data, train = config.method, config.data, config.train
-    problems = []
-    if data.val_size > 0 or data.eval_dataset:
-        problems.append("stage ppo has no evaluation loop: remove `val_size` / `eval_dataset`")
-    if train.resume_from_checkpoint not in (None, False, "", "false", "False"):
-        problems.append("stage ppo cannot resume from a checkpoint (TRL's PPO trainer restarts): remove "
-                        "`resume_from_checkpoint`")
-    if method.loraplus_lr_ratio:
-        problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
-    launch = config.launch
-    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.use_ray or config.training_kwargs().get(
-            "deepspeed"):
-        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
-                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/ray_num_workers/"
-                        "deepspeed")
-    mini_batch = train.per_device_train_batch_size * train.gradient_accumulation_steps
-    if method.ppo_whiten_rewards and mini_batch < 8:
-        problems.append(f"`ppo_whiten_rewards` needs mini-batches of at least 8 replies (per_device_train_batch_size x "
-                        f"gradient_accumulation_steps is {mini_batch})")
-    return problems
 
 
 RUN_CONFIG = "tunesmith_config.yaml"
