@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from tunesmith.config.refusals import check_features
 from tunesmith.config.schema import (
     GROUPS,
+    LF_GROUPS,
     LF_V1_KEYS,
     MOVED_KEYS,
     RENAMED_KEYS,
@@ -24,6 +25,9 @@ from tunesmith.config.schema import (
     GenerationArgs,
     InferArgs,
     LaunchArgs,
+    LFDataArgs,
+    LFMethodArgs,
+    LFModelArgs,
     MethodArgs,
     ModelArgs,
     MultimodalArgs,
@@ -54,6 +58,9 @@ class Config:
     report: ReportArgs = dataclasses.field(default_factory=ReportArgs)
     multimodal: MultimodalArgs = dataclasses.field(default_factory=MultimodalArgs)
     scale: ScaleArgs = dataclasses.field(default_factory=ScaleArgs)
+    lf_model: LFModelArgs = dataclasses.field(default_factory=LFModelArgs)
+    lf_method: LFMethodArgs = dataclasses.field(default_factory=LFMethodArgs)
+    lf_data: LFDataArgs = dataclasses.field(default_factory=LFDataArgs)
     source: str = "<overrides>"
     given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
 
@@ -62,11 +69,12 @@ class Config:
         return self.train.model_dump(exclude_unset=True)
 
     def flat(self) -> dict[str, Any]:
-        """Every key of our own groups with its resolved value, plus the training keys that were set."""
+        """Every key of our own groups with its resolved value (LLaMA-Factory's extra groups: only the keys set off
+        their defaults), plus the training keys that were set."""
         out: dict[str, Any] = {}
         for name in GROUPS:
             group = getattr(self, name)
-            out.update(group.model_dump(mode="json"))
+            out.update(group.model_dump(mode="json", exclude_defaults=name in LF_GROUPS))
         out.update(self.train.model_dump(mode="json", exclude_unset=True))
         return out
 
@@ -225,8 +233,8 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
         split[owner[key]][key] = VALUE_FIXES[key](value) if key in VALUE_FIXES else value
     if split["report"].get("early_stopping_steps"):  # LLaMA-Factory leaves the metric to transformers' default
         split["train"].setdefault("metric_for_best_model", "eval_loss")
-    if split["data"].get("eval_num_beams") is not None:  # LLaMA-Factory's name for predict's beam count
-        split["train"].setdefault("generation_num_beams", split["data"]["eval_num_beams"])
+    if split["lf_data"].get("eval_num_beams") is not None:  # LLaMA-Factory's name for predict's beam count
+        split["train"].setdefault("generation_num_beams", split["lf_data"]["eval_num_beams"])
     built = {}
     for name, cls in (*GROUPS.items(), ("train", train_cls)):
         try:

@@ -52,7 +52,7 @@ def run_training(config: Config) -> dict:
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
                        head=spec.head)
-    if config.model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
+    if config.lf_model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
         for name, param in model.named_parameters():
             log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
