@@ -1,5 +1,5 @@
-"""Trainer callbacks: the machine-readable progress log (trainer_log.jsonl) that the web UI follows, and the
-checks a resumed run makes once transformers has loaded its checkpoint."""
+"""Trainer callbacks: the machine-readable progress log (trainer_log.jsonl) that the web UI follows, the checks a
+resumed run makes once transformers has loaded its checkpoint, and the ones config keys ask for (early stopping)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 LOG_NAME = "trainer_log.jsonl"
+
+
+def from_config(config) -> list:
+    """The callbacks config keys ask for: LLaMA-Factory's early_stopping_steps is transformers' EarlyStoppingCallback
+    with that patience (evaluations without improvement of metric_for_best_model)."""
+    if not config.report.early_stopping_steps:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=config.report.early_stopping_steps)]
 
 
 def trim_log(output_dir: str | Path, step: int) -> None:

@@ -1,5 +1,5 @@
 """The Train tab's dataset preview: `tunesmith data check`'s summary (token lengths, truncation) above a table of the
-first encoded examples with their trained tokens highlighted; both from tunesmith.data.inspect, as the CLI prints them."""
+first encoded examples with their trained tokens highlighted; both from tunesmith.data_job, as the CLI prints them."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def error_html(message) -> str:
 
 
 def _marked(text: str) -> str:
-    """inspect.render's text, its ⟦trained⟧ spans as <mark>."""
-    from tunesmith.data.inspect import TRAINED_CLOSE, TRAINED_OPEN
+    """data_job.render's text, its ⟦trained⟧ spans as <mark>."""
+    from tunesmith.data_job import TRAINED_CLOSE, TRAINED_OPEN
 
     escaped = html.escape(text)
     return escaped.replace(TRAINED_OPEN, "<mark>").replace(TRAINED_CLOSE, "</mark>")
@@ -36,16 +36,16 @@ def _table(headers: list[str], rows: list[list[str]], text_column: int) -> str:
 
 def encoded_rows(config, lang: str, n: int = ROWS) -> str:
     """The first n training examples, one row per sequence (chosen/rejected are two), as the trainer gets them."""
-    from tunesmith.data import inspect
+    from tunesmith import data_job
     from tunesmith.data.records import IGNORE_INDEX
 
-    tokenizer, encoded = inspect._encoded(config)
+    tokenizer, encoded = data_job._encoded(config)
     rows = []
     for index in range(min(n, len(encoded))):
-        for name, input_ids, labels in inspect.sequences(encoded[index]):
+        for name, input_ids, labels in data_job.sequences(encoded[index]):
             trained = sum(1 for label in labels if label != IGNORE_INDEX)
             rows.append([str(index), html.escape(name), str(len(input_ids)), str(trained),
-                         _marked(inspect.render(tokenizer, input_ids, labels))])
+                         _marked(data_job.render(tokenizer, input_ids, labels))])
     headers = ["#", ui(lang, "data_col_part"), ui(lang, "data_col_tokens"), ui(lang, "data_col_trained"),
                ui(lang, "data_col_text")]
     return _table(headers, rows, 4)
@@ -53,11 +53,11 @@ def encoded_rows(config, lang: str, n: int = ROWS) -> str:
 
 def check_summary(config) -> str:
     """What `tunesmith data check` prints for this config (counts, p50/p90/p99/max token lengths, truncation)."""
-    from tunesmith.data import inspect
+    from tunesmith import data_job
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        inspect.check(config)
+        data_job.check(config)
     return out.getvalue()
 
 
