@@ -4,7 +4,7 @@ sampling sliders start from the config schema's GenerationArgs defaults."""
 from __future__ import annotations
 
 from tunesmith.errors import TunesmithError
-from tunesmith.webui.texts import ui
+from tunesmith.webui.texts import label, ui
 
 
 def _text(content) -> str:
@@ -25,6 +25,11 @@ def build_chat_tab(gr, texts, train, workspace) -> None:
     """The tab's components and events; train: the Train tab's form (its model keys are what is loaded)."""
     state = {}
     defaults = generation_defaults()
+
+    def words(key: str) -> dict:
+        text, help_text = label("en", key)
+        return {"label": text, "info": help_text, "elem_id": f"chat_{key}", "elem_classes": ["ts-field"]}
+
     with texts.label(gr.Tab(ui("en", "tab_chat"), elem_id="tab-chat"), "tab_chat"):
         with gr.Row(elem_classes=["ts-buttons"]):
             chat_load = texts.value(gr.Button(ui("en", "chat_load"), elem_id="chat_load"), "chat_load")
@@ -33,13 +38,11 @@ def build_chat_tab(gr, texts, train, workspace) -> None:
         system = texts.label(gr.Textbox(label=ui("en", "chat_system")), "chat_system")
         tools = texts.label(gr.Textbox(label=ui("en", "chat_tools"), lines=2), "chat_tools")
         with gr.Row(elem_classes=["ts-grid"]):
-            temperature = texts.field(gr.Slider(0, 1.5, value=defaults["temperature"], label="temperature",
-                                                elem_id="chat_temperature", elem_classes=["ts-field"]), "temperature")
-            top_p = texts.field(gr.Slider(0.01, 1.0, value=defaults["top_p"], label="top_p", elem_id="chat_top_p",
-                                          elem_classes=["ts-field"]), "top_p")
-            max_new_tokens = texts.field(gr.Slider(1, max(2048, defaults["max_new_tokens"]),
-                                                   value=defaults["max_new_tokens"], step=1, label="max_new_tokens",
-                                                   elem_id="chat_max_new_tokens", elem_classes=["ts-field"]),
+            temperature = texts.field(gr.Slider(0, 1.5, value=defaults["temperature"], **words("temperature")),
+                                      "temperature")
+            top_p = texts.field(gr.Slider(0.01, 1.0, value=defaults["top_p"], **words("top_p")), "top_p")
+            max_new_tokens = texts.field(gr.Slider(1, max(2048, defaults["max_new_tokens"]), step=1,
+                                                   value=defaults["max_new_tokens"], **words("max_new_tokens")),
                                          "max_new_tokens")
         chatbot = gr.Chatbot(height=300, elem_id="chatbot")
         with gr.Row():
