@@ -97,21 +97,11 @@ FEATURES = [
     ),
     Feature(("use_llama_pro",), f"LLaMA Pro block expansion {NOT_YET}"),
     Feature(("pure_bf16",), f"pure bfloat16 training {NOT_YET}; use `bf16: true` (mixed precision) or dtype: bfloat16"),
-    Feature(("use_dft_loss",), f"the DFT loss {NOT_YET}"),
-    Feature(("use_asft_loss",), f"the ASFT loss {NOT_YET}", options=("asft_alpha",)),
-    Feature(("use_eaft_loss",), f"the EAFT loss {NOT_YET}", options=("eaft_alpha",)),
-    Feature(("pref_bco_weight", "ld_alpha"), f"BCO and LD-DPO weights {NOT_YET}; DPO runs with `pref_loss`"),
-    Feature(
-        ("ref_model_adapters", "ref_model_quantization_bit"),
-        f"adapters or quantization for `ref_model` {NOT_YET}; give ref_model a merged model folder",
-    ),
-    Feature(
-        ("reward_model_adapters", "reward_model_quantization_bit"),
-        f"adapters or quantization for `reward_model` {NOT_YET}; give reward_model a folder (stage rm output)",
-    ),
     Feature(
         ("reward_model_type",),
-        "a reward model behind an API is not supported; give `reward_model` a folder",
+        "a reward model behind an API (reward_model_type: api) is a reward server reached over the network, which "
+        "tunesmith does not call at run time; give `reward_model` a folder (a stage rm output, or a one-label "
+        "classifier)",
         on=lambda v: v == "api",
     ),
     Feature(("ppo_target",), "TRL 1.12's PPO has no adaptive KL target (its KL coefficient is fixed); remove it"),
