@@ -151,21 +151,6 @@ FEATURES = [
         f"effective tokens per second {NOT_YET}; include_num_input_tokens_seen: true counts tokens",
     ),
     Feature(
-        ("use_swanlab",),
-        "SwanLab through use_swanlab is not supported; `report_to: swanlab` is transformers' "
-        "own (needs the swanlab package)",
-        options=(
-            "swanlab_project",
-            "swanlab_workspace",
-            "swanlab_run_name",
-            "swanlab_mode",
-            "swanlab_api_key",
-            "swanlab_logdir",
-            "swanlab_lark_webhook_url",
-            "swanlab_lark_secret",
-        ),
-    ),
-    Feature(
         ("enable_torch_profiler",),
         f"the torch profiler {NOT_YET}",
         options=(
