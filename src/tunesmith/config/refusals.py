@@ -151,6 +151,12 @@ FEATURES = [
         f"effective tokens per second {NOT_YET}; include_num_input_tokens_seen: true counts tokens",
     ),
     Feature(
+        ("swanlab_lark_webhook_url",),
+        "SwanLab's Lark notifications post to a Lark webhook over the network, which tunesmith does not do at run "
+        "time; remove it (use_swanlab itself runs, in swanlab_mode offline or local)",
+        options=("swanlab_lark_secret",),
+    ),
+    Feature(
         ("enable_torch_profiler",),
         f"the torch profiler {NOT_YET}",
         options=(

@@ -49,6 +49,4 @@ class ReportArgs(Group):
                 "use_swanlab with swanlab_mode: cloud uploads to SwanLab's servers and needs swanlab_api_key; set "
                 "swanlab_mode: offline (or local) to write the run to swanlab_logdir only"
             )
-        if self.swanlab_lark_webhook_url:
-            raise ValueError("swanlab_lark_webhook_url (Lark notifications) is not supported by tunesmith; remove it")
         return self
