@@ -172,8 +172,6 @@ FEATURES = [
         ),
     ),
     # export
-    Feature(("export_device",), f"exporting on accelerators {NOT_YET}; the merge runs on CPU"),
-    Feature(("export_legacy_format",), f"exporting .bin weights {NOT_YET}; exports are safetensors"),
     Feature(
         ("export_quantization_bit", "export_quantization_dataset"),
         "GPTQ export needs a GPTQ library with a CUDA GPU (gptqmodel/auto-gptq)",
