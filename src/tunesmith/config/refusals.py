@@ -174,7 +174,11 @@ FEATURES = [
     # export
     Feature(
         ("export_quantization_bit", "export_quantization_dataset"),
-        "GPTQ export needs a GPTQ library with a CUDA GPU (gptqmodel/auto-gptq)",
+        "GPTQ export needs gptqmodel (LLaMA-Factory's GPTQ library, through transformers' GPTQConfig), which this "
+        "install cannot hold: gptqmodel 7.7 needs torch >= 2.14.1 (tunesmith pins torch 2.13), 7.6 builds C++ "
+        "kernels and swaps the numpy (2.4 to 2.2) and protobuf (6 to 7) the rest runs on, auto-gptq 0.7 predates "
+        "transformers 5; "
+        "export in full precision (leave export_quantization_bit unset) and quantize the folder with gptqmodel",
         hardware=True,
         options=("export_quantization_nsamples", "export_quantization_maxlen"),
     ),
