@@ -2,6 +2,7 @@
 YAML) trains; early_stopping_steps stops a run whose eval loss stops improving."""
 
 import json
+import logging
 from pathlib import Path
 
 from tunesmith.cli import main
@@ -9,7 +10,8 @@ from tunesmith.cli import main
 DEMO_DATA = Path(__file__).resolve().parents[2] / "src" / "tunesmith" / "demo_data"
 
 
-def test_train_with_flags_only(tiny_model_dir, tmp_path):
+def test_train_with_flags_only(tiny_model_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="tunesmith.train.run")
     out = tmp_path / "out"
     flags = [
         "--model_name_or_path",
@@ -35,9 +37,11 @@ def test_train_with_flags_only(tiny_model_dir, tmp_path):
         "none",
         "--save_strategy",
         "no",
+        "--print_param_status",
     ]
     assert main(["train", *flags]) == 0
     assert (out / "adapter_model.safetensors").is_file()
+    assert "lora_A.default.weight: torch.float32 cpu, trainable True" in caplog.text
 
 
 def test_config_show_with_flags_only(capsys):

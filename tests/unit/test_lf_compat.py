@@ -130,3 +130,28 @@ def test_megatron_keys_written_at_all_ask_for_megatron(monkeypatch):
     monkeypatch.setenv("USE_MCA", "1")
     with pytest.raises(FeatureRefused, match="USE_MCA=1"):
         load_config(None, {})
+
+
+def test_a_recorded_run_config_reloads(tmp_path):
+    """flat() (what a run records) leaves LLaMA-Factory's extra keys out at their defaults, so it loads again."""
+    flat = load_config(None, {"print_param_status": True}).flat()
+    assert flat["print_param_status"] is True and "tensor_model_parallel_size" not in flat and "galore_rank" not in flat
+    assert load_config(None, flat).lf_model.print_param_status
+
+
+def test_infer_dtype_and_use_kv_cache_reach_the_inference_model(tiny_model_dir):
+    import torch
+
+    from tunesmith.infer.loader import load_for_inference
+
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "template": "chatml",
+            "infer_dtype": "bfloat16",
+            "use_kv_cache": False,
+        },
+    )
+    _, _, model = load_for_inference(config, place=False)
+    assert model.dtype == torch.bfloat16 and model.generation_config.use_cache is False

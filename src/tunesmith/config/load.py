@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from tunesmith.config.refusals import check_features
 from tunesmith.config.schema import (
     GROUPS,
+    LF_GROUPS,
     LF_V1_KEYS,
     MOVED_KEYS,
     RENAMED_KEYS,
@@ -24,6 +25,9 @@ from tunesmith.config.schema import (
     GenerationArgs,
     InferArgs,
     LaunchArgs,
+    LFDataArgs,
+    LFMethodArgs,
+    LFModelArgs,
     MethodArgs,
     ModelArgs,
     MultimodalArgs,
@@ -54,6 +58,9 @@ class Config:
     report: ReportArgs = dataclasses.field(default_factory=ReportArgs)
     multimodal: MultimodalArgs = dataclasses.field(default_factory=MultimodalArgs)
     scale: ScaleArgs = dataclasses.field(default_factory=ScaleArgs)
+    lf_model: LFModelArgs = dataclasses.field(default_factory=LFModelArgs)
+    lf_method: LFMethodArgs = dataclasses.field(default_factory=LFMethodArgs)
+    lf_data: LFDataArgs = dataclasses.field(default_factory=LFDataArgs)
     source: str = "<overrides>"
     given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
 
@@ -62,11 +69,12 @@ class Config:
         return self.train.model_dump(exclude_unset=True)
 
     def flat(self) -> dict[str, Any]:
-        """Every key of our own groups with its resolved value, plus the training keys that were set."""
+        """Every key of our own groups with its resolved value (LLaMA-Factory's extra groups: only the keys set off
+        their defaults), plus the training keys that were set."""
         out: dict[str, Any] = {}
         for name in GROUPS:
             group = getattr(self, name)
-            out.update(group.model_dump(mode="json"))
+            out.update(group.model_dump(mode="json", exclude_defaults=name in LF_GROUPS))
         out.update(self.train.model_dump(mode="json", exclude_unset=True))
         return out
 
@@ -225,8 +233,8 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
         split[owner[key]][key] = VALUE_FIXES[key](value) if key in VALUE_FIXES else value
     if split["report"].get("early_stopping_steps"):  # LLaMA-Factory leaves the metric to transformers' default
         split["train"].setdefault("metric_for_best_model", "eval_loss")
-    if split["data"].get("eval_num_beams") is not None:  # LLaMA-Factory's name for predict's beam count
-        split["train"].setdefault("generation_num_beams", split["data"]["eval_num_beams"])
+    if split["lf_data"].get("eval_num_beams") is not None:  # LLaMA-Factory's name for predict's beam count
+        split["train"].setdefault("generation_num_beams", split["lf_data"]["eval_num_beams"])
     built = {}
     for name, cls in (*GROUPS.items(), ("train", train_cls)):
         try:
@@ -272,14 +280,10 @@ def check_across_groups(config: Config) -> None:
         problems.append("`train_on_prompt` and `mask_history` only apply to stage: sft")
     if data.packing and method.stage != "pt":
         problems.append(f"`packing` applies to stage pt only (sft packing is not supported yet), not {method.stage}")
-    train = config.train
-    if method.stage == "ppo":
-        problems += _ppo_problems(config)
-    if getattr(train, "predict_with_generate", False) and method.stage != "sft":
+    train = config.train  # stage limits (e.g. ppo's) are the stage spec's check, run by `tunesmith train`
+    if train.predict_with_generate and method.stage != "sft":
         problems.append("`predict_with_generate` only applies to stage: sft")
-    if str(getattr(train, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO") and not (
-        data.eval_dataset or data.val_size > 0
-    ):
+    if train.eval_strategy != "no" and not (data.eval_dataset or data.val_size > 0):
         problems.append("`eval_strategy` is set but there is no eval data: set `eval_dataset` or `val_size`")
     no_eval = str(getattr(train, "eval_strategy", "no")) in ("no", "IntervalStrategy.NO")
     if config.report.early_stopping_steps and no_eval:
@@ -289,30 +293,6 @@ def check_across_groups(config: Config) -> None:
         problems.append(f"deepspeed config file not found: {deepspeed} (ZeRO configs ship in examples/deepspeed/)")
     if problems:
         raise ConfigError(f"{source}: " + "\n  ".join(problems))
-
-
-def _ppo_problems(config: Config) -> list[str]:
-    """What TRL's PPO trainer cannot do: evaluate, resume, LoRA+, several processes, whitening below 8 replies."""
-    method, data, train = config.method, config.data, config.train
-    problems = []
-    if data.val_size > 0 or data.eval_dataset:
-        problems.append("stage ppo has no evaluation loop: remove `val_size` / `eval_dataset`")
-    if train.resume_from_checkpoint not in (None, False, "", "false", "False"):
-        problems.append("stage ppo cannot resume from a checkpoint (TRL's PPO trainer restarts): remove "
-                        "`resume_from_checkpoint`")
-    if method.loraplus_lr_ratio:
-        problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
-    launch = config.launch
-    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.use_ray or config.training_kwargs().get(
-            "deepspeed"):
-        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
-                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/ray_num_workers/"
-                        "deepspeed")
-    mini_batch = train.per_device_train_batch_size * train.gradient_accumulation_steps
-    if method.ppo_whiten_rewards and mini_batch < 8:
-        problems.append(f"`ppo_whiten_rewards` needs mini-batches of at least 8 replies (per_device_train_batch_size x "
-                        f"gradient_accumulation_steps is {mini_batch})")
-    return problems
 
 
 RUN_CONFIG = "tunesmith_config.yaml"

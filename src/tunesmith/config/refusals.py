@@ -126,9 +126,6 @@ FEATURES = [
     Feature(("use_v1_kernels",), "LLaMA-Factory v1's kernels need a CUDA GPU and LLaMA-Factory v1", hardware=True),
     Feature(("adapter_folder",), f"an adapter folder {NOT_YET}; list the adapters in adapter_name_or_path"),
     Feature(("offload_folder",), f"offloading weights to disk {NOT_YET}"),
-    Feature(("use_kv_cache",), f"generating without the key/value cache {NOT_YET}"),
-    Feature(("infer_dtype",), f"a separate inference dtype {NOT_YET}; set `dtype`"),
-    Feature(("print_param_status",), f"printing every parameter {NOT_YET}; the trainable count is logged"),
     Feature(
         ("ms_hub_token", "om_hub_token"),
         "tunesmith downloads from the Hugging Face hub only (hf_hub_token); ModelScope and Modelers are not used",

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunesmith.config.schema_base import FloatList, Group, NameList
 from tunesmith.config.schema_data import DataArgs, EvalArgs, MultimodalArgs, OutputArgs
+from tunesmith.config.schema_lf import LFDataArgs, LFMethodArgs, LFModelArgs
 from tunesmith.config.schema_method import MethodArgs
 from tunesmith.config.schema_model import ExportArgs, ModelArgs
 from tunesmith.config.schema_optim import OptimArgs
@@ -23,6 +24,9 @@ __all__ = [
     "GenerationArgs",
     "Group",
     "InferArgs",
+    "LFDataArgs",
+    "LFMethodArgs",
+    "LFModelArgs",
     "LaunchArgs",
     "MethodArgs",
     "ModelArgs",
@@ -49,14 +53,22 @@ GROUPS: dict[str, type[Group]] = {
     "report": ReportArgs,
     "multimodal": MultimodalArgs,
     "scale": ScaleArgs,
+    "lf_model": LFModelArgs,
+    "lf_method": LFMethodArgs,
+    "lf_data": LFDataArgs,
 }
+
+# Groups of LLaMA-Factory's keys beyond tunesmith's own: shown and recorded only where set off their defaults.
+LF_GROUPS = ("optim", "report", "multimodal", "scale", "lf_model", "lf_method", "lf_data")
 
 # Keys from older LLaMA-Factory / transformers configs that map onto a current key.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "torch_dtype": "dtype"}
 
 # Keys transformers 5 moved into a mapping: old key -> (mapping key, its entry); LLaMA-Factory examples still use them.
-MOVED_KEYS = {"fsdp_transformer_layer_cls_to_wrap": ("fsdp_config", "transformer_layer_cls_to_wrap"),
-              "fsdp_min_num_params": ("fsdp_config", "min_num_params")}
+MOVED_KEYS = {
+    "fsdp_transformer_layer_cls_to_wrap": ("fsdp_config", "transformer_layer_cls_to_wrap"),
+    "fsdp_min_num_params": ("fsdp_config", "min_num_params"),
+}
 
 # Keys that are not tunesmith's nor LLaMA-Factory's but that people bring, with the reason shown instead of "unknown".
 UNAVAILABLE_KEYS: dict[str, str] = {}

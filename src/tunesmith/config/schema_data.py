@@ -60,14 +60,6 @@ class DataArgs(Group):
             )
         return self
 
-    # LLaMA-Factory's other data keys
-    neat_packing: bool = Field(False, description="Packing without cross-attention between packed examples.")
-    buffer_size: int = Field(16384, ge=1, description="Shuffle buffer of streamed datasets (with `streaming`).")
-    eval_num_beams: int | None = Field(None, ge=1, description="Beams of predict_with_generate (generation_num_beams).")
-    ignore_pad_token_for_loss: bool = Field(True, description="Padding positions do not count in the loss.")
-    preserve_thinking: bool = Field(False, description="Keep earlier turns' thinking in multi-turn reasoning data.")
-    data_shared_file_system: bool = Field(False, description="Nodes share a file system: encode on one, read on all.")
-
 
 class OutputArgs(Group):
     """What happens around the output folder."""

@@ -89,39 +89,3 @@ class MethodArgs(Group):
         if self.dpo_label_smoothing > 0 and self.pref_loss != "sigmoid":
             raise ValueError("`dpo_label_smoothing` only applies to pref_loss: sigmoid")
         return self
-
-    # OFT (LLaMA-Factory's finetuning_type: oft)
-    oft_rank: int = Field(0, ge=0, description="OFT rank (0: set by oft_block_size).")
-    oft_block_size: int = Field(32, ge=0, description="OFT block size.")
-    oft_target: NameList = Field(["all"], description="Modules OFT wraps: 'all' or a comma list.")
-    module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="OFT multiplicative dropout.")
-    # More preference / RL options
-    pref_bco_weight: float = Field(0.0, ge=0, description="DPO: weight of the BCO loss mixed in.")
-    ld_alpha: float | None = Field(None, description="LD-DPO: weight of the verbose part of long replies.")
-    ref_model_adapters: str | None = Field(
-        None, description="Adapter folders (comma list) merged into `ref_model`, in order."
-    )
-    ref_model_quantization_bit: Literal[4, 8] | None = Field(
-        None, description="Quantize `ref_model` to 4 or 8 bits (as quantization_bit)."
-    )
-    reward_model_adapters: str | None = Field(
-        None, description="PPO: adapter folders (comma list) merged into `reward_model`, in order."
-    )
-    reward_model_quantization_bit: Literal[4, 8] | None = Field(
-        None, description="PPO: quantize `reward_model` to 4 or 8 bits (its value model trains in full precision)."
-    )
-    reward_model_type: Literal["lora", "full", "api"] = Field(
-        "lora",
-        description="PPO: what `reward_model` is (lora: an rm run's adapter, full: a model folder); tunesmith "
-        "reads the folder as it is either way; api is refused (no reward server is reached).",
-    )
-    ppo_score_norm: bool = Field(False, description="PPO: normalise reward scores (not in TRL 1.12).")
-    ppo_target: float = Field(6.0, description="PPO: adaptive KL target (TRL 1.12's KL coefficient is fixed).")
-    # Other LLaMA-Factory training methods and losses
-    pure_bf16: bool = Field(False, description="Train purely in bfloat16, without mixed precision.")
-    use_llama_pro: bool = Field(False, description="LLaMA Pro: train only the expanded blocks.")
-    use_dft_loss: bool = Field(False, description="DFT loss (dynamic fine-tuning).")
-    use_asft_loss: bool = Field(False, description="ASFT loss (anchored SFT).")
-    asft_alpha: float = Field(0.1, description="ASFT: weight of its KL anchor.")
-    use_eaft_loss: bool = Field(False, description="EAFT loss (entropy-adaptive fine-tuning).")
-    eaft_alpha: float = Field(1.0, description="EAFT: exponent of its entropy weight.")

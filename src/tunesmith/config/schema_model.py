@@ -58,41 +58,6 @@ class ModelArgs(Group):
 
     hf_hub_token: str | None = Field(None, description="Token for private hub models.")
 
-    # LLaMA-Factory's other model keys; those tunesmith cannot honour are refused when set (config/refusals.py)
-    adapter_folder: str | None = Field(
-        None, description="Folder whose sub-folders are adapters to merge (LLaMA-Factory)."
-    )
-    add_tokens: NameList = Field(None, description="Plain tokens added to the tokenizer, comma separated.")
-    add_special_tokens: NameList = Field(None, description="Special tokens added to the tokenizer, comma separated.")
-    new_special_tokens_config: str | dict | None = Field(
-        None, description="YAML file or mapping: new special token -> description used to initialise it."
-    )
-    init_special_tokens: Literal["noise_init", "desc_init", "desc_init_w_noise"] = Field(
-        "noise_init", description="How the embeddings of new special tokens start."
-    )
-    shift_attn: bool = Field(False, description="LongLoRA shift short attention (S^2-Attn).")
-    mixture_of_depths: Literal["convert", "load"] | None = Field(None, description="Mixture-of-Depths conversion.")
-    use_unsloth_gc: bool = Field(False, description="Unsloth's gradient checkpointing (CUDA only).")
-    moe_aux_loss_coef: float | None = Field(None, description="Router auxiliary loss coefficient of MoE models.")
-    use_reentrant_gc: bool = Field(
-        True, description="Reentrant gradient checkpointing in LLaMA-Factory; tunesmith always checkpoints "
-        "non-reentrantly (torch's recommendation; the gradients are the same), so true and false both load.")
-    upcast_layernorm: bool = Field(False, description="Keep layer norms in float32.")
-    upcast_lmhead_output: bool = Field(False, description="Compute the output head's logits in float32.")
-    train_from_scratch: bool = Field(False, description="Initialise the weights randomly instead of loading them.")
-    offload_folder: str = Field("offload", description="Where weights offloaded from memory go (device_map offload).")
-    use_kv_cache: bool = Field(True, description="Use the key/value cache when generating.")
-    use_v1_kernels: bool = Field(False, description="LLaMA-Factory v1's fused kernels (CUDA).")
-    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="Weights dtype for inference; auto = the `dtype` rule."
-    )
-    ms_hub_token: str | None = Field(None, description="ModelScope hub token (LLaMA-Factory).")
-    om_hub_token: str | None = Field(None, description="Modelers (openMind) hub token (LLaMA-Factory).")
-    print_param_status: bool = Field(False, description="Log every parameter's name, dtype and trainability.")
-    quantization_device_map: Literal["auto"] | None = Field(
-        None, description="Device map of a 4-bit model at inference."
-    )
-
 
 class ExportArgs(Group):
     """Merging adapters into the base model and saving it."""

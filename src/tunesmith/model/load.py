@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunesmith.errors import DependencyError, ModelError
-from tunesmith.hub import is_offline, looks_like_hub_id
+from tunesmith.hub import hub_problem, is_cached, is_offline, looks_like_hub_id
 from tunesmith.model import quantize
 
 if TYPE_CHECKING:
@@ -46,11 +46,18 @@ def _source_kwargs(model_args: ModelArgs) -> tuple[str, dict[str, Any]]:
         raise ModelError(f"model folder not found: {name}{_did_you_mean(local)}")
     if is_offline():
         kwargs["local_files_only"] = True  # a copy already in the hub cache still loads
+        return name, kwargs
+    problem = hub_problem(name, revision=model_args.model_revision, token=model_args.hf_hub_token)
+    if problem and is_cached(name, revision=model_args.model_revision, cache_dir=model_args.cache_dir):
+        log.warning("%s; loading '%s' from the local hub cache", problem, name)
+        kwargs["local_files_only"] = True
+    elif problem:
+        raise ModelError(f"cannot load model '{name}': {problem}; set HF_HUB_OFFLINE=1 to use only local files")
     return name, kwargs
 
 
 def _did_you_mean(path: Path) -> str:
-    """"; did you mean X?" from the folders next to a path that does not exist."""
+    """ "; did you mean X?" from the folders next to a path that does not exist."""
     import difflib
 
     parent = path.parent if path.parent.is_dir() else None
@@ -92,8 +99,11 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
     name, kwargs = _source_kwargs(model_args)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            name, use_fast=model_args.use_fast_tokenizer, split_special_tokens=model_args.split_special_tokens,
-            padding_side="right", **kwargs
+            name,
+            use_fast=model_args.use_fast_tokenizer,
+            split_special_tokens=model_args.split_special_tokens,
+            padding_side="right",
+            **kwargs,
         )
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "tokenizer") from None
@@ -193,8 +203,13 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def load_model(
-    model_args: ModelArgs, method_args: MethodArgs, tokenizer: PreTrainedTokenizer, *, is_trainable: bool = True,
-    cutoff_len: int | None = None, head: str = "causal_lm",
+    model_args: ModelArgs,
+    method_args: MethodArgs,
+    tokenizer: PreTrainedTokenizer,
+    *,
+    is_trainable: bool = True,
+    cutoff_len: int | None = None,
+    head: str = "causal_lm",
 ) -> PreTrainedModel:
     """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured; head="value": one score per
     sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full."""
@@ -244,8 +259,7 @@ def load_model(
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
     if is_trainable and getattr(model, "hf_quantizer", None) is not None:
-        model = quantize.prepare_for_kbit_training(model, model_args,
-                                                   not model_args.disable_gradient_checkpointing)
+        model = quantize.prepare_for_kbit_training(model, model_args, not model_args.disable_gradient_checkpointing)
         model.config.use_cache = False
     elif is_trainable:
         _prepare_for_training(model, model_args, method_args)

@@ -83,7 +83,7 @@ def sft_trainer(*, config, model, **kwargs):
 
     from transformers import Seq2SeqTrainer
 
-    method = config.method
+    method = config.lf_method
     if method.use_dft_loss:
         return Seq2SeqTrainer(model=model, compute_loss_func=dft_loss, **kwargs)
     if method.use_eaft_loss:
@@ -107,7 +107,7 @@ def _asft_trainer(config, model, kwargs):
 
         method = config.method.model_copy(update={"finetuning_type": "full"})
         ref_model = load_model(config.model, method, kwargs.get("processing_class"), is_trainable=False)
-    alpha = config.method.asft_alpha
+    alpha = config.lf_method.asft_alpha
 
     class AnchoredTrainer(Seq2SeqTrainer):
         loss_is_scaled_for_ga = False  # a per-batch mean, as LLaMA-Factory's ASFT returns

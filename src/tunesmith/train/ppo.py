@@ -49,14 +49,34 @@ def reward_source(path: str) -> tuple[str, str | None]:
 
 
 def check(config) -> None:
-    """Refusals made before any data or model loads: the reward model's folder, a launch of several processes."""
+    """Stage ppo's limits, checked before any launch and before any data or model loads: what TRL's PPO trainer cannot
+    do (evaluate, resume, LoRA+, several processes, whitening below 8 replies), then the reward model's folder."""
     import os
 
-    from tunesmith.train.launch import under_launcher
+    from tunesmith.train.workers import under_launcher
 
-    if under_launcher() and int(os.environ["WORLD_SIZE"]) > 1:  # started by torchrun/accelerate directly
-        raise ConfigError("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP (it cannot reach "
-                          "its policy through the wrapper); run tunesmith train without torchrun/accelerate")
+    method, data, train, launch = config.method, config.data, config.train, config.launch
+    problems = []
+    if data.val_size > 0 or data.eval_dataset:
+        problems.append("stage ppo has no evaluation loop: remove `val_size` / `eval_dataset`")
+    if train.resume_from_checkpoint not in (None, False, "", "false", "False"):
+        problems.append("stage ppo cannot resume from a checkpoint (TRL's PPO trainer restarts): remove "
+                        "`resume_from_checkpoint`")
+    if method.loraplus_lr_ratio:
+        problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
+    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.use_ray or train.deepspeed:
+        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
+                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/use_ray/"
+                        "deepspeed")
+    elif under_launcher() and int(os.environ["WORLD_SIZE"]) > 1:  # started by torchrun/accelerate directly
+        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP (it cannot reach "
+                        "its policy through the wrapper); run tunesmith train without torchrun/accelerate")
+    mini_batch = train.per_device_train_batch_size * train.gradient_accumulation_steps
+    if method.ppo_whiten_rewards and mini_batch < 8:
+        problems.append(f"`ppo_whiten_rewards` needs mini-batches of at least 8 replies (per_device_train_batch_size x "
+                        f"gradient_accumulation_steps is {mini_batch})")
+    if problems:
+        raise ConfigError(f"{config.source}: " + "\n  ".join(problems))
     reward_source(config.method.reward_model)
 
 
@@ -69,8 +89,8 @@ def load_reward_model(config, tokenizer, quantize: bool = True):
 
     method = config.method
     base, adapter = reward_source(method.reward_model)
-    adapters = ([adapter] if adapter else []) + adapter_list(method.reward_model_adapters)
-    bits = method.reward_model_quantization_bit if quantize else None
+    adapters = ([adapter] if adapter else []) + adapter_list(config.lf_method.reward_model_adapters)
+    bits = config.lf_method.reward_model_quantization_bit if quantize else None
     model_args = config.model.model_copy(update={"model_name_or_path": base, "quantization_bit": bits,
                                                  "adapter_name_or_path": adapters or None})
     method_args = method.model_copy(update={"finetuning_type": "lora" if adapters else "full"})
@@ -82,7 +102,7 @@ def value_model_from(reward, config, tokenizer=None):
     quantized reward model's value model is loaded again in full precision (it trains)."""
     from tunesmith.model.adapters import apply_method
 
-    if config.method.reward_model_quantization_bit:
+    if config.lf_method.reward_model_quantization_bit:
         value = load_reward_model(config, tokenizer, quantize=False)
     else:
         value = copy.deepcopy(reward)

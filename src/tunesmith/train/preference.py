@@ -92,17 +92,17 @@ def adapter_list(value) -> list[str]:
 def load_ref_model(config, tokenizer):
     """ref_model as a frozen causal LM, with ref_model_adapters merged and quantized to ref_model_quantization_bit
     (LLaMA-Factory's create_ref_model). None: TRL uses the initial policy, or the base model under LoRA."""
-    method = config.method
+    method, lf = config.method, config.lf_method
     if not method.ref_model:
-        if method.ref_model_adapters or method.ref_model_quantization_bit:
+        if lf.ref_model_adapters or lf.ref_model_quantization_bit:
             log.warning("ref_model_adapters / ref_model_quantization_bit act only with ref_model; not used")
         return None
     from tunesmith.model.load import load_model
 
-    adapters = adapter_list(method.ref_model_adapters)
+    adapters = adapter_list(lf.ref_model_adapters)
     model_args = config.model.model_copy(update={"model_name_or_path": method.ref_model,
                                                  "adapter_name_or_path": adapters or None,
-                                                 "quantization_bit": method.ref_model_quantization_bit})
+                                                 "quantization_bit": lf.ref_model_quantization_bit})
     method_args = method.model_copy(update={"finetuning_type": "lora" if adapters else "full"})
     return load_model(model_args, method_args, tokenizer, is_trainable=False)
 
@@ -171,7 +171,7 @@ def _own_pref_loss(trainer, model, inputs, return_outputs):
     shift = inputs["completion_mask"][:, 1:]
     per_token = selective_log_softmax(outputs.logits[:, :-1].float(), input_ids[:, 1:]) * shift
     lengths = shift.sum(dim=1).clamp(min=1)
-    logps = _ld_weighted(per_token, shift, method.ld_alpha)
+    logps = _ld_weighted(per_token, shift, trainer.tunesmith_lf.ld_alpha)
     averaged = method.pref_loss in ("ipo", "orpo", "simpo")
     if averaged:
         logps = logps / lengths
@@ -199,8 +199,8 @@ def _own_pref_loss(trainer, model, inputs, return_outputs):
         else:
             eps = method.dpo_label_smoothing
             losses = -(1 - eps) * F.logsigmoid(beta * margin) - eps * F.logsigmoid(-beta * margin)
-        if method.pref_bco_weight > 1e-6:  # re-weighted mix of the two, as LLaMA-Factory's trainer does
-            weight = method.pref_bco_weight
+        if trainer.tunesmith_lf.pref_bco_weight > 1e-6:  # re-weighted mix of the two, as LLaMA-Factory does
+            weight = trainer.tunesmith_lf.pref_bco_weight
             losses = (losses + weight * _bco_losses(trainer, chosen_ratio, rejected_ratio)) / (1.0 + weight)
         chosen_rewards, rejected_rewards = beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
     if method.pref_ftx > 0 and method.pref_loss != "orpo":  # ORPO has its SFT term built in
@@ -223,8 +223,9 @@ def dpo_trainer(*, config, model, args, processing_class, **kwargs):
     if method.pref_loss not in TRL_PREF_LOSSES:
         raise ConfigError(f"pref_loss: {method.pref_loss} is not available for stage dpo; choose "
                           f"{', '.join(TRL_PREF_LOSSES)} (for KTO use stage: kto)")
+    lf = config.lf_method  # BCO mix and LD-DPO: LLaMA-Factory's versions differ from TRL's
     own = (TRL_PREF_LOSSES[method.pref_loss] is None or method.dpo_label_smoothing > 0
-           or method.pref_bco_weight > 1e-6 or method.ld_alpha is not None)  # LF's losses TRL's differ from
+           or lf.pref_bco_weight > 1e-6 or lf.ld_alpha is not None)
     if method.pref_loss in REFERENCE_FREE and method.ref_model:
         log.warning("pref_loss %s is reference-free; ref_model %s is not used", method.pref_loss, method.ref_model)
     loss_type, weights = [TRL_PREF_LOSSES[method.pref_loss] or "sigmoid"], [1.0]
@@ -234,6 +235,7 @@ def dpo_trainer(*, config, model, args, processing_class, **kwargs):
 
     class PreferenceTrainer(_PreEncoded, DPOTrainer):
         tunesmith_method = method
+        tunesmith_lf = config.lf_method
 
         def _compute_loss(self, model, inputs, return_outputs):
             if own:

@@ -30,7 +30,7 @@ def wants_ray(config) -> bool:
     USE_RAY=1 environment variable); ray_num_workers alone (LLaMA-Factory's default is 1) never starts Ray."""
     import os
 
-    from tunesmith.train.launch import under_launcher
+    from tunesmith.train.workers import under_launcher
 
     if under_launcher():
         return False
