@@ -1,4 +1,5 @@
-"""Screenshots of every web UI tab (en, and zh) for the README: runs a tiny LoRA, an eval, a chat and an export.
+"""Screenshots of every web UI tab (en, and zh; the Train tab also at a phone's 390 px) for the README: previews the
+dataset, runs a tiny LoRA, an eval, a chat and an export.
 
 Needs Debian's chromium and a CJK font for the Chinese pages (apt-get install -y chromium fonts-wqy-microhei).
 """
@@ -41,25 +42,28 @@ def main() -> int:
         page.screenshot(path=str(out / f"webui-{name}.png"), full_page=True)
         print(f"wrote {out / f'webui-{name}.png'}")
 
-    with serve(work) as url, browser_page(width=1400, height=900) as page:
+    with serve(work) as url, browser_page(width=1280, height=900) as page:
         page.set_default_timeout(120_000)
+        expect.set_options(timeout=120_000)  # Playwright's 5 s is too short on a busy machine
         page.goto(url)
         choose(page, "model_family", "tunesmith-tiny")
         expect(page.locator("#template textarea")).to_have_value("chatml")  # filled from the family table
         fill(page, "model_name_or_path", model)
         fill(page, "dataset_dir", DEMO_DATA)
         fill(page, "dataset", "tunesmith_identity,tunesmith_skills")
-        for key, value in {"max_steps": 300, "learning_rate": 0.005, "per_device_train_batch_size": 4,
-                           "gradient_accumulation_steps": 1, "cutoff_len": 128}.items():
+        for key, value in {"learning_rate": 0.005, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+                           "cutoff_len": 128, "lora_rank": 16}.items():
             fill(page, key, value)
-        choose(page, "lr_scheduler_type", "constant_with_warmup")
-        sections = ("Extra arguments", "LoRA", "Output and scale-out")
+        sections = ("More training settings", "Logging, checkpoints and evaluation", "Output and scale-out")
         for section in sections:
             page.get_by_text(section, exact=True).click()
-        for key, value in {"logging_steps": 5, "warmup_steps": 10, "lora_rank": 16, "output_dir": run}.items():
+        choose(page, "lr_scheduler_type", "constant_with_warmup")
+        for key, value in {"max_steps": 300, "logging_steps": 5, "warmup_steps": 10, "output_dir": run}.items():
             fill(page, key, value)
         for section in sections:  # closed again: a shorter page
             page.get_by_text(section, exact=True).click()
+        page.get_by_role("button", name="Preview dataset").click()
+        expect(page.locator("#data_preview")).to_contain_text("token lengths: p50")
         page.get_by_role("button", name="Preview command").click()
         page.get_by_role("button", name="Start", exact=True).click()
         expect(page.locator("#train_status")).to_contain_text("Finished", timeout=300_000)
@@ -95,6 +99,12 @@ def main() -> int:
         shot(page, "train-zh")
         page.get_by_role("tab", name="评估与预测").click()
         shot(page, "eval-zh")
+
+        choose(page, "lang", "en")
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_text("Acceleration and precision", exact=True).click()  # a section of toggles, open
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        shot(page, "train-phone")
     return 0
 
 

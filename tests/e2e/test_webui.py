@@ -1,6 +1,7 @@
 """The web UI: form -> YAML/command, and real training, evaluation and prediction started from the page on loopback."""
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -45,6 +46,45 @@ def test_chinese_texts_cover_every_form_key():
                                "max_new_tokens"] if key not in zh]
     assert not missing
     assert set(texts("zh")["ui"]) == set(texts("en")["ui"])
+
+
+MOST_USED = ["model_name_or_path", "finetuning_type", "dataset", "template", "learning_rate", "num_train_epochs",
+             "cutoff_len", "per_device_train_batch_size", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
+             "quantization_bit", "stage", "dataset_dir"]
+
+
+def test_most_used_keys_have_real_texts_and_are_shown_first():
+    from tunesmith.webui.texts import texts
+
+    shown_first = [key for section in form.ALWAYS_SHOWN for key in form.SECTIONS[section]]
+    assert set(MOST_USED) <= set(shown_first)
+    for lang in ("en", "zh"):
+        table = texts(lang)["fields"]
+        for key in MOST_USED:
+            label, help_text = table[key]
+            assert label and help_text and label != key and "_" not in label, (lang, key)
+
+
+def test_every_shown_key_has_an_english_label_in_words():
+    """New schema keys may come without a text yet: they show their name in words, never the raw key."""
+    from tunesmith.webui.texts import label
+
+    shown = [key for sections in (form.SECTIONS, form.EVAL_SECTIONS) for keys in sections.values() for key in keys]
+    assert all("_" not in label("en", key)[0] and label("en", key)[0] != key for key in shown)
+
+
+def test_a_key_without_texts_falls_back_to_words():
+    from tunesmith.webui.texts import humanise, label
+
+    assert label("zh", "brand_new_key", "From the schema.") == ("Brand new key", "From the schema.")
+    assert humanise("lora_rank") == "Lora rank"
+    assert label("zh", "lora_rank")[0] == "LoRA 秩" and label("en", "lora_rank")[0] == "LoRA rank"
+
+
+def test_an_error_marks_the_fields_it_names():
+    error = form.validate({"model_name_or_path": "m", "quantization_bit": 4, "finetuning_type": "full"})
+    assert set(form.named_keys(error, form.fields())) >= {"quantization_bit", "finetuning_type"}
+    assert form.named_keys("lora_rank_extra is wrong", ["lora_rank"]) == []
 
 
 def test_model_families_name_existing_templates():
@@ -119,20 +159,24 @@ def test_training_started_from_the_page_runs_and_reports_progress(client, tmp_pa
                           output_dir=str(tmp_path / "out"), per_device_train_batch_size=2,
                           gradient_accumulation_steps=1, learning_rate=1e-3, save_steps=1000)
     path = str(tmp_path / "run.yaml")
-    records = client.predict(*ordered, api_name="/preview_data")
-    assert "registered in" in records and "tunesmith_skills" in records and "Who are you?" in records
+    shown = client.predict(*ordered, api_name="/preview_data")
+    assert "tunesmith_skills" in shown and "Who are you?" in shown  # the registered names, the first examples
+    assert "token lengths: p50" in shown and "truncated by cutoff_len=2048: 0 of" in shown  # `data check` above
+    assert shown.count("<tr>") >= 1 + 5 and "<mark>" in shown  # one row per example, trained tokens highlighted
     preview = client.predict(path, *ordered, api_name="/preview")
     assert preview.startswith(f"# tunesmith train {path}") and "dataset: tunesmith_identity" in preview
     status, _ = client.predict(path, *ordered, api_name="/start")
     assert "Running" in status
-    deadline = time.monotonic() + 120
+    deadline, seen = time.monotonic() + 120, []
     while time.monotonic() < deadline:
         status, percent, _, log = client.predict("en", api_name="/refresh")
+        seen.append(status)
         if "Finished" in status or "Failed" in status:
             break
         time.sleep(1)
     assert "Finished" in status, log
-    assert "4/4" in status and percent == 100
+    assert "4/4" in status and percent == 100 and "tokens/s" in status  # the run counted its tokens
+    assert any(re.search(r"memory \d+(\.\d)? [MG]iB RAM", text) for text in seen), seen  # while it ran
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert yaml.safe_load(Path(path).read_text())["template"] == "chatml"  # the page wrote the CLI's YAML
 
@@ -144,8 +188,41 @@ def test_errors_from_a_bad_form_appear_on_the_page(client, tmp_path, model):
     assert not (tmp_path / "bad.yaml").exists()
 
 
+def test_load_reads_yaml_as_the_cli_does(client, tmp_path):
+    """`eval_strategy: no` stays the string "no" (not YAML 1.1's False) and 1e-4 is a number, as in `tunesmith train`;
+    a key the form does not show is named in a warning, not silently taken."""
+    from tunesmith.config.load import read_yaml
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("eval_strategy: no\nlearning_rate: 1e-4\nlora_target: q_proj,v_proj\nsave_strategy: no\n")
+    updates = client.predict(str(path), api_name="/load")
+    values = dict(zip(KEYS, (update["value"] if isinstance(update, dict) else update for update in updates)))
+    assert values["eval_strategy"] == "no" == read_yaml(path)["eval_strategy"]
+    assert values["learning_rate"] == 1e-4 and values["lora_target"] == "q_proj,v_proj"
+    assert form.to_config(values)["eval_strategy"] == "no"
+
+
+def test_progress_line_shows_speed_and_memory():
+    from tunesmith.webui.train_tab import progress_text
+
+    info = {"step": 3, "total_steps": 10, "percentage": 30.0, "elapsed": 4.2, "remaining": 9.8,
+            "tokens_per_second": 812.4}
+    text = progress_text("en", "running", info, {"ram": 3 * 2**29, "gpu": 3 * 2**30})
+    assert text == ("**Running** — 3/10 (30%), 00:00:04 elapsed, 00:00:09 left · 812 tokens/s · "
+                    "memory 1.5 GiB RAM, 3.0 GiB GPU")
+    assert "内存" in progress_text("zh", "running", {**info, "tokens_per_second": None}, {"ram": 2**20})
+
+
+def test_chat_sliders_start_from_the_generation_defaults():
+    from tunesmith.config.schema import GenerationArgs
+    from tunesmith.webui.chat_tab import generation_defaults
+
+    assert generation_defaults() == {"temperature": GenerationArgs().temperature, "top_p": GenerationArgs().top_p,
+                                     "max_new_tokens": GenerationArgs().max_new_tokens}
+
+
 def test_chat_tab_streams_a_reply(client, model):
-    from tunesmith.webui.app import _text
+    from tunesmith.webui.chat_tab import _text
 
     assert "loaded" in client.predict(*form_values(model_name_or_path=str(model), template="chatml"),
                                       api_name="/chat_load")

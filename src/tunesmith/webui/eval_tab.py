@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.webui import form
-from tunesmith.webui.runner import TrainingRun, read_eval_results
+from tunesmith.webui.runner import CliJob, read_eval_results
 from tunesmith.webui.texts import ui
 
 MODES = ("benchmark", "predict")
@@ -19,8 +19,6 @@ STATUS = {"running": "eval_running", "done": "eval_done", "failed": "eval_failed
 def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: list, collect, timer, workspace) -> None:
     """The tab's components and events; `collect(*train_values)` is the Train tab's config (its model keys are used);
     every path is confined to the workspace."""
-    from tunesmith.webui.app import _component
-
     state = {"run": None, "folder": None}
     keys = [key for section in form.EVAL_SECTIONS.values() for key in section]
     components = {}
@@ -29,12 +27,13 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
         mode = texts.choices(gr.Radio(choices=[(ui("en", f"eval_mode_{m}"), m) for m in MODES], value="benchmark",
                                       label=ui("en", "eval_mode"), elem_id="eval_mode"), "eval_mode", MODES)
         for section in ("benchmark", "predict"):
-            with texts.label(gr.Accordion(ui("en", f"sec_{section}"), open=True), f"sec_{section}"), gr.Row():
+            with texts.label(gr.Accordion(ui("en", f"sec_{section}"), open=True), f"sec_{section}"), \
+                    gr.Row(elem_classes=["ts-grid"]):
                 for key in form.EVAL_SECTIONS[section]:
                     field = dataclasses.replace(fields[key], default=form.EVAL_DEFAULTS.get(key, fields[key].default))
-                    components[key] = texts.field(_component(gr, field, "en", f"eval-{key}"), key)
-        with gr.Row():
-            components["save_dir"] = texts.field(_component(gr, fields["save_dir"], "en", "eval-save_dir"), "save_dir")
+                    components[key] = texts.field(form.component(gr, field, "en", f"eval-{key}"), key)
+        with gr.Row(elem_classes=["ts-buttons"]):
+            components["save_dir"] = texts.field(form.component(gr, fields["save_dir"], "en", "eval-save_dir"), "save_dir")
             preview_btn = texts.value(gr.Button(ui("en", "preview")), "preview")
             start_btn = texts.value(gr.Button(ui("en", "eval_start"), variant="primary", elem_id="eval_start"),
                                     "eval_start")
@@ -76,7 +75,7 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
         eval_path.parent.mkdir(parents=True, exist_ok=True)
         eval_path.write_text(form.to_yaml(config), encoding="utf-8")
         state["folder"] = Path(config["save_dir"])
-        state["run"] = TrainingRun(eval_path, state["folder"], job="eval", cwd=workspace.root)
+        state["run"] = CliJob(eval_path, state["folder"], job="eval", cwd=workspace.root)
         state["run"].start()
         return f"**{ui(texts.lang, 'eval_running')}**: `{form.command_line(eval_path, 'eval')}`", config["save_dir"], ""
 

@@ -7,32 +7,37 @@ import typing
 from functools import cache
 from pathlib import Path
 
-# Sections of the Train tab, in order; every key of our own groups appears in exactly one.
+# Sections of the Train tab, in order; every key of our own groups appears in exactly one. The first three (the most
+# used options) are always shown; the rest are closed sections in LLaMA-Factory's board order.
 SECTIONS: dict[str, list[str]] = {
-    "model": ["model_name_or_path", "adapter_name_or_path", "finetuning_type", "template", "quantization_bit",
-              "quantization_method", "quantization_type", "double_quantization", "hqq_group_size", "rope_scaling",
-              "rope_scaling_factor", "flash_attn", "use_unsloth", "enable_liger_kernel", "dtype", "trust_remote_code",
-              "cache_dir", "model_revision", "hf_hub_token", "use_fast_tokenizer", "split_special_tokens",
-              "resize_vocab", "disable_gradient_checkpointing", "low_cpu_mem_usage"],
-    "train": ["stage", "dataset_dir", "dataset", "eval_dataset", "learning_rate", "num_train_epochs", "max_steps",
-              "max_grad_norm", "max_samples", "cutoff_len", "per_device_train_batch_size",
-              "gradient_accumulation_steps", "val_size", "lr_scheduler_type", "bf16", "fp16"],
-    "extra": ["logging_steps", "save_steps", "warmup_steps", "neftune_noise_alpha", "optim", "packing",
-              "train_on_prompt", "mask_history", "mix_strategy", "interleave_probs", "eval_on_each_dataset",
-              "overwrite_cache", "preprocessing_batch_size", "preprocessing_num_workers", "tokenized_path",
-              "tool_format", "default_system", "enable_thinking", "streaming", "compute_accuracy",
-              "disable_shuffling", "report_to", "seed", "eval_strategy", "eval_steps", "save_total_limit",
-              "resume_from_checkpoint"],
+    "model": ["model_name_or_path", "finetuning_type", "template", "quantization_bit", "adapter_name_or_path"],
+    "train": ["stage", "dataset_dir", "dataset", "learning_rate", "num_train_epochs", "cutoff_len",
+              "per_device_train_batch_size", "gradient_accumulation_steps"],
+    "lora": ["lora_rank", "lora_alpha", "lora_dropout", "lora_target"],
+    "quantization": ["quantization_method", "quantization_type", "double_quantization", "hqq_group_size"],
+    "rope": ["rope_scaling", "rope_scaling_factor"],
+    "booster": ["flash_attn", "use_unsloth", "enable_liger_kernel", "dtype", "bf16", "fp16",
+                "disable_gradient_checkpointing"],
+    "lora_more": ["loraplus_lr_ratio", "loraplus_lr_embedding", "create_new_adapter", "use_rslora", "use_dora",
+                  "pissa_init", "pissa_iter", "pissa_convert", "additional_target"],
+    "train_more": ["max_steps", "max_samples", "max_grad_norm", "val_size", "eval_dataset", "lr_scheduler_type",
+                   "warmup_steps", "optim", "neftune_noise_alpha", "seed", "resume_from_checkpoint"],
+    "data_more": ["packing", "train_on_prompt", "mask_history", "mix_strategy", "interleave_probs",
+                  "eval_on_each_dataset", "disable_shuffling", "streaming", "overwrite_cache",
+                  "preprocessing_batch_size", "preprocessing_num_workers", "tokenized_path", "tool_format",
+                  "default_system", "enable_thinking"],
+    "logging": ["logging_steps", "save_steps", "save_total_limit", "eval_strategy", "eval_steps", "compute_accuracy",
+                "report_to", "plot_loss", "include_num_input_tokens_seen"],
+    "loading": ["trust_remote_code", "cache_dir", "model_revision", "hf_hub_token", "use_fast_tokenizer",
+                "split_special_tokens", "resize_vocab", "low_cpu_mem_usage"],
     "freeze": ["freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules"],
-    "lora": ["lora_rank", "lora_alpha", "lora_dropout", "loraplus_lr_ratio", "loraplus_lr_embedding",
-             "create_new_adapter", "use_rslora", "use_dora", "pissa_init", "pissa_iter", "pissa_convert",
-             "lora_target", "additional_target"],
     "rlhf": ["pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight",
              "simpo_gamma", "ref_model", "reward_model", "ppo_epochs", "ppo_buffer_size", "ppo_whiten_rewards"],
-    "output": ["output_dir", "overwrite_output_dir", "plot_loss", "nproc_per_node", "nnodes", "node_rank",
-               "master_addr", "master_port", "use_ray", "ray_num_workers", "ray_storage_path", "ray_address",
-               "ray_init_kwargs", "resources_per_worker"],
+    "output": ["output_dir", "overwrite_output_dir", "nproc_per_node", "nnodes", "node_rank", "master_addr",
+               "master_port", "use_ray", "ray_num_workers", "ray_storage_path", "ray_address", "ray_init_kwargs",
+               "resources_per_worker"],
 }
+ALWAYS_SHOWN = ("model", "train", "lora")
 # The Evaluate & Predict tab: benchmark keys (`tunesmith eval` with `task`), predict keys (do_predict with BLEU/ROUGE),
 # and save_dir shared by both. The model keys come from the Train tab's Model section.
 EVAL_SECTIONS: dict[str, list[str]] = {
@@ -41,13 +46,24 @@ EVAL_SECTIONS: dict[str, list[str]] = {
     "common": ["save_dir"],
 }
 # Train-tab keys an eval or predict run also reads.
-EVAL_CARRIED = [*SECTIONS["model"], "dataset_dir", "cutoff_len", "seed"]
+EVAL_CARRIED = [*SECTIONS["model"], *SECTIONS["quantization"], *SECTIONS["rope"], *SECTIONS["loading"], "flash_attn",
+                "use_unsloth", "enable_liger_kernel", "dtype", "disable_gradient_checkpointing", "dataset_dir",
+                "cutoff_len", "seed"]
 DEMO_BENCHMARK = Path(__file__).resolve().parents[1] / "evaluate" / "demo_benchmark"
 EVAL_DEFAULTS = {"task_dir": str(DEMO_BENCHMARK), "task": "demo_en_test", "max_new_tokens": 64, "max_samples": 20}
 # Keys whose form default differs from the schema's (the form starts from a sensible run).
 FORM_DEFAULTS = {"learning_rate": 5e-5, "num_train_epochs": 3.0, "per_device_train_batch_size": 2,
                  "gradient_accumulation_steps": 8, "logging_steps": 5, "save_steps": 100, "report_to": "none",
-                 "plot_loss": True, "cutoff_len": 2048, "dataset_dir": "data", "output_dir": "saves/run"}
+                 "plot_loss": True, "cutoff_len": 2048, "dataset_dir": "data", "output_dir": "saves/run",
+                 "include_num_input_tokens_seen": "non_padding"}  # counted: the page shows tokens/s
+
+
+# TrainingArguments keys typed loosely (str) whose useful values are few: dropdowns.
+TRAINING_CHOICES = {
+    "lr_scheduler_type": ("choice", ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                                     "constant_with_warmup", "inverse_sqrt")),
+    "include_num_input_tokens_seen": ("choice", ("no", "non_padding", "all")),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +115,37 @@ def fields() -> dict[str, Field]:
     for key in (k for k in shown if k not in out):
         annotation, default, help_text = train[key]
         kind, choices = _kind(annotation)
-        if key == "lr_scheduler_type":
-            kind, choices = "choice", ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                                       "constant_with_warmup", "inverse_sqrt")
+        kind, choices = TRAINING_CHOICES.get(key, (kind, choices))
         out[key] = Field(key, kind, tuple(choices), FORM_DEFAULTS.get(key, getattr(default, "value", default)),
                          " ".join(help_text.split())[:200])
     return out
+
+
+def component(gr, field: Field, lang: str = "en", elem_id: str | None = None):
+    """The input widget of one config key, labelled in lang; its elem_id is the key unless given (the page shows the
+    key beside the label, see webui/style.py)."""
+    from tunesmith.webui.texts import label
+
+    text, help_text = label(lang, field.key, field.help)
+    common = {"label": text, "info": help_text, "value": field.default, "elem_id": elem_id or field.key,
+              "elem_classes": ["ts-field"]}
+    if field.kind == "choice":
+        return gr.Dropdown(choices=list(field.choices), **common)
+    if field.kind == "bool":
+        return gr.Checkbox(**common)
+    if field.kind in ("int", "float") and field.default is not None:  # a browser sends an empty Number as 0
+        return gr.Number(precision=0 if field.kind == "int" else None, **common)
+    if field.kind == "list":
+        value = ",".join(field.default) if isinstance(field.default, list) else field.default
+        return gr.Textbox(**{**common, "value": value})
+    return gr.Textbox(**{**common, "value": None if field.default is None else str(field.default)})
+
+
+def named_keys(message: str, keys) -> list[str]:
+    """The form keys an error message names (as whole words): the fields the page marks as holding a bad value."""
+    import re
+
+    return [key for key in keys if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", message or "")]
 
 
 def _clean(field: Field, value):

@@ -1,4 +1,5 @@
-"""Runs `tunesmith train`/`eval` in a subprocess for the web UI; reads progress (trainer_log.jsonl) and results."""
+"""Runs `tunesmith train`/`eval` in a subprocess for the web UI; reads its progress (trainer_log.jsonl), memory use
+and results."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 
-class TrainingRun:
+class CliJob:
     """One CLI subprocess (`tunesmith JOB CONFIG`): the same command and YAML a user would run; output to a log."""
 
     def __init__(self, config_path: Path, output_dir: Path, job: str = "train", cwd: Path | None = None):
@@ -45,6 +46,31 @@ class TrainingRun:
             return "aborted"
         return "done" if code == 0 else "failed"
 
+    def memory(self) -> dict[str, int]:
+        """Bytes the job's processes (it and its children: torchrun workers, dataloaders) hold now: `ram` (resident
+        memory) and, on a machine with NVIDIA GPUs, `gpu` (their memory on every GPU, from nvidia-smi)."""
+        import psutil
+
+        if not self.running():
+            return {}
+        try:
+            root = psutil.Process(self.process.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return {}
+        ram, pids = 0, set()
+        for process in processes:
+            try:
+                ram += process.memory_info().rss
+                pids.add(process.pid)
+            except psutil.Error:
+                continue  # it ended meanwhile
+        out = {"ram": ram}
+        gpu = _gpu_memory(pids)
+        if gpu is not None:
+            out["gpu"] = gpu
+        return out
+
     def failure(self) -> str:
         """The CLI's one-line error (the last line of its log) once the run failed; empty otherwise."""
         return self.log_tail(1) if self.status() == "failed" else ""
@@ -56,8 +82,32 @@ class TrainingRun:
         return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
+def _gpu_memory(pids: set[int]) -> int | None:
+    """GPU memory in bytes used by these processes (nvidia-smi's per-process table); None without nvidia-smi."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    total = 0
+    for line in done.stdout.splitlines():
+        pid, _, mib = line.partition(",")
+        if pid.strip().isdigit() and int(pid) in pids and mib.strip().isdigit():
+            total += int(mib) * 2**20
+    return total
+
+
+def format_bytes(value: int) -> str:
+    return f"{value / 2**30:.1f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
+
+
 def read_progress(output_dir: Path) -> dict:
-    """Latest step, total, percentage, elapsed and remaining seconds, and the (step, loss) points so far."""
+    """Latest step, total, percentage, elapsed and remaining seconds, tokens per second (when the run counts its
+    tokens: include_num_input_tokens_seen), and the (step, loss) points so far."""
     path = Path(output_dir) / "trainer_log.jsonl"
     records = []
     if path.is_file():
@@ -68,9 +118,12 @@ def read_progress(output_dir: Path) -> dict:
                 continue  # a line being written right now
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     last = records[-1] if records else {}
+    speed = last.get("train_tokens_per_second")
+    if speed is None and last.get("num_input_tokens_seen") and last.get("elapsed"):
+        speed = last["num_input_tokens_seen"] / last["elapsed"]
     return {"step": last.get("step", 0), "total_steps": last.get("total_steps", 0),
             "percentage": last.get("percentage", 0.0), "elapsed": last.get("elapsed"),
-            "remaining": last.get("remaining"), "losses": losses}
+            "remaining": last.get("remaining"), "tokens_per_second": speed, "losses": losses}
 
 
 def read_eval_results(folder: Path) -> list[tuple[str, float]] | None:

@@ -1,4 +1,5 @@
-"""Interface texts per language, from texts/<lang>.yaml; field labels fall back to English from the schema."""
+"""Interface texts per language, from texts/<lang>.yaml: every config key's label and one-line help, and the page's
+own texts. A key without a text (new in the schema) falls back to English, then to its name in words."""
 
 from __future__ import annotations
 
@@ -19,12 +20,20 @@ def ui(lang: str, name: str) -> str:
     return texts(lang)["ui"].get(name) or texts("en")["ui"][name]
 
 
-def label(lang: str, key: str, english_help: str) -> tuple[str, str]:
-    """(label, help) of a config key in a language."""
-    entry = (texts(lang).get("fields") or {}).get(key)
-    if entry:
-        return entry[0], entry[1]
-    return key, english_help
+def humanise(key: str) -> str:
+    """A key in words, for keys the texts do not name yet: `lora_rank` -> "Lora rank"."""
+    words = key.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def label(lang: str, key: str, english_help: str = "") -> tuple[str, str]:
+    """(label, help) of a config key in a language: its text there, else the English one, else the key in words and
+    the schema's help."""
+    for where in (lang, "en"):
+        entry = (texts(where).get("fields") or {}).get(key)
+        if entry:
+            return entry[0], entry[1]
+    return humanise(key), english_help
 
 
 class Relabel:
@@ -32,6 +41,7 @@ class Relabel:
 
     def __init__(self, gr, fields: dict):
         self.gr, self.fields, self.entries = gr, fields, []
+        self.keys: dict[str, str] = {}  # elem_id -> the config key its field writes (shown beside its label)
         self.lang = "en"  # the page's language, for messages written by event handlers (one user per app)
 
     def _add(self, component, render):
@@ -50,11 +60,17 @@ class Relabel:
         """a button's (or markdown's) text."""
         return self._add(component, lambda lang: self.gr.update(value=ui(lang, name)))
 
+    def heading(self, component, name: str):
+        """a markdown heading (### text) from the ui texts."""
+        return self._add(component, lambda lang: self.gr.update(value=f"### {ui(lang, name)}"))
+
     def title(self, component):
         return self._add(component, lambda lang: self.gr.update(value=f"## {ui(lang, 'title')}"))
 
     def field(self, component, key: str):
         """label and help of a config key."""
+        self.keys[component.elem_id or key] = key
+
         def render(lang):
             text, help_text = label(lang, key, self.fields[key].help if key in self.fields else "")
             return self.gr.update(label=text, info=help_text)

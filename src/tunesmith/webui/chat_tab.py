@@ -1,0 +1,88 @@
+"""The Chat tab: loads the Train tab's model (and adapters) into the one inference engine and streams replies; the
+sampling sliders start from the config schema's GenerationArgs defaults."""
+
+from __future__ import annotations
+
+from tunesmith.errors import TunesmithError
+from tunesmith.webui.texts import label, ui
+
+
+def _text(content) -> str:
+    """Chatbot message content (a string, or Gradio's list of typed parts) as plain text."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
+
+
+def generation_defaults() -> dict:
+    """temperature, top_p and max_new_tokens as `tunesmith chat` and the API default them."""
+    from tunesmith.config.schema import GenerationArgs
+
+    return {key: GenerationArgs.model_fields[key].default for key in ("temperature", "top_p", "max_new_tokens")}
+
+
+def build_chat_tab(gr, texts, train, workspace) -> None:
+    """The tab's components and events; train: the Train tab's form (its model keys are what is loaded)."""
+    state = {}
+    defaults = generation_defaults()
+
+    def words(key: str) -> dict:
+        text, help_text = label("en", key)
+        return {"label": text, "info": help_text, "elem_id": f"chat_{key}", "elem_classes": ["ts-field"]}
+
+    with texts.label(gr.Tab(ui("en", "tab_chat"), elem_id="tab-chat"), "tab_chat"):
+        with gr.Row(elem_classes=["ts-buttons"]):
+            chat_load = texts.value(gr.Button(ui("en", "chat_load"), elem_id="chat_load"), "chat_load")
+            chat_unload = texts.value(gr.Button(ui("en", "chat_unload")), "chat_unload")
+            chat_state = gr.Markdown("", elem_id="chat_state")
+        system = texts.label(gr.Textbox(label=ui("en", "chat_system")), "chat_system")
+        tools = texts.label(gr.Textbox(label=ui("en", "chat_tools"), lines=2), "chat_tools")
+        with gr.Row(elem_classes=["ts-grid"]):
+            temperature = texts.field(gr.Slider(0, 1.5, value=defaults["temperature"], **words("temperature")),
+                                      "temperature")
+            top_p = texts.field(gr.Slider(0.01, 1.0, value=defaults["top_p"], **words("top_p")), "top_p")
+            max_new_tokens = texts.field(gr.Slider(1, max(2048, defaults["max_new_tokens"]), step=1,
+                                                   value=defaults["max_new_tokens"], **words("max_new_tokens")),
+                                         "max_new_tokens")
+        chatbot = gr.Chatbot(height=300, elem_id="chatbot")
+        with gr.Row():
+            query = texts.label(gr.Textbox(label=ui("en", "chat_input"), scale=4, elem_id="chat_input"),
+                                "chat_input")
+            send = texts.value(gr.Button(ui("en", "chat_send"), variant="primary", elem_id="chat_send"),
+                               "chat_send")
+            clear = texts.value(gr.Button(ui("en", "chat_clear")), "chat_clear")
+
+    def load_chat(*values):
+        from tunesmith.config.load import load_config
+        from tunesmith.infer.engine import ChatEngine
+
+        try:
+            state["engine"] = ChatEngine(load_config(None, workspace.confine(train.collect(*values))))
+        except TunesmithError as exc:
+            return f"**{ui(texts.lang, 'status_failed')}**: {exc}"
+        return f"{ui(texts.lang, 'chat_loaded')}: `{state['engine'].name}`"
+
+    def unload_chat():
+        state.pop("engine", None)
+        return ui(texts.lang, "chat_unloaded")
+
+    def respond(message, history, system_text, tools_text, temp, nucleus, limit):
+        engine = state.get("engine")
+        history = list(history or [])
+        if engine is None:
+            history.append({"role": "assistant", "content": ui(texts.lang, "chat_need_model")})
+            yield history, ""
+            return
+        turns = [{"role": m["role"], "content": _text(m["content"])} for m in history] + [
+            {"role": "user", "content": message}]
+        history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        for piece in engine.stream(turns, system=system_text or None, tools=tools_text or None,
+                                   temperature=temp, top_p=nucleus, max_new_tokens=int(limit)):
+            history[-1]["content"] += piece
+            yield history, ""
+
+    chat_load.click(load_chat, train.inputs, chat_state, api_name="chat_load")
+    chat_unload.click(unload_chat, None, chat_state, api_name="chat_unload")
+    send.click(respond, [query, chatbot, system, tools, temperature, top_p, max_new_tokens], [chatbot, query],
+               api_name="chat")
+    clear.click(list, None, chatbot)
