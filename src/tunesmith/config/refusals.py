@@ -32,62 +32,7 @@ class Feature:
     given: bool = False  # on whenever the config writes the key, whatever its value
 
 
-def _optim(name: str, hint: str = "") -> str:
-    return f"the {name} optimizer {NOT_YET}{hint}; remove the switch (transformers' `optim` lists what runs)"
-
-
 FEATURES = [
-    # optimizers
-    Feature(
-        ("use_galore",),
-        _optim(
-            "GaLore",
-            " through this key; transformers' `optim: galore_adamw` with "
-            "`optim_target_modules` does it (needs the galore-torch package)",
-        ),
-        options=(
-            "galore_target",
-            "galore_rank",
-            "galore_update_interval",
-            "galore_scale",
-            "galore_proj_type",
-            "galore_layerwise",
-        ),
-    ),
-    Feature(
-        ("use_apollo",),
-        _optim(
-            "APOLLO",
-            " through this key; transformers' `optim: apollo_adamw` with "
-            "`optim_target_modules` does it (needs the apollo-torch package)",
-        ),
-        options=(
-            "apollo_target",
-            "apollo_rank",
-            "apollo_update_interval",
-            "apollo_scale",
-            "apollo_proj",
-            "apollo_proj_type",
-            "apollo_scale_type",
-            "apollo_layerwise",
-            "apollo_scale_front",
-        ),
-    ),
-    Feature(
-        ("use_badam",),
-        _optim("BAdam"),
-        options=(
-            "badam_mode",
-            "badam_start_block",
-            "badam_switch_mode",
-            "badam_switch_interval",
-            "badam_update_ratio",
-            "badam_mask_mode",
-            "badam_verbose",
-        ),
-    ),
-    Feature(("use_adam_mini",), _optim("Adam-mini")),
-    Feature(("use_muon",), _optim("Muon")),
     # methods and losses
     Feature(
         ("finetuning_type",),

@@ -26,6 +26,7 @@ def run_training(config: Config) -> dict:
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
     from tunesmith.model.load import load_model, load_tokenizer
+    from tunesmith.train import optimizers as custom_optimizers
     from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
     from tunesmith.train.stages import check_stage
 
@@ -58,7 +59,7 @@ def run_training(config: Config) -> dict:
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
         outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
-    optimizers = (None, None)
+    optimizers = (custom_optimizers.build(config, model, args), None)  # GaLore, APOLLO, BAdam, Adam-mini, Muon
     if config.method.loraplus_lr_ratio:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
@@ -73,6 +74,7 @@ def run_training(config: Config) -> dict:
         callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir), *from_config(config)],
         optimizers=optimizers,
     )
+    custom_optimizers.attach(trainer, config)
     output_safety.keep_secrets_out_of_pickles(trainer.args)  # training_args.bin holds no hub_token
     main_process = trainer.is_world_process_zero()
     if main_process and resume is None:  # a resumed run keeps its first record until it has trained (below)
