@@ -2,6 +2,8 @@
 added tokens, each trained a few steps through `tunesmith train`."""
 
 import importlib.util
+import json
+import math
 
 import pytest
 import torch
@@ -99,3 +101,45 @@ def test_optimizer_switch_refusals(tiny_model_dir, tmp_path, capsys, switch, mes
     assert code != 0
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_oft_trains_only_its_blocks_saves_and_reloads_for_chat(tiny_model_dir, tmp_path):
+    from tunesmith.config.load import load_config, run_values
+    from tunesmith.infer.loader import load_for_inference
+    from tunesmith.model.load import load_model, load_tokenizer
+
+    config = load_config(None, {"model_name_or_path": str(tiny_model_dir), "finetuning_type": "oft",
+                                "oft_block_size": 16, "oft_target": "q_proj,v_proj"})
+    model = load_model(config.model, config.method, load_tokenizer(config.model))
+    trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+    assert trainable and all(".oft_" in name for name in trainable), trainable
+    assert {part for name in trainable for part in name.split(".") if part.endswith("_proj")} == {"q_proj", "v_proj"}
+
+    out = train(tiny_model_dir, tmp_path / "oft", "finetuning_type=oft", "oft_block_size=16", "learning_rate=1e-2",
+                dataset="tunesmith_identity", steps=6)
+    seen = losses(out)
+    assert seen[-1] < seen[0], seen
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "OFT" and adapter["oft_block_size"] == 16
+    assert all("oft_" in key for key in load_file(out / "adapter_model.safetensors"))
+    assert not (out / "model.safetensors").exists()
+
+    _, _, chat = load_for_inference(load_config(None, run_values(out)), place=False)
+    base = load_file(tiny_model_dir / "model.safetensors")
+    merged = chat.state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged[name], base[name])  # the OFT rotation is merged into the weight
+
+
+@_needs("bitsandbytes")
+def test_qoft_trains_on_a_4bit_base(tiny_model_dir, tmp_path):
+    out = train(tiny_model_dir, tmp_path / "qoft", "finetuning_type=oft", "oft_block_size=16", "quantization_bit=4",
+                "learning_rate=1e-2", dataset="tunesmith_identity", steps=4)
+    assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "OFT"
+    assert all(math.isfinite(loss) for loss in losses(out))
+
+
+def test_oft_takes_rank_or_block_size(tiny_model_dir, tmp_path, capsys):
+    code = main(["train", f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
+                 f"output_dir={tmp_path / 'x'}", "max_steps=1", "finetuning_type=oft", "oft_rank=4"])
+    assert code != 0 and "exactly one of them non-zero" in capsys.readouterr().err

@@ -34,12 +34,6 @@ class Feature:
 
 FEATURES = [
     # methods and losses
-    Feature(
-        ("finetuning_type",),
-        f"OFT {NOT_YET}; use finetuning_type: lora (or freeze, full)",
-        options=("oft_rank", "oft_block_size", "oft_target", "module_dropout"),
-        on=lambda v: v == "oft",
-    ),
     Feature(("use_llama_pro",), f"LLaMA Pro block expansion {NOT_YET}"),
     Feature(("pure_bf16",), f"pure bfloat16 training {NOT_YET}; use `bf16: true` (mixed precision) or dtype: bfloat16"),
     Feature(("use_dft_loss",), f"the DFT loss {NOT_YET}"),

@@ -1,4 +1,4 @@
-"""Applies the fine-tuning method (full, freeze, lora) to a loaded model and keeps trainable weights in float32."""
+"""Applies the fine-tuning method (full, freeze, lora, oft) to a loaded model and keeps trainable weights in float32."""
 
 from __future__ import annotations
 
@@ -14,26 +14,41 @@ log = logging.getLogger(__name__)
 __all__ = ["apply_method", "loraplus_optimizer", "save_pissa_converted", "save_pissa_init", "upcast_trainable"]
 
 
-def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False):
-    """Sets which parameters train for finetuning_type full/freeze/lora and returns the (possibly peft) model.
+def _full(model, model_args, method_args, is_trainable, resized):
+    if is_trainable:
+        model.requires_grad_(True)
+        log.info("full fine-tuning: every parameter trains")
+    return model
 
-    embeddings_resized (or model_args.resize_vocab) makes LoRA train and save the embeddings and output head.
+
+def _freeze(model, model_args, method_args, is_trainable, resized):
+    if is_trainable:
+        setup_freeze(model, method_args)
+    return model
+
+
+def _oft(model, model_args, method_args, is_trainable, resized):
+    from tunesmith.model.oft import setup_oft
+
+    return setup_oft(model, model_args, method_args, is_trainable, embeddings_resized=resized)
+
+
+METHODS = {"full": _full, "freeze": _freeze, "lora": setup_lora, "oft": _oft}
+ADAPTERS = ("lora", "oft")  # methods that save a peft adapter (and may train on a quantized model)
+
+
+def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False):
+    """Sets which parameters train for finetuning_type full/freeze/lora/oft and returns the (possibly peft) model.
+
+    embeddings_resized (or model_args.resize_vocab) makes LoRA/OFT train and save the embeddings and output head.
     """
     kind = method_args.finetuning_type
-    if is_trainable and is_quantized(model) and kind != "lora":
-        raise ConfigError(f"a quantized model can only be trained with finetuning_type: lora, not {kind}")
-    if kind == "full":
-        if is_trainable:
-            model.requires_grad_(True)
-            log.info("full fine-tuning: every parameter trains")
-    elif kind == "freeze":
-        if is_trainable:
-            setup_freeze(model, method_args)
-    elif kind == "lora":
-        resized = embeddings_resized or model_args.resize_vocab
-        model = setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized)
-    else:
-        raise ConfigError(f"unknown finetuning_type '{kind}': choose lora, freeze or full")
+    if is_trainable and is_quantized(model) and kind not in ADAPTERS:
+        raise ConfigError(f"a quantized model can only be trained with finetuning_type: lora or oft, not {kind}")
+    if kind not in METHODS:
+        raise ConfigError(f"unknown finetuning_type '{kind}': choose {', '.join(METHODS)}")
+    resized = embeddings_resized or model_args.resize_vocab
+    model = METHODS[kind](model, model_args, method_args, is_trainable, resized)
     if is_trainable:
         upcast_trainable(model)
     return model

@@ -307,6 +307,6 @@ def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_
         return
     # transformers 5: activation_checkpointing_enable replaces the deprecated gradient_checkpointing_enable.
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if method_args.finetuning_type in ("lora", "freeze") and not getattr(model, "_require_grads_hooks", None):
+    if method_args.finetuning_type in ("lora", "oft", "freeze") and not getattr(model, "_require_grads_hooks", None):
         model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph at the input
     log.info("gradient checkpointing enabled (non-reentrant)")
