@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.e2e.test_train import losses, train
+from tests.e2e.test_train import DEMO_DATA, losses, train
 from tunesmith.cli import main
 
 
@@ -110,7 +110,7 @@ def test_oft_trains_only_its_blocks_saves_and_reloads_for_chat(tiny_model_dir, t
 
     config = load_config(None, {"model_name_or_path": str(tiny_model_dir), "finetuning_type": "oft",
                                 "oft_block_size": 16, "oft_target": "q_proj,v_proj"})
-    model = load_model(config.model, config.method, load_tokenizer(config.model))
+    model = load_model(config.model, config.method, load_tokenizer(config.model), lf_method=config.lf_method)
     trainable = [name for name, param in model.named_parameters() if param.requires_grad]
     assert trainable and all(".oft_" in name for name in trainable), trainable
     assert {part for name in trainable for part in name.split(".") if part.endswith("_proj")} == {"q_proj", "v_proj"}
@@ -141,5 +141,6 @@ def test_qoft_trains_on_a_4bit_base(tiny_model_dir, tmp_path):
 
 def test_oft_takes_rank_or_block_size(tiny_model_dir, tmp_path, capsys):
     code = main(["train", f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity",
-                 f"output_dir={tmp_path / 'x'}", "max_steps=1", "finetuning_type=oft", "oft_rank=4"])
+                 f"dataset_dir={DEMO_DATA}", f"output_dir={tmp_path / 'x'}", "max_steps=1", "finetuning_type=oft",
+                 "oft_rank=4"])
     assert code != 0 and "exactly one of them non-zero" in capsys.readouterr().err

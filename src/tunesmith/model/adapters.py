@@ -14,41 +14,51 @@ log = logging.getLogger(__name__)
 __all__ = ["apply_method", "loraplus_optimizer", "save_pissa_converted", "save_pissa_init", "upcast_trainable"]
 
 
-def _full(model, model_args, method_args, is_trainable, resized):
+def _full(model, model_args, method_args, is_trainable, resized, lf_method):
     if is_trainable:
         model.requires_grad_(True)
         log.info("full fine-tuning: every parameter trains")
     return model
 
 
-def _freeze(model, model_args, method_args, is_trainable, resized):
+def _freeze(model, model_args, method_args, is_trainable, resized, lf_method):
     if is_trainable:
         setup_freeze(model, method_args)
     return model
 
 
-def _oft(model, model_args, method_args, is_trainable, resized):
+def _lora(model, model_args, method_args, is_trainable, resized, lf_method):
+    return setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized)
+
+
+def _oft(model, model_args, method_args, is_trainable, resized, lf_method):
     from tunesmith.model.oft import setup_oft
 
-    return setup_oft(model, model_args, method_args, is_trainable, embeddings_resized=resized)
+    return setup_oft(model, model_args, method_args, lf_method, is_trainable, embeddings_resized=resized)
 
 
-METHODS = {"full": _full, "freeze": _freeze, "lora": setup_lora, "oft": _oft}
+METHODS = {"full": _full, "freeze": _freeze, "lora": _lora, "oft": _oft}
 ADAPTERS = ("lora", "oft")  # methods that save a peft adapter (and may train on a quantized model)
 
 
-def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False):
+def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False,
+                 lf_method=None):
     """Sets which parameters train for finetuning_type full/freeze/lora/oft and returns the (possibly peft) model.
 
-    embeddings_resized (or model_args.resize_vocab) makes LoRA/OFT train and save the embeddings and output head.
+    embeddings_resized (or model_args.resize_vocab) makes LoRA/OFT train and save the embeddings and output head;
+    lf_method (config.lf_method) holds OFT's and LLaMA Pro's keys (None: their defaults).
     """
+    if lf_method is None:
+        from tunesmith.config.schema import LFMethodArgs
+
+        lf_method = LFMethodArgs()
     kind = method_args.finetuning_type
     if is_trainable and is_quantized(model) and kind not in ADAPTERS:
         raise ConfigError(f"a quantized model can only be trained with finetuning_type: lora or oft, not {kind}")
     if kind not in METHODS:
         raise ConfigError(f"unknown finetuning_type '{kind}': choose {', '.join(METHODS)}")
     resized = embeddings_resized or model_args.resize_vocab
-    model = METHODS[kind](model, model_args, method_args, is_trainable, resized)
+    model = METHODS[kind](model, model_args, method_args, is_trainable, resized, lf_method)
     if is_trainable:
         upcast_trainable(model)
     return model

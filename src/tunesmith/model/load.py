@@ -210,6 +210,8 @@ def load_model(
     is_trainable: bool = True,
     cutoff_len: int | None = None,
     head: str = "causal_lm",
+    lf_model=None,
+    lf_method=None,
 ) -> PreTrainedModel:
     """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured; head="value": one score per
     sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full."""
@@ -265,7 +267,8 @@ def load_model(
         _prepare_for_training(model, model_args, method_args)
 
     model = apply_method(
-        model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab
+        model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab,
+        lf_method=lf_method,
     )
     if is_trainable:
         if head == "value" and method_args.finetuning_type == "freeze":

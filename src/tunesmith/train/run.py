@@ -52,7 +52,7 @@ def run_training(config: Config) -> dict:
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
-                       head=spec.head)
+                       head=spec.head, lf_model=config.lf_model, lf_method=config.lf_method)
     if config.lf_model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
         for name, param in model.named_parameters():
             log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
