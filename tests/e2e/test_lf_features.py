@@ -144,3 +144,54 @@ def test_oft_takes_rank_or_block_size(tiny_model_dir, tmp_path, capsys):
                  f"dataset_dir={DEMO_DATA}", f"output_dir={tmp_path / 'x'}", "max_steps=1", "finetuning_type=oft",
                  "oft_rank=4"])
     assert code != 0 and "exactly one of them non-zero" in capsys.readouterr().err
+
+
+def test_llama_pro_freeze_trains_only_the_expanded_blocks(tiny_model_dirs, tmp_path):
+    from tunesmith.config.load import load_config
+    from tunesmith.model.load import load_model, load_tokenizer
+
+    # LLaMA-Factory reads freeze_trainable_layers as the count of expanded blocks: the last of every count/n layers
+    config = load_config(None, {"model_name_or_path": str(tiny_model_dirs["llama"]), "finetuning_type": "freeze",
+                                "use_llama_pro": True, "freeze_trainable_layers": 1})
+    model = load_model(config.model, config.method, load_tokenizer(config.model), lf_method=config.lf_method)
+    count = model.config.num_hidden_layers
+    trainable = {name.split(".")[2] for name, param in model.named_parameters() if param.requires_grad}
+    assert trainable == {str(count - 1)}  # one expanded block: the last one
+
+    lora = load_config(None, {"model_name_or_path": str(tiny_model_dirs["llama"]), "use_llama_pro": True,
+                              "freeze_trainable_layers": 1, "lora_target": "q_proj"})
+    peft_model = load_model(lora.model, lora.method, load_tokenizer(lora.model), lf_method=lora.lf_method)
+    wrapped = {name for name, param in peft_model.named_parameters() if param.requires_grad}
+    assert wrapped and all(f".layers.{count - 1}.self_attn.q_proj." in name for name in wrapped), wrapped
+
+    out = train(tiny_model_dirs["llama"], tmp_path / "pro", "finetuning_type=freeze", "use_llama_pro=true",
+                "freeze_trainable_layers=1", "learning_rate=1e-2", dataset="tunesmith_identity", steps=4)
+    seen = losses(out)
+    assert seen[-1] < seen[0], seen
+
+
+def test_llama_pro_refusals(tiny_model_dir):
+    from tunesmith.config.load import load_config
+    from tunesmith.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="freeze or lora"):
+        load_config(None, {"finetuning_type": "full", "use_llama_pro": True})
+
+
+def test_train_from_scratch_starts_from_random_weights(tiny_model_dir, tmp_path):
+    from tunesmith.config.load import load_config
+    from tunesmith.model.load import load_model, load_tokenizer
+
+    config = load_config(None, {"model_name_or_path": str(tiny_model_dir), "finetuning_type": "full",
+                                "train_from_scratch": True})
+    model = load_model(config.model, config.method, load_tokenizer(config.model), lf_model=config.lf_model)
+    saved = load_file(tiny_model_dir / "model.safetensors")
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert model.state_dict()[name].shape == saved[name].shape
+    assert not torch.allclose(model.state_dict()[name], saved[name])
+
+    scratch = train(tiny_model_dir, tmp_path / "scratch", "finetuning_type=full", "train_from_scratch=true",
+                    dataset="tunesmith_identity", steps=4)
+    loaded = train(tiny_model_dir, tmp_path / "loaded", "finetuning_type=full", dataset="tunesmith_identity", steps=4)
+    assert losses(scratch)[0] != losses(loaded)[0]
+    assert losses(scratch)[-1] < losses(scratch)[0]

@@ -34,7 +34,6 @@ class Feature:
 
 FEATURES = [
     # methods and losses
-    Feature(("use_llama_pro",), f"LLaMA Pro block expansion {NOT_YET}"),
     Feature(("pure_bf16",), f"pure bfloat16 training {NOT_YET}; use `bf16: true` (mixed precision) or dtype: bfloat16"),
     Feature(("use_dft_loss",), f"the DFT loss {NOT_YET}"),
     Feature(("use_asft_loss",), f"the ASFT loss {NOT_YET}", options=("asft_alpha",)),
@@ -62,10 +61,6 @@ FEATURES = [
         options=("init_special_tokens",),
     ),
     Feature(("upcast_layernorm", "upcast_lmhead_output"), f"float32 layer norms / output head {NOT_YET}"),
-    Feature(
-        ("train_from_scratch",),
-        f"training from random weights {NOT_YET}; `tunesmith tiny` builds a random model folder to start from",
-    ),
     Feature(("shift_attn",), f"LongLoRA shift attention {NOT_YET}"),
     Feature(("mixture_of_depths",), f"Mixture-of-Depths {NOT_YET}"),
     Feature(("moe_aux_loss_coef",), f"setting the MoE router loss coefficient {NOT_YET}"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from tunesmith.errors import ConfigError
-from tunesmith.model.freeze import setup_freeze
-from tunesmith.model.lora import loraplus_optimizer, save_pissa_converted, save_pissa_init, setup_lora
+from tunesmith.model.freeze import expanded_modules, setup_freeze
+from tunesmith.model.lora import lora_config, loraplus_optimizer, save_pissa_converted, save_pissa_init, setup_lora
 from tunesmith.model.quantize import is_quantized
 
 log = logging.getLogger(__name__)
@@ -23,12 +23,23 @@ def _full(model, model_args, method_args, is_trainable, resized, lf_method):
 
 def _freeze(model, model_args, method_args, is_trainable, resized, lf_method):
     if is_trainable:
-        setup_freeze(model, method_args)
+        setup_freeze(model, method_args, llama_pro=lf_method.use_llama_pro)
     return model
 
 
 def _lora(model, model_args, method_args, is_trainable, resized, lf_method):
-    return setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized)
+    make_config = None
+    if lf_method.use_llama_pro:  # LLaMA Pro with LoRA: adapters only inside the expanded blocks
+
+        def make_config(model, model_args, method_args, resized):
+            config = lora_config(model, model_args, method_args, resized)
+            config.target_modules = set(
+                expanded_modules(model, sorted(config.target_modules), method_args.freeze_trainable_layers)
+            )
+            return config
+
+    return setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized,
+                      make_config=make_config)
 
 
 def _oft(model, model_args, method_args, is_trainable, resized, lf_method):

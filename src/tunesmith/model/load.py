@@ -242,16 +242,15 @@ def load_model(
         return kernels.load_with_unsloth(model_args, method_args, dtype, max_length, is_trainable)
     quant_kwargs = quantize.from_pretrained_kwargs(model_args, model_config, dtype)
     load = {"config": model_config, "dtype": dtype, **quant_kwargs, **kwargs}
-    try:
-        try:
-            model = model_class.from_pretrained(name, attn_implementation=attn, **load)
-        except ValueError as exc:
-            if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
-                raise
-            log.info("this model does not support sdpa attention; using eager")
-            model = model_class.from_pretrained(name, attn_implementation="eager", **load)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name, exc, "model") from None
+    if lf_model is not None and lf_model.train_from_scratch:  # LLaMA-Factory's: the config's architecture, random
+        if quant_kwargs:
+            raise ModelError("train_from_scratch builds random weights, which cannot be loaded quantized; "
+                             "remove quantization_bit")
+        model = model_class.from_config(model_config, dtype=dtype, attn_implementation=attn,
+                                        trust_remote_code=model_args.trust_remote_code)
+        log.info("train_from_scratch: %s with random weights from the config of %s", type(model).__name__, name)
+    else:
+        model = _from_pretrained(model_class, name, attn, load, model_args.flash_attn)
     if quantize.method_of(model_args) == "hqq" and not quantize.existing_quantization(model_config):
         quantize.quantize_hqq(model, model_args, dtype)
 
@@ -289,6 +288,19 @@ def load_model(
     else:
         log.info("all params: %s", f"{total:,}")
     return model
+
+
+def _from_pretrained(model_class, name: str, attn: str, load: dict, flash_attn: str):
+    try:
+        try:
+            return model_class.from_pretrained(name, attn_implementation=attn, **load)
+        except ValueError as exc:
+            if flash_attn != "auto" or "sdpa" not in str(exc).lower():
+                raise
+            log.info("this model does not support sdpa attention; using eager")
+            return model_class.from_pretrained(name, attn_implementation="eager", **load)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc, "model") from None
 
 
 def pad_id(tokenizer) -> int:
