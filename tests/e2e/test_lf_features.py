@@ -195,3 +195,41 @@ def test_train_from_scratch_starts_from_random_weights(tiny_model_dir, tmp_path)
     loaded = train(tiny_model_dir, tmp_path / "loaded", "finetuning_type=full", dataset="tunesmith_identity", steps=4)
     assert losses(scratch)[0] != losses(loaded)[0]
     assert losses(scratch)[-1] < losses(scratch)[0]
+
+
+def test_added_tokens_train_save_and_reload(tiny_model_dir, tmp_path):
+    from tunesmith.config.load import load_config, run_values
+    from tunesmith.infer.loader import load_for_inference
+
+    out = train(tiny_model_dir, tmp_path / "tokens", "add_tokens=<alpha>,<beta>", "add_special_tokens=<tool>",
+                dataset="tunesmith_identity", steps=2)
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any("embed_tokens" in key for key in weights)  # the new rows train and are saved with the adapter
+    tokenizer, _, model = load_for_inference(load_config(None, run_values(out)), place=False)
+    ids = tokenizer.convert_tokens_to_ids(["<alpha>", "<beta>", "<tool>"])
+    assert len(set(ids)) == 3 and tokenizer.unk_token_id not in ids
+    assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+    assert "<tool>" in tokenizer.all_special_tokens or "<tool>" in [t.content for t in
+                                                                   tokenizer.added_tokens_decoder.values()]
+    assert tokenizer.decode(tokenizer("x <tool>", add_special_tokens=False)["input_ids"], skip_special_tokens=True)\
+        .strip() == "x"
+
+
+@pytest.mark.parametrize("method", ["noise_init", "desc_init", "desc_init_w_noise"])
+def test_new_special_tokens_start_as_lf_initialises_them(tiny_model_dir, method):
+    from tunesmith.config.load import load_config
+    from tunesmith.model.load import load_model, load_tokenizer
+
+    config = load_config(None, {"model_name_or_path": str(tiny_model_dir), "finetuning_type": "full",
+                                "new_special_tokens_config": {"<plan>": "hello world"},
+                                "init_special_tokens": method})
+    tokenizer = load_tokenizer(config.model, config.lf_model)
+    model = load_model(config.model, config.method, tokenizer, lf_model=config.lf_model)
+    weight = model.get_input_embeddings().weight.detach()
+    row = weight[tokenizer.convert_tokens_to_ids("<plan>")]
+    described = weight[tokenizer("hello world", add_special_tokens=False)["input_ids"]].mean(dim=0)
+    if method == "desc_init":
+        assert torch.allclose(row, described)
+    else:  # noise of std 1/sqrt(dim) around the description's mean (or the mean of the old rows)
+        assert not torch.allclose(row, described)
+        assert row.std() > 0

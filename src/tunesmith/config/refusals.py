@@ -55,11 +55,6 @@ FEATURES = [
     Feature(("ppo_target",), "TRL 1.12's PPO has no adaptive KL target (its KL coefficient is fixed); remove it"),
     Feature(("ppo_score_norm",), "TRL 1.12's PPO does not normalise reward scores; remove it"),
     # model loading and tokens
-    Feature(
-        ("add_tokens", "add_special_tokens", "new_special_tokens_config"),
-        f"adding tokens to the tokenizer {NOT_YET}",
-        options=("init_special_tokens",),
-    ),
     Feature(("upcast_layernorm", "upcast_lmhead_output"), f"float32 layer norms / output head {NOT_YET}"),
     Feature(("shift_attn",), f"LongLoRA shift attention {NOT_YET}"),
     Feature(("mixture_of_depths",), f"Mixture-of-Depths {NOT_YET}"),

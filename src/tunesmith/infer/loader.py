@@ -18,7 +18,7 @@ def load_for_inference(config, *, place: bool = True, job: str = "chat"):
     from tunesmith.model.load import load_model, load_tokenizer
 
     require(config, "model_name_or_path", job=job)  # job: the command named in the error
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.lf_model)
     template = resolve_template(config.data, tokenizer)
     model = load_model(config.model, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len,
                        lf_model=config.lf_model, lf_method=config.lf_method)

@@ -92,8 +92,9 @@ def _load_error(name: str, exc: Exception, what: str) -> Exception:
     return _not_found(name, exc)
 
 
-def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
-    """The model's tokenizer from a local folder or a hub id, padding on the right for training."""
+def load_tokenizer(model_args: ModelArgs, lf_model=None) -> PreTrainedTokenizer:
+    """The model's tokenizer from a local folder or a hub id, padding on the right for training; lf_model
+    (config.lf_model) adds LLaMA-Factory's add_tokens / add_special_tokens."""
     from transformers import AutoTokenizer
 
     name, kwargs = _source_kwargs(model_args)
@@ -108,6 +109,10 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "tokenizer") from None
     tokenizer.padding_side = "right"
+    if lf_model is not None:
+        from tunesmith.model.tokens import add_to_tokenizer
+
+        add_to_tokenizer(tokenizer, lf_model)
     # No pad token is set here: the chat template sets eos first and then pad = eos, as LLaMA-Factory does.
     return tokenizer
 
@@ -257,6 +262,10 @@ def load_model(
     if head == "value" and tokenizer is not None:
         model.config.pad_token_id = pad_id(tokenizer)  # the score is read at the last non-padding token
     resized = tokenizer is not None and resize_embeddings(model, tokenizer)
+    if tokenizer is not None and lf_model is not None:
+        from tunesmith.model.tokens import initialise
+
+        resized = initialise(model, tokenizer, lf_model) or resized  # new token rows, as LLaMA-Factory sets them
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
     if is_trainable and getattr(model, "hf_quantizer", None) is not None:

@@ -48,7 +48,7 @@ def run_training(config: Config) -> dict:
     set_seed(args.seed)
 
     # config -> data -> model -> trainer -> outputs
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.lf_model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
