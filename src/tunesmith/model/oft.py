@@ -27,8 +27,7 @@ def oft_config(model, method_args, oft, embeddings_resized: bool = False):
         targets = list(method_args.lora_target)  # LLaMA-Factory 0.9.5 wraps lora_target's modules with OFT
     targets = resolve_targets(model, targets, "oft_target")
     value_model = type(model).__name__.endswith("ForSequenceClassification")
-    log.info("OFT: r=%d block_size=%d module_dropout=%g on %s", rank, block, oft.module_dropout,
-             ",".join(targets))
+    log.info("OFT: r=%d block_size=%d module_dropout=%g on %s", rank, block, oft.module_dropout, ",".join(targets))
     return OFTConfig(
         task_type=TaskType.SEQ_CLS if value_model else TaskType.CAUSAL_LM,
         inference_mode=False,

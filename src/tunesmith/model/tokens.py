@@ -86,8 +86,9 @@ def initialise(model, tokenizer, lf_model) -> bool:
             for token, row in zip(added, rows, strict=True):
                 base, noise = mean, True
                 if method != "noise_init" and token in described:
-                    ids = [i for i in tokenizer(described[token], add_special_tokens=False)["input_ids"]
-                           if i not in fresh]
+                    ids = [
+                        i for i in tokenizer(described[token], add_special_tokens=False)["input_ids"] if i not in fresh
+                    ]
                     base = weight[ids].float().mean(dim=0) if ids else mean
                     noise = method == "desc_init_w_noise"
                 if noise:

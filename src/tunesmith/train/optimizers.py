@@ -28,7 +28,7 @@ class Custom:
     no_lora: bool = False  # LLaMA-Factory: "Cannot use LoRA with GaLore, APOLLO or BAdam together"
 
 
-def _low_rank(kind: str, bases: dict[str, str]) -> Callable:
+def _low_rank(kind: str, bases: dict[str, str], read: Callable) -> Callable:
     """GaLore/APOLLO through transformers' optim: LF's targets ('all' = every linear layer but the head) and options."""
 
     def build(model, args, opt):
@@ -45,11 +45,8 @@ def _low_rank(kind: str, bases: dict[str, str]) -> Callable:
                 f"use_{kind} runs with optim {' or '.join(bases)} (LLaMA-Factory's choice of {kind} variant), "
                 f"not {base}"
             )
-        targets = list(getattr(opt, f"{kind}_target"))
-        if targets == ["all"]:
-            targets = find_all_linear_modules(model)
-        layerwise = getattr(opt, f"{kind}_layerwise")
-        options = {key: getattr(opt, f"{kind}_{name}") for key, name in OPTIONS[kind].items()}
+        targets, layerwise, options = read(opt)
+        targets = find_all_linear_modules(model) if list(targets) == ["all"] else list(targets)
         low = copy.copy(args)  # transformers reads the variant and its options from the training arguments
         low.optim = OptimizerNames(bases[base] + ("_layerwise" if layerwise else ""))
         low.optim_target_modules = targets
@@ -70,17 +67,34 @@ def _low_rank(kind: str, bases: dict[str, str]) -> Callable:
     return build
 
 
-OPTIONS = {  # transformers' optim_args name -> LF's option suffix
-    "galore": {"rank": "rank", "update_proj_gap": "update_interval", "scale": "scale", "proj_type": "proj_type"},
-    "apollo": {
-        "rank": "rank",
-        "proj": "proj",
-        "proj_type": "proj_type",
-        "update_proj_gap": "update_interval",
-        "scale": "scale",
-        "scale_type": "scale_type",
-    },
-}
+def _galore_options(opt) -> tuple[list[str], bool, dict]:
+    """(targets, layer-wise, transformers' optim_args) of GaLore from LF's keys."""
+    return (
+        opt.galore_target,
+        opt.galore_layerwise,
+        {
+            "rank": opt.galore_rank,
+            "update_proj_gap": opt.galore_update_interval,
+            "scale": opt.galore_scale,
+            "proj_type": opt.galore_proj_type,
+        },
+    )
+
+
+def _apollo_options(opt) -> tuple[list[str], bool, dict]:
+    """(targets, layer-wise, transformers' optim_args) of APOLLO from LF's keys (scale_front: see _low_rank)."""
+    return (
+        opt.apollo_target,
+        opt.apollo_layerwise,
+        {
+            "rank": opt.apollo_rank,
+            "proj": opt.apollo_proj,
+            "proj_type": opt.apollo_proj_type,
+            "update_proj_gap": opt.apollo_update_interval,
+            "scale": opt.apollo_scale,
+            "scale_type": opt.apollo_scale_type,
+        },
+    )
 
 
 def _decay_groups(model, args) -> list[dict]:
@@ -210,13 +224,14 @@ OPTIMIZERS: dict[str, Custom] = {
                 "adamw_8bit": "galore_adamw_8bit",
                 "adafactor": "galore_adafactor",
             },
+            _galore_options,
         ),
         no_lora=True,
     ),
     "use_apollo": Custom(
         "apollo_torch",
         "apollo-torch",
-        _low_rank("apollo", {"adamw_torch": "apollo_adamw", "adamw_torch_fused": "apollo_adamw"}),
+        _low_rank("apollo", {"adamw_torch": "apollo_adamw", "adamw_torch_fused": "apollo_adamw"}, _apollo_options),
         no_lora=True,
     ),
     "use_badam": Custom("badam", "badam", _badam, no_lora=True),
