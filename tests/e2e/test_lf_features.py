@@ -208,6 +208,19 @@ def test_llama_pro_freeze_trains_only_the_expanded_blocks(tiny_model_dirs, tmp_p
     peft_model = load_model(lora.model, lora.method, load_tokenizer(lora.model), lf_method=lora.lf_method)
     wrapped = {name for name, param in peft_model.named_parameters() if param.requires_grad}
     assert wrapped and all(f".layers.{count - 1}.self_attn.q_proj." in name for name in wrapped), wrapped
+    oft = load_config(
+        None,
+        {
+            "model_name_or_path": str(tiny_model_dirs["llama"]),
+            "use_llama_pro": True,
+            "finetuning_type": "oft",
+            "oft_block_size": 16,
+            "freeze_trainable_layers": 1,
+        },
+    )
+    oft_model = load_model(oft.model, oft.method, load_tokenizer(oft.model), lf_method=oft.lf_method)
+    wrapped = {name for name, param in oft_model.named_parameters() if param.requires_grad}
+    assert wrapped and all(f".layers.{count - 1}." in name for name in wrapped), wrapped
 
     out = train(
         tiny_model_dirs["llama"],
@@ -227,7 +240,7 @@ def test_llama_pro_refusals(tiny_model_dir):
     from tunesmith.config.load import load_config
     from tunesmith.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="freeze or lora"):
+    with pytest.raises(ConfigError, match="freeze, lora or oft"):
         load_config(None, {"finetuning_type": "full", "use_llama_pro": True})
 
 

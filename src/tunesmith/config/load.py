@@ -276,9 +276,9 @@ def check_across_groups(config: Config) -> None:
         )
     if model.use_unsloth and method.finetuning_type == "oft":
         problems.append("Unsloth does not support OFT (as in LLaMA-Factory); remove use_unsloth or use lora")
-    if config.lf_method.use_llama_pro and method.finetuning_type not in ("freeze", "lora"):
-        problems.append("`use_llama_pro` trains the expanded blocks with finetuning_type: freeze or lora "
-                        f"(as in LLaMA-Factory), not {method.finetuning_type}")
+    if config.lf_method.use_llama_pro and method.finetuning_type == "full":
+        problems.append("`use_llama_pro` trains only the expanded blocks: finetuning_type freeze, lora or oft "
+                        "(as in LLaMA-Factory), not full")
     if config.lf_model.train_from_scratch and model.quantization_bit is not None:
         problems.append("`train_from_scratch` builds random weights, which cannot be loaded quantized; "
                         "remove quantization_bit")

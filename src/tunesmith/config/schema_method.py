@@ -75,7 +75,9 @@ class MethodArgs(Group):
                 if getattr(self, key):
                     raise ValueError(f"`{key}` only applies to finetuning_type: lora (got {self.finetuning_type})")
         if self.create_new_adapter and self.finetuning_type not in ("lora", "oft"):
-            raise ValueError(f"`create_new_adapter` only applies to finetuning_type: lora or oft (got {self.finetuning_type})")
+            raise ValueError(
+                f"`create_new_adapter` only applies to finetuning_type: lora or oft (got {self.finetuning_type})"
+            )
         if self.pissa_convert and not self.pissa_init:
             raise ValueError("`pissa_convert` needs `pissa_init: true`")
         if self.stage == "ppo" and not self.reward_model:

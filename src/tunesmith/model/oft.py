@@ -26,6 +26,10 @@ def oft_config(model, method_args, oft, embeddings_resized: bool = False):
     if targets == ["all"] and list(method_args.lora_target or ["all"]) != ["all"]:
         targets = list(method_args.lora_target)  # LLaMA-Factory 0.9.5 wraps lora_target's modules with OFT
     targets = resolve_targets(model, targets, "oft_target")
+    if oft.use_llama_pro:  # LLaMA Pro: only the expanded blocks get OFT
+        from tunesmith.model.freeze import expanded_modules
+
+        targets = expanded_modules(model, targets, method_args.freeze_trainable_layers)
     value_model = type(model).__name__.endswith("ForSequenceClassification")
     log.info("OFT: r=%d block_size=%d module_dropout=%g on %s", rank, block, oft.module_dropout, ",".join(targets))
     return OFTConfig(
