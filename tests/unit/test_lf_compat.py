@@ -155,3 +155,21 @@ def test_a_recorded_run_config_reloads(tmp_path):
     flat = load_config(None, {"print_param_status": True}).flat()
     assert flat["print_param_status"] is True and "tensor_model_parallel_size" not in flat and "galore_rank" not in flat
     assert load_config(None, flat).lf_model.print_param_status
+
+
+def test_infer_dtype_and_use_kv_cache_reach_the_inference_model(tiny_model_dir):
+    import torch
+
+    from tunesmith.infer.loader import load_for_inference
+
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "template": "chatml",
+            "infer_dtype": "bfloat16",
+            "use_kv_cache": False,
+        },
+    )
+    _, _, model = load_for_inference(config, place=False)
+    assert model.dtype == torch.bfloat16 and model.generation_config.use_cache is False
