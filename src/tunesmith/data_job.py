@@ -24,7 +24,7 @@ def _setup(config):
     from tunesmith.model.load import load_tokenizer
 
     require(config, "model_name_or_path", "dataset", job="data")
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.lf_model)
     return tokenizer, resolve_template(config.data, tokenizer)
 
 

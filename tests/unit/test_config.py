@@ -59,7 +59,7 @@ def test_parse_overrides_reads_yaml_scalars():
         ("stage: ppo\n", "stage ppo needs `reward_model`: a reward model folder"),
         ("stage: ppo\nreward_model: r\nppo_epochs: 0\n", "key 'ppo_epochs': Input should be greater than or equal"),
         ("ppo_target: 3.0\n", "LLaMA-Factory's `ppo_target` is not supported: TRL 1.12's PPO has no adaptive KL"),
-        ("use_galore: true\n", "LLaMA-Factory's `use_galore` is not supported: the GaLore optimizer"),
+        ("shift_attn: true\n", "LLaMA-Factory's `shift_attn` is not supported: LongLoRA shift attention"),
         ("deepspeed: missing/ds_z2.json\n", "deepspeed config file not found: missing/ds_z2.json"),
     ],
 )

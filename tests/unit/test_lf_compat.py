@@ -47,8 +47,8 @@ def test_llamafactory_defaults_load():
 @pytest.mark.parametrize(
     ("key", "value", "hardware"),
     [
-        ("use_galore", True, False),
-        ("finetuning_type", "oft", False),
+        ("shift_attn", True, False),
+        ("mixture_of_depths", "convert", False),
         ("use_kt", True, True),
         ("fp8", True, True),
         ("infer_backend", "vllm", True),
@@ -63,6 +63,24 @@ def test_features_tunesmith_lacks_are_refused_with_the_reason(key, value, hardwa
         load_config(None, {key: value})
     assert info.value.hardware is hardware
     assert "did you mean" not in str(info.value) and "unknown" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"use_galore": True, "finetuning_type": "full", "galore_rank": 8},
+        {"use_apollo": True, "finetuning_type": "full"},
+        {"use_badam": True, "finetuning_type": "full", "badam_mode": "ratio"},
+        {"use_adam_mini": True},
+        {"use_muon": True},
+        {"finetuning_type": "oft", "oft_block_size": 16},
+        {"use_llama_pro": True, "finetuning_type": "freeze"},
+        {"train_from_scratch": True},
+        {"add_tokens": "<a>,<b>", "add_special_tokens": "<c>", "init_special_tokens": "desc_init"},
+    ],
+)
+def test_features_tunesmith_runs_load(values):
+    load_config(None, values)  # no FeatureRefused: tests/e2e/test_lf_features.py trains each
 
 
 def test_options_of_a_switched_off_feature_load_as_in_llamafactory():

@@ -267,13 +267,21 @@ def check_across_groups(config: Config) -> None:
     """Rejects settings that contradict each other across groups, before any model or data is loaded."""
     model, method, data, source = config.model, config.method, config.data, config.source
     problems = []
-    if model.adapter_name_or_path and method.finetuning_type != "lora":
-        problems.append("`adapter_name_or_path` needs finetuning_type: lora")
-    if model.quantization_bit is not None and method.finetuning_type != "lora":
+    if model.adapter_name_or_path and method.finetuning_type not in ("lora", "oft"):
+        problems.append("`adapter_name_or_path` needs finetuning_type: lora (or oft)")
+    if model.quantization_bit is not None and method.finetuning_type not in ("lora", "oft"):
         problems.append(
             f"a quantized model (quantization_bit: {model.quantization_bit}) can only be trained with "
-            f"finetuning_type: lora, not {method.finetuning_type}"
+            f"finetuning_type: lora or oft, not {method.finetuning_type}"
         )
+    if model.use_unsloth and method.finetuning_type == "oft":
+        problems.append("Unsloth does not support OFT (as in LLaMA-Factory); remove use_unsloth or use lora")
+    if config.lf_method.use_llama_pro and method.finetuning_type == "full":
+        problems.append("`use_llama_pro` trains only the expanded blocks: finetuning_type freeze, lora or oft "
+                        "(as in LLaMA-Factory), not full")
+    if config.lf_model.train_from_scratch and model.quantization_bit is not None:
+        problems.append("`train_from_scratch` builds random weights, which cannot be loaded quantized; "
+                        "remove quantization_bit")
     if model.quantization_bit is not None and method.create_new_adapter:
         problems.append("`create_new_adapter` cannot be used on a quantized model")
     if (data.train_on_prompt or data.mask_history) and method.stage != "sft":
@@ -301,7 +309,7 @@ RUN_CONFIG = "tunesmith_config.yaml"
 def run_values(run_dir: Path) -> dict[str, Any]:
     """The config of a finished training run, pointed at what it produced (its adapter or its full model)."""
     values = read_yaml(run_dir / RUN_CONFIG)
-    if values.get("finetuning_type", "lora") == "lora":
+    if values.get("finetuning_type", "lora") in ("lora", "oft"):  # the run saved an adapter
         earlier = list(values.get("adapter_name_or_path") or [])
         if earlier and not values.get("create_new_adapter"):
             earlier = earlier[:-1]  # training continued the last adapter: the run's adapter replaces it

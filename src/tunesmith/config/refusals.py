@@ -32,70 +32,8 @@ class Feature:
     given: bool = False  # on whenever the config writes the key, whatever its value
 
 
-def _optim(name: str, hint: str = "") -> str:
-    return f"the {name} optimizer {NOT_YET}{hint}; remove the switch (transformers' `optim` lists what runs)"
-
-
 FEATURES = [
-    # optimizers
-    Feature(
-        ("use_galore",),
-        _optim(
-            "GaLore",
-            " through this key; transformers' `optim: galore_adamw` with "
-            "`optim_target_modules` does it (needs the galore-torch package)",
-        ),
-        options=(
-            "galore_target",
-            "galore_rank",
-            "galore_update_interval",
-            "galore_scale",
-            "galore_proj_type",
-            "galore_layerwise",
-        ),
-    ),
-    Feature(
-        ("use_apollo",),
-        _optim(
-            "APOLLO",
-            " through this key; transformers' `optim: apollo_adamw` with "
-            "`optim_target_modules` does it (needs the apollo-torch package)",
-        ),
-        options=(
-            "apollo_target",
-            "apollo_rank",
-            "apollo_update_interval",
-            "apollo_scale",
-            "apollo_proj",
-            "apollo_proj_type",
-            "apollo_scale_type",
-            "apollo_layerwise",
-            "apollo_scale_front",
-        ),
-    ),
-    Feature(
-        ("use_badam",),
-        _optim("BAdam"),
-        options=(
-            "badam_mode",
-            "badam_start_block",
-            "badam_switch_mode",
-            "badam_switch_interval",
-            "badam_update_ratio",
-            "badam_mask_mode",
-            "badam_verbose",
-        ),
-    ),
-    Feature(("use_adam_mini",), _optim("Adam-mini")),
-    Feature(("use_muon",), _optim("Muon")),
     # methods and losses
-    Feature(
-        ("finetuning_type",),
-        f"OFT {NOT_YET}; use finetuning_type: lora (or freeze, full)",
-        options=("oft_rank", "oft_block_size", "oft_target", "module_dropout"),
-        on=lambda v: v == "oft",
-    ),
-    Feature(("use_llama_pro",), f"LLaMA Pro block expansion {NOT_YET}"),
     Feature(("pure_bf16",), f"pure bfloat16 training {NOT_YET}; use `bf16: true` (mixed precision) or dtype: bfloat16"),
     Feature(
         ("reward_model_type",),
@@ -107,16 +45,7 @@ FEATURES = [
     Feature(("ppo_target",), "TRL 1.12's PPO has no adaptive KL target (its KL coefficient is fixed); remove it"),
     Feature(("ppo_score_norm",), "TRL 1.12's PPO does not normalise reward scores; remove it"),
     # model loading and tokens
-    Feature(
-        ("add_tokens", "add_special_tokens", "new_special_tokens_config"),
-        f"adding tokens to the tokenizer {NOT_YET}",
-        options=("init_special_tokens",),
-    ),
     Feature(("upcast_layernorm", "upcast_lmhead_output"), f"float32 layer norms / output head {NOT_YET}"),
-    Feature(
-        ("train_from_scratch",),
-        f"training from random weights {NOT_YET}; `tunesmith tiny` builds a random model folder to start from",
-    ),
     Feature(("shift_attn",), f"LongLoRA shift attention {NOT_YET}"),
     Feature(("mixture_of_depths",), f"Mixture-of-Depths {NOT_YET}"),
     Feature(("moe_aux_loss_coef",), f"setting the MoE router loss coefficient {NOT_YET}"),

@@ -71,9 +71,13 @@ class MethodArgs(Group):
     @model_validator(mode="after")
     def _lora_only_options(self):
         if self.finetuning_type != "lora":
-            for key in ("loraplus_lr_ratio", "use_rslora", "use_dora", "pissa_init", "create_new_adapter"):
+            for key in ("loraplus_lr_ratio", "use_rslora", "use_dora", "pissa_init"):
                 if getattr(self, key):
                     raise ValueError(f"`{key}` only applies to finetuning_type: lora (got {self.finetuning_type})")
+        if self.create_new_adapter and self.finetuning_type not in ("lora", "oft"):
+            raise ValueError(
+                f"`create_new_adapter` only applies to finetuning_type: lora or oft (got {self.finetuning_type})"
+            )
         if self.pissa_convert and not self.pissa_init:
             raise ValueError("`pissa_convert` needs `pissa_init: true`")
         if self.stage == "ppo" and not self.reward_model:

@@ -18,12 +18,13 @@ def load_for_inference(config, *, place: bool = True, job: str = "chat"):
     from tunesmith.model.load import load_model, load_tokenizer
 
     require(config, "model_name_or_path", job=job)  # job: the command named in the error
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.lf_model)
     template = resolve_template(config.data, tokenizer)
     model_args = config.model
     if config.lf_model.infer_dtype != "auto":  # LLaMA-Factory's dtype for inference jobs, in place of `dtype`
         model_args = model_args.model_copy(update={"dtype": config.lf_model.infer_dtype})
-    model = load_model(model_args, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len)
+    model = load_model(model_args, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len,
+                       lf_model=config.lf_model, lf_method=config.lf_method)
     if not config.lf_model.use_kv_cache:  # LLaMA-Factory's switch: generate without the key/value cache
         model.generation_config.use_cache = model.config.use_cache = False
     if place:

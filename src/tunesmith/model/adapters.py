@@ -1,12 +1,12 @@
-"""Applies the fine-tuning method (full, freeze, lora) to a loaded model and keeps trainable weights in float32."""
+"""Applies the fine-tuning method (full, freeze, lora, oft) to a loaded model and keeps trainable weights in float32."""
 
 from __future__ import annotations
 
 import logging
 
 from tunesmith.errors import ConfigError
-from tunesmith.model.freeze import setup_freeze
-from tunesmith.model.lora import loraplus_optimizer, save_pissa_converted, save_pissa_init, setup_lora
+from tunesmith.model.freeze import expanded_modules, setup_freeze
+from tunesmith.model.lora import lora_config, loraplus_optimizer, save_pissa_converted, save_pissa_init, setup_lora
 from tunesmith.model.quantize import is_quantized
 
 log = logging.getLogger(__name__)
@@ -14,26 +14,62 @@ log = logging.getLogger(__name__)
 __all__ = ["apply_method", "loraplus_optimizer", "save_pissa_converted", "save_pissa_init", "upcast_trainable"]
 
 
-def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False):
-    """Sets which parameters train for finetuning_type full/freeze/lora and returns the (possibly peft) model.
+def _full(model, model_args, method_args, is_trainable, resized, lf_method):
+    if is_trainable:
+        model.requires_grad_(True)
+        log.info("full fine-tuning: every parameter trains")
+    return model
 
-    embeddings_resized (or model_args.resize_vocab) makes LoRA train and save the embeddings and output head.
+
+def _freeze(model, model_args, method_args, is_trainable, resized, lf_method):
+    if is_trainable:
+        setup_freeze(model, method_args, llama_pro=lf_method.use_llama_pro)
+    return model
+
+
+def _lora(model, model_args, method_args, is_trainable, resized, lf_method):
+    make_config = None
+    if lf_method.use_llama_pro:  # LLaMA Pro with LoRA: adapters only inside the expanded blocks
+
+        def make_config(model, model_args, method_args, resized):
+            config = lora_config(model, model_args, method_args, resized)
+            config.target_modules = set(
+                expanded_modules(model, sorted(config.target_modules), method_args.freeze_trainable_layers)
+            )
+            return config
+
+    return setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized,
+                      make_config=make_config)
+
+
+def _oft(model, model_args, method_args, is_trainable, resized, lf_method):
+    from tunesmith.model.oft import setup_oft
+
+    return setup_oft(model, model_args, method_args, lf_method, is_trainable, embeddings_resized=resized)
+
+
+METHODS = {"full": _full, "freeze": _freeze, "lora": _lora, "oft": _oft}
+ADAPTERS = ("lora", "oft")  # methods that save a peft adapter (and may train on a quantized model)
+
+
+def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False,
+                 lf_method=None):
+    """Sets which parameters train for finetuning_type full/freeze/lora/oft and returns the (possibly peft) model.
+
+    embeddings_resized (or model_args.resize_vocab) makes LoRA/OFT train and save the embeddings and output head;
+    lf_method (config.lf_method) holds OFT's and LLaMA Pro's keys (None: their defaults).
     """
+    if lf_method is None:
+        from tunesmith.config.schema import LFMethodArgs
+
+        lf_method = LFMethodArgs()
     kind = method_args.finetuning_type
-    if is_trainable and is_quantized(model) and kind != "lora":
-        raise ConfigError(f"a quantized model can only be trained with finetuning_type: lora, not {kind}")
-    if kind == "full":
-        if is_trainable:
-            model.requires_grad_(True)
-            log.info("full fine-tuning: every parameter trains")
-    elif kind == "freeze":
-        if is_trainable:
-            setup_freeze(model, method_args)
-    elif kind == "lora":
-        resized = embeddings_resized or model_args.resize_vocab
-        model = setup_lora(model, model_args, method_args, is_trainable, embeddings_resized=resized)
-    else:
-        raise ConfigError(f"unknown finetuning_type '{kind}': choose lora, freeze or full")
+    if is_trainable and is_quantized(model) and kind not in ADAPTERS:
+        raise ConfigError(f"a quantized model can only be trained with finetuning_type: lora or oft, not {kind}")
+    if kind not in METHODS:
+        raise ConfigError(f"unknown finetuning_type '{kind}': choose {', '.join(METHODS)}")
+    resized = embeddings_resized or model_args.resize_vocab
+    model = METHODS[kind](model, model_args, method_args, is_trainable, resized, lf_method)
     if is_trainable:
         upcast_trainable(model)
     return model

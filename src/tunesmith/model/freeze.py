@@ -48,18 +48,43 @@ def layer_structure(model, count: int) -> tuple[str, dict[str, set[int]], set[st
     return prefix, inner, set(outer)
 
 
-def setup_freeze(model, method_args) -> None:
-    """Leaves requires_grad on only for the chosen layers/modules; raises ConfigError naming valid choices."""
+def expanded_layer_ids(count: int, n: int) -> list[int]:
+    """LLaMA Pro: the n blocks its expansion inserted, the last of every count/n layers (LLaMA-Factory's reading)."""
+    if n <= 0 or count % n:
+        raise ConfigError(
+            f"use_llama_pro: freeze_trainable_layers must be the number of expanded blocks, a divisor of the "
+            f"model's {count} layers (got {n})"
+        )
+    stride = count // n
+    return list(range(stride - 1, count, stride))
+
+
+def expanded_modules(model, targets: list[str], n: int) -> list[str]:
+    """LLaMA Pro with LoRA: the full names of the target modules inside the expanded blocks only."""
+    ids = expanded_layer_ids(num_layers(model.config), n)
+    marks = [f".{index}." for index in ids]
+    names = [name for name, _ in model.named_modules()
+             if any(name == t or name.endswith("." + t) for t in targets) and any(mark in name for mark in marks)]
+    log.info("LLaMA Pro: adapters on the expanded blocks %s only", ",".join(map(str, ids)))
+    return names
+
+
+def setup_freeze(model, method_args, llama_pro: bool = False) -> None:
+    """Leaves requires_grad on only for the chosen layers/modules (llama_pro: the expanded blocks); raises
+    ConfigError naming valid choices."""
     count = num_layers(model.config)
     n = method_args.freeze_trainable_layers
-    if abs(n) > count:
+    if abs(n) > count and not llama_pro:
         raise ConfigError(
             f"freeze_trainable_layers: {n} but the model has {count} layers; use a value between -{count} and {count}"
         )
     extras = list(method_args.freeze_extra_modules or [])
     if n == 0 and not extras:
         raise ConfigError("freeze_trainable_layers: 0 trains nothing; set N > 0 (last N layers) or N < 0 (first |N|)")
-    layer_ids = set(range(count - n, count)) if n > 0 else set(range(-n))
+    if llama_pro:
+        layer_ids = set(expanded_layer_ids(count, n))
+    else:
+        layer_ids = set(range(count - n, count)) if n > 0 else set(range(-n))
 
     prefix, inner, outer = layer_structure(model, count)
     modules = list(method_args.freeze_trainable_modules or ["all"])
@@ -87,7 +112,7 @@ def setup_freeze(model, method_args) -> None:
             keep = any(part in extras for part in name.split(".")[:-1])
         param.requires_grad_(keep)
 
-    which = f"last {n}" if n > 0 else f"first {-n}"
+    which = f"expanded blocks {sorted(layer_ids)}" if llama_pro else f"last {n}" if n > 0 else f"first {-n}"
     inside = "all modules" if train_all else ",".join(modules)
     log.info(
         "freeze tuning: training the %s of %d layers (%s)%s",

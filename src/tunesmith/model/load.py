@@ -92,8 +92,9 @@ def _load_error(name: str, exc: Exception, what: str) -> Exception:
     return _not_found(name, exc)
 
 
-def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
-    """The model's tokenizer from a local folder or a hub id, padding on the right for training."""
+def load_tokenizer(model_args: ModelArgs, lf_model=None) -> PreTrainedTokenizer:
+    """The model's tokenizer from a local folder or a hub id, padding on the right for training; lf_model
+    (config.lf_model) adds LLaMA-Factory's add_tokens / add_special_tokens."""
     from transformers import AutoTokenizer
 
     name, kwargs = _source_kwargs(model_args)
@@ -108,6 +109,10 @@ def load_tokenizer(model_args: ModelArgs) -> PreTrainedTokenizer:
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "tokenizer") from None
     tokenizer.padding_side = "right"
+    if lf_model is not None:
+        from tunesmith.model.tokens import add_to_tokenizer
+
+        add_to_tokenizer(tokenizer, lf_model)
     # No pad token is set here: the chat template sets eos first and then pad = eos, as LLaMA-Factory does.
     return tokenizer
 
@@ -210,6 +215,8 @@ def load_model(
     is_trainable: bool = True,
     cutoff_len: int | None = None,
     head: str = "causal_lm",
+    lf_model=None,
+    lf_method=None,
 ) -> PreTrainedModel:
     """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured; head="value": one score per
     sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full."""
@@ -240,22 +247,25 @@ def load_model(
         return kernels.load_with_unsloth(model_args, method_args, dtype, max_length, is_trainable)
     quant_kwargs = quantize.from_pretrained_kwargs(model_args, model_config, dtype)
     load = {"config": model_config, "dtype": dtype, **quant_kwargs, **kwargs}
-    try:
-        try:
-            model = model_class.from_pretrained(name, attn_implementation=attn, **load)
-        except ValueError as exc:
-            if model_args.flash_attn != "auto" or "sdpa" not in str(exc).lower():
-                raise
-            log.info("this model does not support sdpa attention; using eager")
-            model = model_class.from_pretrained(name, attn_implementation="eager", **load)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name, exc, "model") from None
+    if lf_model is not None and lf_model.train_from_scratch:  # LLaMA-Factory's: the config's architecture, random
+        if quant_kwargs:
+            raise ModelError("train_from_scratch builds random weights, which cannot be loaded quantized; "
+                             "remove quantization_bit")
+        model = model_class.from_config(model_config, dtype=dtype, attn_implementation=attn,
+                                        trust_remote_code=model_args.trust_remote_code)
+        log.info("train_from_scratch: %s with random weights from the config of %s", type(model).__name__, name)
+    else:
+        model = _from_pretrained(model_class, name, attn, load, model_args.flash_attn)
     if quantize.method_of(model_args) == "hqq" and not quantize.existing_quantization(model_config):
         quantize.quantize_hqq(model, model_args, dtype)
 
     if head == "value" and tokenizer is not None:
         model.config.pad_token_id = pad_id(tokenizer)  # the score is read at the last non-padding token
     resized = tokenizer is not None and resize_embeddings(model, tokenizer)
+    if tokenizer is not None and lf_model is not None:
+        from tunesmith.model.tokens import initialise
+
+        resized = initialise(model, tokenizer, lf_model) or resized  # new token rows, as LLaMA-Factory sets them
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
     if is_trainable and getattr(model, "hf_quantizer", None) is not None:
@@ -265,7 +275,8 @@ def load_model(
         _prepare_for_training(model, model_args, method_args)
 
     model = apply_method(
-        model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab
+        model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab,
+        lf_method=lf_method,
     )
     if is_trainable:
         if head == "value" and method_args.finetuning_type == "freeze":
@@ -288,6 +299,19 @@ def load_model(
     return model
 
 
+def _from_pretrained(model_class, name: str, attn: str, load: dict, flash_attn: str):
+    try:
+        try:
+            return model_class.from_pretrained(name, attn_implementation=attn, **load)
+        except ValueError as exc:
+            if flash_attn != "auto" or "sdpa" not in str(exc).lower():
+                raise
+            log.info("this model does not support sdpa attention; using eager")
+            return model_class.from_pretrained(name, attn_implementation="eager", **load)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc, "model") from None
+
+
 def pad_id(tokenizer) -> int:
     """The id that pads batches (and marks where a value head reads its score): pad, else eos. The chat template
     sets pad = eos when a tokenizer has neither, so a tokenizer without both was never given a template."""
@@ -307,6 +331,6 @@ def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_
         return
     # transformers 5: activation_checkpointing_enable replaces the deprecated gradient_checkpointing_enable.
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if method_args.finetuning_type in ("lora", "freeze") and not getattr(model, "_require_grads_hooks", None):
+    if method_args.finetuning_type in ("lora", "oft", "freeze") and not getattr(model, "_require_grads_hooks", None):
         model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph at the input
     log.info("gradient checkpointing enabled (non-reentrant)")

@@ -83,7 +83,7 @@ def _closest(word: str, choices) -> str:
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
-def validate_targets(model, targets: list[str]) -> list[str]:
+def validate_targets(model, targets: list[str], key: str = "lora_target") -> list[str]:
     """Checks each lora_target names a linear (or embedding) layer, the way peft matches names (by suffix)."""
     modules = dict(model.named_modules())
     wrappable = {name for name, module in modules.items() if name and _is_wrappable(module)}
@@ -97,7 +97,7 @@ def validate_targets(model, targets: list[str]) -> list[str]:
         problems.append(f"'{target}' is not a linear layer of this model{kind}{_closest(target, linear_names)}")
     if problems:
         raise ConfigError(
-            "lora_target: " + "; ".join(problems) + f"\n  valid linear modules: all, {', '.join(linear_names)}"
+            f"{key}: " + "; ".join(problems) + f"\n  valid linear modules: all, {', '.join(linear_names)}"
         )
     return list(targets)
 
@@ -160,24 +160,33 @@ def _load_adapter(model, path: str, model_args: ModelArgs, **kwargs):
         raise ModelError(f"could not load the adapter {path}: {exc}") from None
 
 
+def resolve_targets(model, targets: list[str], key: str = "lora_target") -> list[str]:
+    """'all' -> every linear layer but the head; named modules checked against the model."""
+    if "all" in targets:
+        if len(targets) > 1:
+            raise ConfigError(f"{key}: 'all' cannot be combined with other module names")
+        return find_all_linear_modules(model)
+    return validate_targets(model, targets, key)
+
+
+def saved_modules(model, method_args: MethodArgs, embeddings_resized: bool = False) -> list[str] | None:
+    """additional_target checked against the model; on a resized vocab, the embeddings and head (their new rows
+    must train and be saved with the adapter)."""
+    if method_args.additional_target:
+        return validate_modules_to_save(model, method_args.additional_target)
+    if embeddings_resized:
+        names = _embedding_module_names(model)
+        log.warning("vocab was resized: training and saving %s with the adapter", ",".join(names))
+        return names
+    return None
+
+
 def lora_config(model, model_args: ModelArgs, method_args: MethodArgs, embeddings_resized: bool = False):
     """The peft LoraConfig for a fresh adapter, with targets and modules_to_save checked against the model."""
     from peft import LoraConfig, TaskType
 
-    targets = list(method_args.lora_target or ["all"])
-    if "all" in targets:
-        if len(targets) > 1:
-            raise ConfigError("lora_target: 'all' cannot be combined with other module names")
-        targets = find_all_linear_modules(model)
-    else:
-        targets = validate_targets(model, targets)
-
-    modules_to_save = method_args.additional_target
-    if modules_to_save:
-        modules_to_save = validate_modules_to_save(model, modules_to_save)
-    elif embeddings_resized:  # the new token rows must train and be saved with the adapter
-        modules_to_save = _embedding_module_names(model)
-        log.warning("vocab was resized: training and saving %s with the adapter", ",".join(modules_to_save))
+    targets = resolve_targets(model, list(method_args.lora_target or ["all"]))
+    modules_to_save = saved_modules(model, method_args, embeddings_resized)
 
     init: bool | str = True
     if method_args.pissa_init:
@@ -204,8 +213,10 @@ def lora_config(model, model_args: ModelArgs, method_args: MethodArgs, embedding
     )
 
 
-def setup_lora(model, model_args: ModelArgs, method_args: MethodArgs, is_trainable: bool, embeddings_resized=False):
-    """Merges/resumes adapter_name_or_path like LLaMA-Factory, then adds a fresh adapter when training needs one.
+def setup_lora(model, model_args: ModelArgs, method_args: MethodArgs, is_trainable: bool, embeddings_resized=False,
+               make_config=None):
+    """Merges/resumes adapter_name_or_path like LLaMA-Factory, then adds a fresh adapter when training needs one
+    (make_config(model, model_args, method_args, embeddings_resized) -> its peft config; default LoRA's).
 
     Training: all adapters but the last are merged and the last one continues training; with create_new_adapter
     all are merged and a new adapter starts. Inference: all are merged. A quantized model keeps its single
@@ -231,7 +242,11 @@ def setup_lora(model, model_args: ModelArgs, method_args: MethodArgs, is_trainab
             model = _load_adapter(model, resume, model_args, is_trainable=is_trainable)
             log.info("loaded adapter %s (%s)", resume, "training continues" if is_trainable else "unmerged")
 
-    if is_trainable and resume is None:
+    if is_trainable and resume is None and make_config is not None:
+        config = make_config(model, model_args, method_args, embeddings_resized)
+        with _quiet_peft():
+            model = get_peft_model(model, config)
+    elif is_trainable and resume is None:
         config = lora_config(model, model_args, method_args, embeddings_resized)
         what = "DoRA" if method_args.use_dora else "LoRA"
         extras = (" rsLoRA" if config.use_rslora else "") + (

@@ -26,6 +26,7 @@ def run_training(config: Config) -> dict:
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
     from tunesmith.model.load import load_model, load_tokenizer
+    from tunesmith.train import optimizers as custom_optimizers
     from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
     from tunesmith.train.stages import check_stage
 
@@ -47,18 +48,18 @@ def run_training(config: Config) -> dict:
     set_seed(args.seed)
 
     # config -> data -> model -> trainer -> outputs
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.lf_model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
-                       head=spec.head)
+                       head=spec.head, lf_model=config.lf_model, lf_method=config.lf_method)
     if config.lf_model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
         for name, param in model.named_parameters():
             log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
         outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
-    optimizers = (None, None)
+    optimizers = (custom_optimizers.build(config, model, args), None)  # GaLore, APOLLO, BAdam, Adam-mini, Muon
     if config.method.loraplus_lr_ratio:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
@@ -73,6 +74,7 @@ def run_training(config: Config) -> dict:
         callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir), *from_config(config)],
         optimizers=optimizers,
     )
+    custom_optimizers.attach(trainer, config)
     output_safety.keep_secrets_out_of_pickles(trainer.args)  # training_args.bin holds no hub_token
     main_process = trainer.is_world_process_zero()
     if main_process and resume is None:  # a resumed run keeps its first record until it has trained (below)

@@ -78,7 +78,10 @@ STAGES: dict[str, StageSpec] = {
 def check_stage(config) -> StageSpec:
     """The spec of the config's stage, after its own check: `tunesmith train` runs this before it launches any
     process (torchrun, Ray) and before any data or model loads; a run_training call runs it again."""
+    from tunesmith.train.optimizers import check as check_optimizer
+
     spec = STAGES[config.method.stage]
     if spec.check:
         spec.check(config)
+    check_optimizer(config)  # GaLore/APOLLO/BAdam/Adam-mini/Muon: their refusals and packages
     return spec
