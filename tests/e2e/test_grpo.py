@@ -11,8 +11,16 @@ from tunesmith.cli import main
 from tunesmith.config.load import load_config
 from tunesmith.infer.engine import ChatEngine
 
-QUESTIONS = ["Say a word.", "Name a fruit.", "Name a colour.", "Who are you?", "Count to three.", "Say hello.",
-             "What is two plus two?", "Pick an animal."]
+QUESTIONS = [
+    "Say a word.",
+    "Name a fruit.",
+    "Name a colour.",
+    "Who are you?",
+    "Count to three.",
+    "Say hello.",
+    "What is two plus two?",
+    "Pick an animal.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +33,23 @@ def prompts(tmp_path_factory) -> Path:
 def grpo(model_dir, prompts, out, *overrides, steps=2, code=0) -> Path:
     config = Path(str(out) + ".yaml")
     config.write_text("stage: grpo\n")
-    args = [f"model_name_or_path={model_dir}", f"dataset={prompts}", "template=chatml", "cutoff_len=64",
-            f"output_dir={out}", f"max_steps={steps}", "per_device_train_batch_size=8", "num_generations=4",
-            "max_completion_length=8", "learning_rate=5e-3", "logging_steps=1", "save_strategy=no",
-            "report_to=none", "seed=42", *overrides]
+    args = [
+        f"model_name_or_path={model_dir}",
+        f"dataset={prompts}",
+        "template=chatml",
+        "cutoff_len=64",
+        f"output_dir={out}",
+        f"max_steps={steps}",
+        "per_device_train_batch_size=8",
+        "num_generations=4",
+        "max_completion_length=8",
+        "learning_rate=5e-3",
+        "logging_steps=1",
+        "save_strategy=no",
+        "report_to=none",
+        "seed=42",
+        *overrides,
+    ]
     assert main(["train", str(config), *args]) == code
     return Path(out)
 
@@ -43,7 +64,7 @@ def test_a_verifiable_reward_rises_and_the_run_chats(tiny_model_dir, prompts, tm
     seen = rewards(out)
     assert len(seen) == 30 and seen == rewards(out, "rewards/format/mean")
     first, last = sum(seen[:10]) / 10, sum(seen[-10:]) / 10
-    assert last > first + 0.2, (first, last, seen)  # seeded: first 10 steps ~0.4, last 10 ~0.8
+    assert last > first + 0.2, (first, last, seen)  # seeded: first 10 steps 0.44, last 10 0.83 here
     lora_b = [value for name, value in load_file(out / "adapter_model.safetensors").items() if "lora_B" in name]
     assert lora_b and any(value.abs().sum() > 0 for value in lora_b)
     assert (out / "all_results.json").is_file() and (out / "tokenizer_config.json").is_file()
@@ -54,7 +75,8 @@ def test_a_verifiable_reward_rises_and_the_run_chats(tiny_model_dir, prompts, tm
 def test_a_reward_function_from_a_file_next_to_the_config(tiny_model_dir, prompts, tmp_path):
     (tmp_path / "my_rewards.py").write_text(
         "def short_and_right(completions, solution, completion_ids, **kwargs):\n"
-        "    return [float(s in c) - len(ids) / 100 for c, s, ids in zip(completions, solution, completion_ids)]\n")
+        "    return [float(s in c) - len(ids) / 100 for c, s, ids in zip(completions, solution, completion_ids)]\n"
+    )
     out = grpo(tiny_model_dir, prompts, tmp_path / "custom", "reward_funcs=my_rewards.py:short_and_right,accuracy")
     assert rewards(out, "rewards/short_and_right/mean") and rewards(out, "rewards/accuracy/mean")
 
@@ -64,10 +86,18 @@ def test_full_freeze_and_qlora_policies_train(tiny_model_dir, prompts, tmp_path,
     from transformers import AutoModelForCausalLM
 
     # beta > 0: a reference model (full/freeze: a copy from model_name_or_path; QLoRA: the adapter turned off)
-    out = grpo(tiny_model_dir, prompts, tmp_path / "grpo", "reward_funcs=format,length", "reward_pattern=a|e",
-               "beta=0.04", method)
-    assert all("kl" in row for row in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines())
-               if "loss" in row)
+    out = grpo(
+        tiny_model_dir,
+        prompts,
+        tmp_path / "grpo",
+        "reward_funcs=format,length",
+        "reward_pattern=a|e",
+        "beta=0.04",
+        method,
+    )
+    assert all(
+        "kl" in row for row in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines()) if "loss" in row
+    )
     if method == "quantization_bit=4":
         weights = load_file(out / "adapter_model.safetensors")
         assert any(torch.count_nonzero(value) for name, value in weights.items() if "lora_B" in name)
@@ -86,20 +116,24 @@ def test_a_reward_model_from_stage_rm_scores_the_completions(tiny_model_dir, pro
     torch.manual_seed(0)
     classifier = tmp_path / "classifier"
     AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(classifier)
-    out = grpo(tiny_model_dir, prompts, tmp_path / "rm", "reward_funcs=reward_model", f"reward_model={classifier}",
-               steps=1)
+    out = grpo(
+        tiny_model_dir, prompts, tmp_path / "rm", "reward_funcs=reward_model", f"reward_model={classifier}", steps=1
+    )
     assert len(rewards(out, "rewards/classifier/mean")) == 1  # TRL names a reward model by its folder
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ((), "stage grpo needs `reward_funcs`"),
-    (("reward_funcs=nonsense",), "unknown reward function `nonsense`"),
-    (("reward_funcs=missing.py:f",), "file not found"),
-    (("reward_funcs=format", "num_generations=3"), "make that a multiple of num_generations"),
-    (("reward_funcs=format", "do_sample=false"), "stage grpo samples its completions"),
-    (("reward_funcs=reward_model",), "reward_funcs `reward_model` needs `reward_model`"),
-    (("reward_funcs=format", "reward_pattern=("), "`reward_pattern` is not a valid regex"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ((), "stage grpo needs `reward_funcs`"),
+        (("reward_funcs=nonsense",), "unknown reward function `nonsense`"),
+        (("reward_funcs=missing.py:f",), "file not found"),
+        (("reward_funcs=format", "num_generations=3"), "make that a multiple of num_generations"),
+        (("reward_funcs=format", "do_sample=false"), "stage grpo samples its completions"),
+        (("reward_funcs=reward_model",), "reward_funcs `reward_model` needs `reward_model`"),
+        (("reward_funcs=format", "reward_pattern=("), "`reward_pattern` is not a valid regex"),
+    ],
+)
 def test_bad_grpo_configs_are_refused_before_any_load(tiny_model_dir, prompts, tmp_path, capsys, overrides, message):
     grpo(tiny_model_dir, prompts, tmp_path / "bad", *overrides, code=2)
     err = capsys.readouterr().err

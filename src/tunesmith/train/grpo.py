@@ -15,15 +15,20 @@ def check(config) -> None:
     processes = launch.nproc_per_node * launch.nnodes
     completions = train.per_device_train_batch_size * train.gradient_accumulation_steps * processes
     if completions % method.num_generations:
-        problems.append(f"stage grpo scores groups of num_generations={method.num_generations} completions, but a "
-                        f"step generates {completions} (per_device_train_batch_size x gradient_accumulation_steps x "
-                        "processes): make that a multiple of num_generations")
+        problems.append(
+            f"stage grpo scores groups of num_generations={method.num_generations} completions, but a "
+            f"step generates {completions} (per_device_train_batch_size x gradient_accumulation_steps x "
+            "processes): make that a multiple of num_generations"
+        )
     if not config.generation.do_sample:
-        problems.append("stage grpo samples its completions: remove `do_sample: false` (greedy replies of one group "
-                        "are all the same, so no reward differs)")
+        problems.append(
+            "stage grpo samples its completions: remove `do_sample: false` (greedy replies of one group "
+            "are all the same, so no reward differs)"
+        )
     if method.ref_model:
-        problems.append("stage grpo's reference is the initial policy (TRL's GRPOTrainer takes no ref_model): remove "
-                        "`ref_model`")
+        problems.append(
+            "stage grpo's reference is the initial policy (TRL's GRPOTrainer takes no ref_model): remove `ref_model`"
+        )
     if method.loraplus_lr_ratio:
         problems.append("`loraplus_lr_ratio` does not apply to stage grpo yet")
     if problems:
@@ -38,14 +43,23 @@ def check(config) -> None:
 def grpo_keys(config) -> dict:
     """TRL GRPOConfig keys: the method's GRPO keys under TRL's names, sampling from the generation keys."""
     method, generation = config.method, config.generation
-    return {"num_generations": method.num_generations, "max_completion_length": method.max_completion_length,
-            "beta": method.beta, "epsilon": method.epsilon, "loss_type": method.loss_type,
-            "temperature": generation.temperature, "top_p": generation.top_p, "top_k": generation.top_k,
-            "repetition_penalty": generation.repetition_penalty, "log_completions": False}
+    return {
+        "num_generations": method.num_generations,
+        "max_completion_length": method.max_completion_length,
+        "beta": method.beta,
+        "epsilon": method.epsilon,
+        "loss_type": method.loss_type,
+        "temperature": generation.temperature,
+        "top_p": generation.top_p,
+        "top_k": generation.top_k,
+        "repetition_penalty": generation.repetition_penalty,
+        "log_completions": False,
+    }
 
 
-def grpo_trainer(*, config, model, args, processing_class, train_dataset, eval_dataset=None, data_collator=None,
-                 **kwargs):
+def grpo_trainer(
+    *, config, model, args, processing_class, train_dataset, eval_dataset=None, data_collator=None, **kwargs
+):
     """TRL's GRPOTrainer generating from our template-encoded prompt ids (no second tokenization of their text)."""
     from trl import GRPOConfig, GRPOTrainer
 
@@ -72,6 +86,13 @@ def grpo_trainer(*, config, model, args, processing_class, train_dataset, eval_d
         def _tokenize_prompts(self, prompts):
             return [self._prompt_ids[prompt] for prompt in prompts], None, {}
 
-    return PromptIdsTrainer(model=model, reward_funcs=funcs, args=grpo_args, train_dataset=train_dataset,
-                            eval_dataset=eval_dataset, processing_class=processing_class,
-                            reward_processing_classes=processing, **kwargs)
+    return PromptIdsTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=grpo_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processing_class,
+        reward_processing_classes=processing,
+        **kwargs,
+    )

@@ -23,15 +23,17 @@ def accuracy(completions, solution=None, **kwargs) -> list[float | None]:
     """1.0 when the completion equals the reference answer (`solution`), spacing and case aside, else 0.0; None
     (not scored) for prompts that have no reference."""
     solutions = solution or [""] * len(completions)
-    return [None if not _normalise(ref) else float(_normalise(text) == _normalise(ref))
-            for text, ref in zip(completions, solutions)]
+    return [
+        None if not _normalise(ref) else float(_normalise(text) == _normalise(ref))
+        for text, ref in zip(completions, solutions)
+    ]
 
 
 def format_reward(pattern: str) -> Callable:
     """1.0 when `pattern` (a regex, `.` matching newlines too) is found in the completion, else 0.0."""
     compiled = re.compile(pattern, re.DOTALL | re.MULTILINE)
 
-    def format(completions, **kwargs) -> list[float]:  # noqa: A001 - TRL logs the reward under its __name__
+    def format(completions, **kwargs) -> list[float]:  # TRL logs the reward under its __name__
         return [float(compiled.search(text) is not None) for text in completions]
 
     return format
@@ -63,8 +65,10 @@ def _custom(spec: str, base: Path) -> Callable:
     func = getattr(module, function, None)
     if not callable(func):
         defined = sorted(name for name, value in vars(module).items() if callable(value) and not name.startswith("_"))
-        raise ConfigError(f"reward_funcs `{spec}`: {path} defines no function `{function}` "
-                          f"(its functions: {', '.join(defined) or 'none'})")
+        raise ConfigError(
+            f"reward_funcs `{spec}`: {path} defines no function `{function}` "
+            f"(its functions: {', '.join(defined) or 'none'})"
+        )
     return func
 
 
@@ -93,6 +97,8 @@ def reward_functions(config, reward_model: Callable | None = None) -> list:
         elif ":" in name and name.rpartition(":")[0].endswith(".py"):
             funcs.append(_custom(name, config_folder(config)))
         else:
-            raise ConfigError(f"{config.source}: unknown reward function `{name}` in `reward_funcs`; the built-in ones "
-                              f"are {', '.join(BUILT_IN)}, {CUSTOM_HINT}")
+            raise ConfigError(
+                f"{config.source}: unknown reward function `{name}` in `reward_funcs`; the built-in ones "
+                f"are {', '.join(BUILT_IN)}, {CUSTOM_HINT}"
+            )
     return funcs

@@ -46,9 +46,8 @@ def _seq2seq_trainer(config=None, **kwargs):
     return Seq2SeqTrainer(**kwargs)
 
 
-def _no_collator(tokenizer, model):
+def _no_collator(tokenizer, model) -> None:
     """GRPO batches rows as they are (TRL generates from them); its trainer takes no collator."""
-    return None
 
 
 def _lazy(name: str, module: str = "preference") -> Callable:
