@@ -77,8 +77,17 @@ def test_a_reward_function_from_a_file_next_to_the_config(tiny_model_dir, prompt
         "def short_and_right(completions, solution, completion_ids, **kwargs):\n"
         "    return [float(s in c) - len(ids) / 100 for c, s, ids in zip(completions, solution, completion_ids)]\n"
     )
-    out = grpo(tiny_model_dir, prompts, tmp_path / "custom", "reward_funcs=my_rewards.py:short_and_right,accuracy")
+    out = grpo(
+        tiny_model_dir,
+        prompts,
+        tmp_path / "custom",
+        "reward_funcs=my_rewards.py:short_and_right,accuracy",
+        "val_size=2",
+        "per_device_eval_batch_size=8",
+    )
     assert rewards(out, "rewards/short_and_right/mean") and rewards(out, "rewards/accuracy/mean")
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_samples"] == 2 and "eval_reward" in results  # TRL generates and scores the held-out prompts
 
 
 @pytest.mark.parametrize("method", ["finetuning_type=full", "finetuning_type=freeze", "quantization_bit=4"])
@@ -130,6 +139,7 @@ def test_a_reward_model_from_stage_rm_scores_the_completions(tiny_model_dir, pro
         (("reward_funcs=missing.py:f",), "file not found"),
         (("reward_funcs=format", "num_generations=3"), "make that a multiple of num_generations"),
         (("reward_funcs=format", "do_sample=false"), "stage grpo samples its completions"),
+        (("reward_funcs=format", "val_size=2", "per_device_eval_batch_size=2"), "an eval batch holds 2"),
         (("reward_funcs=reward_model",), "reward_funcs `reward_model` needs `reward_model`"),
         (("reward_funcs=format", "reward_pattern=("), "`reward_pattern` is not a valid regex"),
     ],

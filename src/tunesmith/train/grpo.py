@@ -20,6 +20,14 @@ def check(config) -> None:
             f"step generates {completions} (per_device_train_batch_size x gradient_accumulation_steps x "
             "processes): make that a multiple of num_generations"
         )
+    evaluates = config.data.val_size > 0 or config.data.eval_dataset
+    eval_completions = getattr(train, "per_device_eval_batch_size", 8) * processes
+    if evaluates and eval_completions % method.num_generations:
+        problems.append(
+            f"stage grpo evaluates groups of num_generations={method.num_generations} completions, but an "
+            f"eval batch holds {eval_completions} (per_device_eval_batch_size x processes): make that a "
+            "multiple of num_generations"
+        )
     if not config.generation.do_sample:
         problems.append(
             "stage grpo samples its completions: remove `do_sample: false` (greedy replies of one group "
