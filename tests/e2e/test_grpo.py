@@ -120,15 +120,46 @@ def test_full_freeze_and_qlora_policies_train(tiny_model_dir, prompts, tmp_path,
 
 
 def test_a_reward_model_from_stage_rm_scores_the_completions(tiny_model_dir, prompts, tmp_path):
-    from transformers import AutoModelForSequenceClassification
-
-    torch.manual_seed(0)
-    classifier = tmp_path / "classifier"
-    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(classifier)
-    out = grpo(
-        tiny_model_dir, prompts, tmp_path / "rm", "reward_funcs=reward_model", f"reward_model={classifier}", steps=1
+    pairs = [{"instruction": q, "chosen": "Yes.", "rejected": "No."} for q in QUESTIONS]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "pairs": {
+                    "file_name": "pairs.json",
+                    "ranking": True,
+                    "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"},
+                }
+            }
+        )
     )
-    assert len(rewards(out, "rewards/classifier/mean")) == 1  # TRL names a reward model by its folder
+    (tmp_path / "rm.yaml").write_text("stage: rm\n")
+    rm = tmp_path / "rm"
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "rm.yaml"),
+                f"model_name_or_path={tiny_model_dir}",
+                "dataset=pairs",
+                f"dataset_dir={tmp_path}",
+                "template=chatml",
+                "cutoff_len=64",
+                f"output_dir={rm}",
+                "max_steps=1",
+                "save_strategy=no",
+                "report_to=none",
+            ]
+        )
+        == 0
+    )
+    out = grpo(
+        tiny_model_dir, prompts, tmp_path / "grpo", "reward_funcs=reward_model,length", f"reward_model={rm}", steps=1
+    )
+    scores = [
+        key for key in json.loads((out / "trainer_log.jsonl").read_text().splitlines()[0]) if key.startswith("rewards/")
+    ]
+    assert len(scores) == 4  # mean and std of the rm adapter's scores and of the length penalty
 
 
 @pytest.mark.parametrize(
