@@ -97,21 +97,11 @@ FEATURES = [
     ),
     Feature(("use_llama_pro",), f"LLaMA Pro block expansion {NOT_YET}"),
     Feature(("pure_bf16",), f"pure bfloat16 training {NOT_YET}; use `bf16: true` (mixed precision) or dtype: bfloat16"),
-    Feature(("use_dft_loss",), f"the DFT loss {NOT_YET}"),
-    Feature(("use_asft_loss",), f"the ASFT loss {NOT_YET}", options=("asft_alpha",)),
-    Feature(("use_eaft_loss",), f"the EAFT loss {NOT_YET}", options=("eaft_alpha",)),
-    Feature(("pref_bco_weight", "ld_alpha"), f"BCO and LD-DPO weights {NOT_YET}; DPO runs with `pref_loss`"),
-    Feature(
-        ("ref_model_adapters", "ref_model_quantization_bit"),
-        f"adapters or quantization for `ref_model` {NOT_YET}; give ref_model a merged model folder",
-    ),
-    Feature(
-        ("reward_model_adapters", "reward_model_quantization_bit"),
-        f"adapters or quantization for `reward_model` {NOT_YET}; give reward_model a folder (stage rm output)",
-    ),
     Feature(
         ("reward_model_type",),
-        "a reward model behind an API is not supported; give `reward_model` a folder",
+        "a reward model behind an API (reward_model_type: api) is a reward server reached over the network, which "
+        "tunesmith does not call at run time; give `reward_model` a folder (a stage rm output, or a one-label "
+        "classifier)",
         on=lambda v: v == "api",
     ),
     Feature(("ppo_target",), "TRL 1.12's PPO has no adaptive KL target (its KL coefficient is fixed); remove it"),
@@ -158,19 +148,10 @@ FEATURES = [
         f"effective tokens per second {NOT_YET}; include_num_input_tokens_seen: true counts tokens",
     ),
     Feature(
-        ("use_swanlab",),
-        "SwanLab through use_swanlab is not supported; `report_to: swanlab` is transformers' "
-        "own (needs the swanlab package)",
-        options=(
-            "swanlab_project",
-            "swanlab_workspace",
-            "swanlab_run_name",
-            "swanlab_mode",
-            "swanlab_api_key",
-            "swanlab_logdir",
-            "swanlab_lark_webhook_url",
-            "swanlab_lark_secret",
-        ),
+        ("swanlab_lark_webhook_url",),
+        "SwanLab's Lark notifications post to a Lark webhook over the network, which tunesmith does not do at run "
+        "time; remove it (use_swanlab itself runs, in swanlab_mode offline or local)",
+        options=("swanlab_lark_secret",),
     ),
     Feature(
         ("enable_torch_profiler",),
@@ -188,11 +169,13 @@ FEATURES = [
         ),
     ),
     # export
-    Feature(("export_device",), f"exporting on accelerators {NOT_YET}; the merge runs on CPU"),
-    Feature(("export_legacy_format",), "transformers 5 saves safetensors only (no .bin weights); remove it"),
     Feature(
         ("export_quantization_bit", "export_quantization_dataset"),
-        "GPTQ export needs a GPTQ library with a CUDA GPU (gptqmodel/auto-gptq)",
+        "GPTQ export needs gptqmodel (LLaMA-Factory's GPTQ library, through transformers' GPTQConfig), which this "
+        "install cannot hold: gptqmodel 7.7 needs torch >= 2.14.1 (tunesmith pins torch 2.13), 7.6 builds C++ "
+        "kernels and swaps the numpy (2.4 to 2.2) and protobuf (6 to 7) the rest runs on, auto-gptq 0.7 predates "
+        "transformers 5; "
+        "export in full precision (leave export_quantization_bit unset) and quantize the folder with gptqmodel",
         hardware=True,
         options=("export_quantization_nsamples", "export_quantization_maxlen"),
     ),

@@ -61,12 +61,22 @@ class LFMethodArgs(Group):
     # More preference / RL options
     pref_bco_weight: float = Field(0.0, ge=0, description="DPO: weight of the BCO loss mixed in.")
     ld_alpha: float | None = Field(None, description="LD-DPO: weight of the verbose part of long replies.")
-    ref_model_adapters: str | None = Field(None, description="Adapters applied to `ref_model`.")
-    ref_model_quantization_bit: int | None = Field(None, description="Quantize `ref_model` to 4 or 8 bits.")
-    reward_model_adapters: str | None = Field(None, description="PPO: adapters applied to `reward_model`.")
-    reward_model_quantization_bit: int | None = Field(None, description="PPO: quantize `reward_model`.")
+    ref_model_adapters: str | None = Field(
+        None, description="Adapter folders (comma list) merged into `ref_model`, in order."
+    )
+    ref_model_quantization_bit: Literal[4, 8] | None = Field(
+        None, description="Quantize `ref_model` to 4 or 8 bits (as quantization_bit)."
+    )
+    reward_model_adapters: str | None = Field(
+        None, description="PPO: adapter folders (comma list) merged into `reward_model`, in order."
+    )
+    reward_model_quantization_bit: Literal[4, 8] | None = Field(
+        None, description="PPO: quantize `reward_model` to 4 or 8 bits (its value model trains in full precision)."
+    )
     reward_model_type: Literal["lora", "full", "api"] = Field(
-        "lora", description="PPO: what `reward_model` is; tunesmith reads the folder as it is (adapter or model)."
+        "lora",
+        description="PPO: what `reward_model` is (lora: an rm run's adapter, full: a model folder); tunesmith "
+        "reads the folder as it is either way; api is refused (no reward server is reached).",
     )
     ppo_score_norm: bool = Field(False, description="PPO: normalise reward scores (not in TRL 1.12).")
     ppo_target: float = Field(6.0, description="PPO: adaptive KL target (TRL 1.12's KL coefficient is fixed).")

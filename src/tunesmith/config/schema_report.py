@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from tunesmith.config.schema_base import Group
 
@@ -20,7 +22,9 @@ class ReportArgs(Group):
     swanlab_project: str | None = Field("llamafactory", description="SwanLab project.")
     swanlab_workspace: str | None = Field(None, description="SwanLab workspace.")
     swanlab_run_name: str | None = Field(None, description="SwanLab run name.")
-    swanlab_mode: str = Field("cloud", description="SwanLab mode: cloud or local.")
+    swanlab_mode: Literal["cloud", "local", "offline", "disabled"] = Field(
+        "cloud", description="SwanLab mode: cloud (needs swanlab_api_key and network), local, offline or disabled."
+    )
     swanlab_api_key: str | None = Field(None, description="SwanLab API key.")
     swanlab_logdir: str | None = Field(None, description="SwanLab log folder.")
     swanlab_lark_webhook_url: str | None = Field(None, description="SwanLab Lark webhook.")
@@ -35,3 +39,14 @@ class ReportArgs(Group):
     profiler_profile_memory: bool = Field(True, description="Profiler: record memory.")
     profiler_with_stack: bool = Field(True, description="Profiler: record stack traces.")
     profile_modules: str | None = Field(None, description="Profiler: module name patterns timed with CUDA events.")
+
+    @model_validator(mode="after")
+    def _swanlab_runs_here(self):
+        if not self.use_swanlab:
+            return self
+        if self.swanlab_mode == "cloud" and not self.swanlab_api_key:
+            raise ValueError(
+                "use_swanlab with swanlab_mode: cloud uploads to SwanLab's servers and needs swanlab_api_key; set "
+                "swanlab_mode: offline (or local) to write the run to swanlab_logdir only"
+            )
+        return self

@@ -43,6 +43,11 @@ def _seq2seq_trainer(config=None, **kwargs):
 
     if config is not None and config.method.compute_accuracy:  # eval_accuracy, as LLaMA-Factory reports it
         kwargs.update(compute_metrics=_token_accuracy, preprocess_logits_for_metrics=_argmax)
+    method = config.lf_method if config is not None else None
+    if method is not None and (method.use_dft_loss or method.use_eaft_loss or method.use_asft_loss):  # LF's losses
+        from tunesmith.train.losses import sft_trainer
+
+        return sft_trainer(config=config, **kwargs)
     return Seq2SeqTrainer(**kwargs)
 
 
