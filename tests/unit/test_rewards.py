@@ -15,7 +15,9 @@ def test_accuracy_is_exact_match_spacing_and_case_aside():
 def test_format_searches_the_pattern_across_lines():
     default = load_config(None, {"stage": "grpo", "reward_funcs": "format"}).method.reward_pattern
     reward = format_reward(default)
-    assert reward(["<think>a\nb</think>\n<answer>4</answer>", "<answer>4</answer>", "4"]) == [1.0, 0.0, 0.0]
+    assert reward(
+        ["<think>a\nb</think>\n<answer>4</answer>", "<answer>4</answer>", "x\n<think></think><answer>4</answer>"]
+    ) == [1.0, 0.0, 0.0]
     assert format_reward(r"\bblue\b")(["The sky is blue.", "blueish"]) == [1.0, 0.0]
 
 

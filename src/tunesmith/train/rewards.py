@@ -31,7 +31,7 @@ def accuracy(completions, solution=None, **kwargs) -> list[float | None]:
 
 def format_reward(pattern: str) -> Callable:
     """1.0 when `pattern` (a regex, `.` matching newlines too) is found in the completion, else 0.0."""
-    compiled = re.compile(pattern, re.DOTALL | re.MULTILINE)
+    compiled = re.compile(pattern, re.DOTALL)  # ^ and $: the whole reply
 
     def format(completions, **kwargs) -> list[float]:  # TRL logs the reward under its __name__
         return [float(compiled.search(text) is not None) for text in completions]
