@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="keep the libraries' notices that tunesmith drops")
     jobs = parser.add_subparsers(dest="job", metavar="COMMAND")
 
-    train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft, rm, dpo, kto, ppo; LoRA, Freeze, Full; QLoRA)",
+    train = jobs.add_parser("train", help="fine-tune a model (stages pt, sft, rm, dpo, kto, ppo, grpo; LoRA, Freeze, Full; QLoRA)",
                             epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config(train)
 

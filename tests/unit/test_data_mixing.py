@@ -111,7 +111,7 @@ def test_each_stage_gets_what_it_needs(data_dir):
     (["prefs"], "sft", "is a ranking dataset (chosen/rejected answers), which stage sft cannot use"),
     (["a"], "kto", "dataset 'a' ({dir}/a.json) has no kto_tag column; stage kto needs one"),
     (["kto"], "sft", "is KTO feedback data (it maps a kto_tag column)"),
-    (["a"], "orpo", "unknown stage 'orpo' for data loading; allowed: pt, sft, rm, dpo, kto, ppo"),
+    (["a"], "orpo", "unknown stage 'orpo' for data loading; allowed: pt, sft, rm, dpo, kto, ppo, grpo"),
 ])
 def test_stage_errors(data_dir, names, stage, expected):
     with pytest.raises(DataError) as err:

@@ -94,7 +94,6 @@ def _resume_value(value):
 VALUE_HINTS = {
     ("finetuning_type", "qlora"): "QLoRA is `finetuning_type: lora` with `quantization_bit: 4` (or 8)",
     ("finetuning_type", "qlora_4bit"): "QLoRA is `finetuning_type: lora` with `quantization_bit: 4` (or 8)",
-    ("stage", "grpo"): "GRPO is not available yet; the stages are pt, sft, rm, dpo, kto and ppo",
     ("stage", "orpo"): "ORPO is `stage: dpo` with `pref_loss: orpo`",
     ("stage", "simpo"): "SimPO is `stage: dpo` with `pref_loss: simpo`",
 }

@@ -12,7 +12,7 @@ from tunesmith.config.schema_base import Group, NameList
 class MethodArgs(Group):
     """What to train: stage, fine-tuning type and its options."""
 
-    stage: Literal["pt", "sft", "rm", "dpo", "kto", "ppo"] = Field("sft", description="Training stage.")
+    stage: Literal["pt", "sft", "rm", "dpo", "kto", "ppo", "grpo"] = Field("sft", description="Training stage.")
     finetuning_type: Literal["lora", "oft", "freeze", "full"] = Field("lora", description="Which parameters train.")
     # LoRA
     lora_rank: int = Field(8, ge=1, description="LoRA rank r.")
@@ -64,6 +64,23 @@ class MethodArgs(Group):
         "of generated replies.",
     )
     ppo_whiten_rewards: bool = Field(False, description="PPO: whiten the rewards before computing the advantages.")
+    # GRPO (TRL's GRPOConfig names)
+    reward_funcs: NameList = Field(
+        None,
+        description="GRPO: reward functions, summed: accuracy, format, length, reward_model, or module.py:function "
+        "(a file next to the config).",
+    )
+    reward_pattern: str = Field(
+        r"^<think>.*?</think>\s*<answer>.*?</answer>$",
+        description="GRPO: the regex the `format` reward searches each completion for (1 when found, else 0).",
+    )
+    num_generations: int = Field(8, ge=2, description="GRPO: completions sampled per prompt (the group).")
+    max_completion_length: int = Field(256, ge=1, description="GRPO: most tokens generated per completion.")
+    beta: float = Field(0.0, ge=0, description="GRPO: KL coefficient against the reference model (0 = no reference).")
+    epsilon: float = Field(0.2, gt=0, description="GRPO: clipping range of the policy ratio.")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = Field(
+        "dapo", description="GRPO: how token losses are aggregated (TRL's loss_type)."
+    )
     # Reporting
     compute_accuracy: bool = Field(False, description="Report token accuracy at evaluation.")
     disable_shuffling: bool = Field(False, description="Keep the training data in order.")
@@ -85,6 +102,13 @@ class MethodArgs(Group):
                 "stage ppo needs `reward_model`: a reward model folder (the output of a stage rm run, or "
                 "a Hugging Face sequence-classification model with one label)"
             )
+        if self.stage == "grpo" and not self.reward_funcs:
+            raise ValueError(
+                "stage grpo needs `reward_funcs`: a comma list of accuracy, format, length, reward_model or "
+                "module.py:function"
+            )
+        if self.stage == "grpo" and "reward_model" in (self.reward_funcs or []) and not self.reward_model:
+            raise ValueError("reward_funcs `reward_model` needs `reward_model`: the folder of a stage rm run")
         if self.pref_loss == "kto_pair":
             raise ValueError(
                 "pref_loss kto_pair is not available with TRL 1.12; use stage: kto with kto_tag data, or "

@@ -220,6 +220,22 @@ def encode_unsupervised(batch: dict, template, tokenizer, cutoff_len: int) -> di
     return out
 
 
+def encode_prompts(batch: dict, template, tokenizer, cutoff_len: int) -> dict:
+    """GRPO: the prompt ids (ending with the answer cue, cut to cutoff_len), their text for the reward functions, and
+    the reference answer (`solution`, "" when the record has none) that the accuracy reward compares with."""
+    out = {"prompt": [], "prompt_ids": [], "solution": []}
+    for prompt, response, system, tools in _rows(batch):
+        if len(prompt) % 2 != 1:
+            continue
+        answer = response if len(response) == 1 else [{"role": ASSISTANT, "content": ""}]
+        input_ids, _ = _oneturn(template, tokenizer, prompt + answer, system, tools)
+        input_ids = input_ids[-cutoff_len:]  # keep the end: the question and the answer cue
+        out["prompt_ids"].append(input_ids)
+        out["prompt"].append(tokenizer.decode(input_ids))
+        out["solution"].append(response[0]["content"] if len(response) == 1 else "")
+    return out
+
+
 def encode_pairwise(batch: dict, template, tokenizer, cutoff_len: int) -> dict:
     """Chosen and rejected sequences sharing one prompt, truncated together (rm, dpo, orpo, simpo)."""
     out = {f"{side}_{part}": [] for side in ("chosen", "rejected") for part in ("input_ids", "attention_mask", "labels")}
@@ -259,7 +275,7 @@ def encode_feedback(batch: dict, template, tokenizer, cutoff_len: int) -> dict:
 
 ENCODERS: dict[str, Callable[..., dict]] = {"supervised": encode_supervised, "pretrain": encode_pretrain,
                                            "unsupervised": encode_unsupervised, "pairwise": encode_pairwise,
-                                           "feedback": encode_feedback}
+                                           "feedback": encode_feedback, "prompts": encode_prompts}
 
 
 def encoder_for(encoding: str, *, template, tokenizer, data_args, max_chars: int | None = None) -> Callable[[dict], dict]:

@@ -48,6 +48,7 @@ STAGE_NEEDS = {
     "dpo": StageNeeds(ranking=True),
     "kto": StageNeeds(kto=True),
     "ppo": StageNeeds(answer="optional"),
+    "grpo": StageNeeds(answer="optional"),  # the answer, when given, is the reference the accuracy reward checks
 }
 
 
@@ -88,6 +89,8 @@ def detect_format(spec: DatasetSpec, column_names: list[str], first_message: obj
         formatting = "alpaca"
         columns.update({k: c for k, c in (("prompt", "instruction"), ("query", "input"), ("response", "output"),
                                           ("history", "history")) if c in present})
+        if "output" not in present and "solution" in present:  # prompts with a reference answer (GRPO data)
+            columns["response"] = "solution"
     elif "text" in present:
         formatting = "alpaca"
         columns["prompt"] = "text"

@@ -51,6 +51,10 @@ def _seq2seq_trainer(config=None, **kwargs):
     return Seq2SeqTrainer(**kwargs)
 
 
+def _no_collator(tokenizer, model) -> None:
+    """GRPO batches rows as they are (TRL generates from them); its trainer takes no collator."""
+
+
 def _lazy(name: str, module: str = "preference") -> Callable:
     """tunesmith.train.<module>.<name>, imported only when the stage runs (it imports TRL)."""
 
@@ -72,6 +76,8 @@ STAGES: dict[str, StageSpec] = {
     "kto": StageSpec(encoding="feedback", make_collator=_lazy("feedback_collator"), make_trainer=_lazy("kto_trainer")),
     "ppo": StageSpec(encoding="unsupervised", make_collator=_lazy("prompt_collator", "ppo"),
                      make_trainer=_lazy("ppo_trainer", "ppo"), check=_lazy("check", "ppo")),
+    "grpo": StageSpec(encoding="prompts", make_collator=_no_collator, make_trainer=_lazy("grpo_trainer", "grpo"),
+                      check=_lazy("check", "grpo")),
 }
 
 
