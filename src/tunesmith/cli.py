@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     webui.add_argument("--trust-remote-code", action="store_true", help="let the page turn on trust_remote_code "
                        "(runs code shipped with models); refused otherwise")
 
+    runs = jobs.add_parser("runs", help="list the training runs under a folder: status, steps, losses, time, size")
+    runs.add_argument("root", nargs="?", default=".", help="folder to look in (default: the current folder)")
+
     config = jobs.add_parser("config", help="inspect configuration keys and resolved configs")
     config_jobs = config.add_subparsers(dest="config_job", metavar="ACTION", required=True)
     config_jobs.add_parser("keys", help="list every key with its type, default and help")
@@ -172,6 +175,10 @@ def dispatch(args) -> int:
 
         return run_webui(args.host, args.port, args.share, read_auth(args.auth, args.auth_file), args.root,
                          args.trust_remote_code)
+    if args.job == "runs":
+        from tunesmith.runs import run_runs
+
+        return run_runs(args.root)
     if args.job == "config":
         from tunesmith.config.describe import print_keys, print_resolved
 

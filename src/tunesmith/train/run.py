@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from tunesmith.config.load import Config, require, training_arguments
-from tunesmith.train import checkpoints, launch, output_safety, outputs
+from tunesmith.train import checkpoints, launch, output_safety, outputs, run_status
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,16 @@ def setup_logging() -> None:
 
 
 def run_training(config: Config) -> dict:
-    """Trains as the config says and returns the final metrics; every output lands in output_dir."""
+    """Trains as the config says and returns the final metrics; every output lands in output_dir. A run that
+    raises after training began is recorded as failed (or interrupted, Ctrl-C) in its tunesmith_status.json."""
+    try:
+        return _run_training(config)
+    except BaseException as error:
+        run_status.stopped(config.training_kwargs().get("output_dir"), error)
+        raise
+
+
+def _run_training(config: Config) -> dict:
     require(config, "model_name_or_path", "dataset", "output_dir", job="train")
     from transformers import set_seed
 
