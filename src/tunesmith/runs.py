@@ -185,12 +185,23 @@ def read_run(folder: str | Path, root: str | Path | None = None) -> Run:
         name = str(folder.resolve().relative_to(Path(root).resolve())) if root is not None else folder.name
     except ValueError:
         name = str(folder)
-    return Run(path=folder, name=name if name != "." else folder.resolve().name, stage=str(config.get("stage") or "sft"),
-               method=str(config.get("finetuning_type") or "lora"), model=str(config.get("model_name_or_path") or ""),
-               status=status, step=step, total_steps=total, last_loss=logged[-1] if logged else None,
-               best_loss=min(logged) if logged else None, duration=_duration(records, results),
-               size=folder_size(folder), checkpoint=checkpoint.name if checkpoint else None, error=error,
-               updated=updated)
+    return Run(
+        path=folder,
+        name=name if name != "." else folder.resolve().name,
+        stage=str(config.get("stage") or "sft"),
+        method=str(config.get("finetuning_type") or "lora"),
+        model=str(config.get("model_name_or_path") or ""),
+        status=status,
+        step=step,
+        total_steps=total,
+        last_loss=logged[-1] if logged else None,
+        best_loss=min(logged) if logged else None,
+        duration=_duration(records, results),
+        size=folder_size(folder),
+        checkpoint=checkpoint.name if checkpoint else None,
+        error=error,
+        updated=updated,
+    )
 
 
 def _log_tail(folder: Path, lines: int, allowed=None) -> str:
@@ -208,8 +219,11 @@ def _log_tail(folder: Path, lines: int, allowed=None) -> str:
         rows = []
         for entry in read_log(folder)[-lines:]:
             parts = [f"step {entry['step']}/{entry.get('total_steps', '?')}"]
-            parts += [f"{key} {entry[key]:.4g}" for key in ("loss", "eval_loss", "lr", "grad_norm")
-                      if isinstance(entry.get(key), (int, float))]
+            parts += [
+                f"{key} {entry[key]:.4g}"
+                for key in ("loss", "eval_loss", "lr", "grad_norm")
+                if isinstance(entry.get(key), (int, float))
+            ]
             rows.append("  ".join(parts))
         text = "\n".join(rows)
     if record.get("status") == "failed" and record.get("error") and record["error"] not in text:
@@ -224,9 +238,14 @@ def run_detail(folder: str | Path, root: str | Path | None = None, lines: int = 
     except (OSError, UnicodeDecodeError):
         config = ""
     results = _json(folder / RESULTS_FILE)
-    return RunDetail(run=read_run(folder, root), losses=losses(folder), eval_losses=losses(folder, "eval_loss"),
-                     config=config, log=_log_tail(folder, lines, allowed),
-                     results=results if isinstance(results, dict) else None)
+    return RunDetail(
+        run=read_run(folder, root),
+        losses=losses(folder),
+        eval_losses=losses(folder, "eval_loss"),
+        config=config,
+        log=_log_tail(folder, lines, allowed),
+        results=results if isinstance(results, dict) else None,
+    )
 
 
 # ---------------------------------------------------------------- finding runs
@@ -293,7 +312,7 @@ def model_values(folder: str | Path) -> dict:
 def format_seconds(value: float | None) -> str:
     if value is None:
         return "-"
-    value = int(round(value))
+    value = round(value)
     return f"{value // 3600}:{value % 3600 // 60:02d}:{value % 60:02d}"
 
 
@@ -313,10 +332,20 @@ def short_model(model: str) -> str:
 
 def row(run: Run) -> list[str]:
     """One run as the table's cells."""
-    loss = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
+    loss = lambda value: "-" if value is None else f"{value:.4f}"
     steps = f"{run.step}/{run.total_steps}" if run.total_steps else str(run.step)
-    return [run.name, run.stage, run.method, short_model(run.model), run.status, steps, loss(run.last_loss),
-            loss(run.best_loss), format_seconds(run.duration), format_size(run.size)]
+    return [
+        run.name,
+        run.stage,
+        run.method,
+        short_model(run.model),
+        run.status,
+        steps,
+        loss(run.last_loss),
+        loss(run.best_loss),
+        format_seconds(run.duration),
+        format_size(run.size),
+    ]
 
 
 HEADERS = ["run", "stage", "method", "model", "status", "steps", "last loss", "best loss", "time", "size"]
@@ -327,11 +356,15 @@ def format_table(runs: list[Run]) -> str:
     widths = [max(len(cells[i]) for cells in rows) for i in range(len(HEADERS))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in rows]
     notes = [f"  {run.name}: {run.error}" for run in runs if run.error]
-    resumable = [f"  {run.name}: resume from {run.checkpoint or 'step 0'} with `tunesmith train "
-                 f"{run.path / RUN_CONFIG} resume_from_checkpoint=true output_dir={run.path}`" for run in runs
-                 if run.resumable]
-    return "\n".join(lines + (["", "failed:", *notes] if notes else []) +
-                     (["", "interrupted:", *resumable] if resumable else []))
+    resumable = [
+        f"  {run.name}: resume from {run.checkpoint or 'step 0'} with `tunesmith train "
+        f"{run.path / RUN_CONFIG} resume_from_checkpoint=true output_dir={run.path}`"
+        for run in runs
+        if run.resumable
+    ]
+    return "\n".join(
+        lines + (["", "failed:", *notes] if notes else []) + (["", "interrupted:", *resumable] if resumable else [])
+    )
 
 
 def run_runs(root: str | Path = ".") -> int:

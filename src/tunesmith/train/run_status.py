@@ -52,8 +52,11 @@ def stopped(output_dir: str | Path | None, error: BaseException) -> None:
         return
     interrupted = isinstance(error, KeyboardInterrupt)
     message = str(error) if str(error) else type(error).__name__
-    record.update(status="interrupted" if interrupted else "failed", stopped=round(time.time(), 3),
-                  error="" if interrupted else f"{type(error).__name__}: {message}")
+    record.update(
+        status="interrupted" if interrupted else "failed",
+        stopped=round(time.time(), 3),
+        error="" if interrupted else f"{type(error).__name__}: {message}",
+    )
     try:
         _write(path, record)
     except OSError:
