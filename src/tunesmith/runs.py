@@ -42,7 +42,8 @@ class Run:
 
     @property
     def resumable(self) -> bool:
-        return self.status == "interrupted"
+        """Interrupted, or failed (a full disk, a lost GPU) and worth another try: continues from its checkpoint."""
+        return self.status in ("interrupted", "failed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,7 +364,7 @@ def format_table(runs: list[Run]) -> str:
         if run.resumable
     ]
     return "\n".join(
-        lines + (["", "failed:", *notes] if notes else []) + (["", "interrupted:", *resumable] if resumable else [])
+        lines + (["", "failed:", *notes] if notes else []) + (["", "to resume:", *resumable] if resumable else [])
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from tunesmith.config.load import Config, require, training_arguments
@@ -20,12 +21,15 @@ def setup_logging() -> None:
 
 def run_training(config: Config) -> dict:
     """Trains as the config says and returns the final metrics; every output lands in output_dir. A run that
-    raises after training began is recorded as failed (or interrupted, Ctrl-C) in its tunesmith_status.json."""
+    began training ends recorded in its tunesmith_status.json: finished, failed (with the error) or interrupted."""
+    since, output_dir = time.time(), config.training_kwargs().get("output_dir")
     try:
-        return _run_training(config)
+        metrics = _run_training(config)
     except BaseException as error:
-        run_status.stopped(config.training_kwargs().get("output_dir"), error)
+        run_status.stopped(output_dir, since, error)
         raise
+    run_status.stopped(output_dir, since)
+    return metrics
 
 
 def _run_training(config: Config) -> dict:

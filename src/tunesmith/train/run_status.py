@@ -1,8 +1,9 @@
 """tunesmith_status.json: which process trains in a run folder, and how it stopped (for `tunesmith runs`).
 
 Written by the main process when training begins (status running, its pid and host) and again when run_training
-ends with an exception (failed, or interrupted for Ctrl-C / the web UI's Abort). A kill -9 leaves `running` with a
-pid that is gone: readers check the pid (`alive`). A finished run is told by all_results.json, not by this file."""
+ends: finished, failed (an exception, whose message is kept) or interrupted (Ctrl-C, the web UI's Abort). A kill -9
+leaves `running` with a pid that is gone: readers check the pid (`alive`). all_results.json, not this file, is what
+tells a finished run (train/checkpoints.finished_step)."""
 
 from __future__ import annotations
 
@@ -41,22 +42,22 @@ def started(output_dir: str | Path) -> None:
     _write(Path(output_dir) / STATUS_FILE, record)
 
 
-def stopped(output_dir: str | Path | None, error: BaseException) -> None:
-    """run_training raised `error`: recorded only when this process is the one that began training there (a run
-    refused before it began, e.g. a second run on the same folder, leaves the folder's record alone)."""
+def stopped(output_dir: str | Path | None, since: float, error: BaseException | None = None) -> None:
+    """run_training, called at time `since`, returned (error None: finished) or raised `error`. Recorded only when
+    this call began training there: a run refused before it began (e.g. a second run on the same folder) leaves the
+    folder's record alone."""
     if not output_dir:
         return
     path = Path(output_dir) / STATUS_FILE
     record = read(path.parent)
     if record is None or record.get("pid") != os.getpid() or record.get("host") != socket.gethostname():
         return
-    interrupted = isinstance(error, KeyboardInterrupt)
-    message = str(error) if str(error) else type(error).__name__
-    record.update(
-        status="interrupted" if interrupted else "failed",
-        stopped=round(time.time(), 3),
-        error="" if interrupted else f"{type(error).__name__}: {message}",
-    )
+    if not isinstance(record.get("started"), (int, float)) or record["started"] < round(since, 3):
+        return
+    status = "finished" if error is None else "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    record.update(status=status, stopped=round(time.time(), 3))
+    if status == "failed":
+        record["error"] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     try:
         _write(path, record)
     except OSError:
