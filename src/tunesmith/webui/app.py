@@ -9,6 +9,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.webui import form
 from tunesmith.webui.eval_tab import build_eval_tab
 from tunesmith.webui.runner import TrainingRun, read_progress
+from tunesmith.webui.runs_tab import build_runs_tab
 from tunesmith.webui.texts import LANGUAGES, Relabel, label, ui
 from tunesmith.webui.workspace import Workspace, WorkspaceError
 
@@ -290,6 +291,8 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
         gr.Button(visible=False).click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
         family.change(pick_family, [family],
                       [components["model_name_or_path"], components["template"]], api_name="pick_family")
+        build_runs_tab(gr, texts, workspace, {**components, **export_fields}, (load_chat, inputs, chat_state),
+                       (export, [config_path, *inputs, *export_fields.values()], export_log))
         lang.change(texts.updates, [lang], texts.components)
     return app
 
