@@ -124,6 +124,8 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
                                  for key in ("export_dir", "export_size", "export_dtype")}
                 export_btn = texts.value(gr.Button(ui("en", "export_run"), variant="primary"), "export_run")
             export_log = texts.label(gr.Textbox(label=ui("en", "log"), lines=6, elem_id="export_log"), "log")
+        build_runs_tab(gr, texts, workspace, {**components, **export_fields}, (lambda *v: load_chat(*v), inputs,
+                       chat_state), (lambda *v: export(*v), [config_path, *inputs, *export_fields.values()], export_log))
 
         def collect(*values) -> dict:
             return form.to_config(dict(zip(keys, values)))
@@ -291,8 +293,6 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
         gr.Button(visible=False).click(refresh, [lang], [status, progress, loss, log], api_name="refresh")
         family.change(pick_family, [family],
                       [components["model_name_or_path"], components["template"]], api_name="pick_family")
-        build_runs_tab(gr, texts, workspace, {**components, **export_fields}, (load_chat, inputs, chat_state),
-                       (export, [config_path, *inputs, *export_fields.values()], export_log))
         lang.change(texts.updates, [lang], texts.components)
     return app
 

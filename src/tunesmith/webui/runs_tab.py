@@ -82,11 +82,11 @@ class RunsView:
         return pd.DataFrame(points, columns=["step", "loss", "run"])
 
     def detail(self, folder_value, selected):
-        """(summary, config, log tail, all_results.json) of the first selected run."""
+        """(summary, config, log tail, all_results.json) of the last selected run (the one picked most recently)."""
         if not selected:
             return self._t("runs_pick"), "", "", None
         try:
-            path = self._run(folder_value, selected[0])
+            path = self._run(folder_value, selected[-1])
             detail = runs.run_detail(path, self.folder(folder_value), allowed=self._readable)
         except TunesmithError as exc:
             return f"**{self._t('status_failed')}**: {exc}", "", "", None
@@ -117,7 +117,7 @@ class RunsView:
     def _first(self, folder_value, selected) -> runs.Run:
         if not selected:
             raise TunesmithError(self._t("runs_pick"))
-        return runs.read_run(self._run(folder_value, selected[0]), self.folder(folder_value))
+        return runs.read_run(self._run(folder_value, selected[-1]), self.folder(folder_value))
 
     def resume(self, folder_value, selected) -> str:
         """Starts `tunesmith train` on the run's recorded config with resume_from_checkpoint: true (the YAML is
@@ -165,7 +165,7 @@ class RunsView:
         try:
             values = self.model_values(folder_value, selected)
             if action == "export":
-                target = self.workspace.root / "exports" / _slug(selected[0])
+                target = self.workspace.root / "exports" / _slug(selected[-1])
                 values["export_dir"] = str(self.workspace.path(target, "export_dir", write=True))
         except TunesmithError as exc:
             return (f"**{self._t('status_failed')}**: {exc}", False, *(self.gr.update() for _ in self.fill_keys))
