@@ -221,9 +221,7 @@ def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, ex
             )
             refresh_btn = texts.value(gr.Button(ui("en", "runs_refresh"), elem_id="runs_refresh"), "runs_refresh")
         table = texts.label(
-            gr.Dataframe(
-                headers=runs.HEADERS, label=ui("en", "runs_table"), interactive=False, elem_id="runs_table", wrap=True
-            ),
+            gr.Dataframe(headers=runs.HEADERS, label=ui("en", "runs_table"), interactive=False, elem_id="runs_table"),
             "runs_table",
         )
         message = gr.Markdown("", elem_id="runs_message")
