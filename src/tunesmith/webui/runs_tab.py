@@ -12,6 +12,18 @@ from tunesmith.webui import form
 from tunesmith.webui.runner import TrainingRun
 from tunesmith.webui.texts import ui
 
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)  # matplotlib's tab10
 RESUME_STATUS = {
     "running": "runs_resuming",
     "done": "runs_resumed",
@@ -110,7 +122,11 @@ class RunsView:
         return True
 
     def show(self, folder_value, selected):
-        return (self.curves(folder_value, selected), *self.detail(folder_value, selected))
+        """The curves, with a colour named for every selected run (a plot keeps the series it first drew
+        otherwise), and the detail."""
+        frame = self.curves(folder_value, selected)
+        colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(frame["run"]))}
+        return (self.gr.update(value=frame, color_map=colors), *self.detail(folder_value, selected))
 
     # ---------------------------------------------------------------- resume, chat, export
 
