@@ -289,13 +289,14 @@ def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, ex
         return text, tail, rows, choices
 
     shown = [curves, summary, config, log, results]
+    # every event has a name of its own: an unnamed one is named after its function and could take the app's names
     refresh_btn.click(view.refresh, [folder, selected], [table, selected, message], api_name="runs_refresh")
-    folder.submit(view.refresh, [folder, selected], [table, selected, message])
-    tab.select(view.refresh, [folder, selected], [table, selected, message])  # opening the tab lists the runs
-    table.select(select_row, [selected, table], selected)
+    folder.submit(view.refresh, [folder, selected], [table, selected, message], api_name="runs_folder")
+    tab.select(view.refresh, [folder, selected], [table, selected, message], api_name="runs_open")  # lists them
+    table.select(select_row, [selected, table], selected, api_name="runs_select_row")
     selected.change(view.show, [folder, selected], shown, api_name="runs_show")
     resume_btn.click(view.resume, [folder, selected], action, api_name="runs_resume")
-    timer.tick(tick, [folder, selected], [action, log, table, selected])
+    timer.tick(tick, [folder, selected], [action, log, table, selected], api_name="runs_tick")
     fill_outputs = [action, ok, *fill.values()]
     for button, name, then in ((chat_btn, "chat", chat), (export_btn, "export", export)):
         event = button.click(
@@ -303,5 +304,5 @@ def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, ex
         )
         if then is not None:
             fn, inputs, outputs = _guarded(gr, then)
-            event.then(fn, [ok, *inputs], outputs)
+            event.then(fn, [ok, *inputs], outputs, api_name=f"runs_{name}_then")
     return view
