@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from tunesmith import __version__
 from tunesmith.errors import ConfigError, TunesmithError
@@ -16,11 +17,12 @@ TRAIN_EPILOG = """launch options (also YAML keys; any config key works as key=va
   --nproc-per-node N      processes on this node (GPUs, or CPU workers over gloo); relaunches under torchrun
   --nnodes N --node-rank R --master-addr HOST --master-port PORT   several nodes
   deepspeed=FILE.json     DeepSpeed ZeRO (configs in examples/deepspeed/)
-  ray_num_workers=N       Ray Train workers (ray_address=... joins a cluster)
+  use_ray=true ray_num_workers=N   Ray Train workers (or USE_RAY=1 as in LLaMA-Factory; ray_address=... joins)
 
 examples:
   tunesmith train examples/train_lora.yaml learning_rate=1e-4 num_train_epochs=2
   tunesmith train cfg.yaml --nproc-per-node 2 deepspeed=examples/deepspeed/ds_z2_config.json
+  tunesmith train --model_name_or_path M --stage sft --dataset D ...   no YAML (LLaMA-Factory's flag form)
   tunesmith --verbose train cfg.yaml      keep the libraries' notices"""
 
 
@@ -120,104 +122,140 @@ def _split_overrides(args) -> list[str]:
     return kept
 
 
+def _load(args, overrides: list[str] | None = None):
+    """The Config of the command's CONFIG plus the overrides after it."""
+    from tunesmith.config.load import load_config
+
+    return load_config(args.config, _split_overrides(args) if overrides is None else overrides)
+
+
+# One handler per command: each imports its job only when it runs, so `tunesmith --help` stays instant. A new command
+# is a parser in build_parser, a handler here and a row in HANDLERS.
+def _train(args) -> int:
+    from tunesmith.train.launch import run_train
+
+    overrides = _split_overrides(args)
+    return run_train(args.config, overrides, _load(args, overrides), verbose=args.verbose)
+
+
+def _demo(args) -> int:
+    from tunesmith.demo import run_demo
+
+    return run_demo(args.out, steps=args.steps)
+
+
+def _chat(args) -> int:
+    from tunesmith.infer.chat_cli import run_chat
+
+    return run_chat(_load(args))
+
+
+def _api(args) -> int:
+    from tunesmith.api.app import run_api
+
+    return run_api(_load(args))
+
+
+def _eval(args) -> int:
+    from tunesmith.evaluate.run import run_eval
+
+    if args.config and ("=" in args.config or args.config.startswith("-")):  # no YAML: keys on the line only
+        args.config, args.overrides = None, [args.config, *(args.overrides or [])]
+    return run_eval(_load(args))
+
+
+def _export(args) -> int:
+    from tunesmith.export import run_export
+
+    return run_export(_load(args))
+
+
+def _webui(args) -> int:
+    from tunesmith.webui.app import run_webui
+    from tunesmith.webui.door import read_auth
+
+    return run_webui(args.host, args.port, args.share, read_auth(args.auth, args.auth_file), args.root,
+                     args.trust_remote_code)
+
+
+def _config(args) -> int:
+    from tunesmith.config.describe import print_keys, print_resolved
+
+    if args.config_job == "keys":
+        print_keys()
+    else:
+        print_resolved(_load(args))
+    return 0
+
+
+def _data(args) -> int:
+    from tunesmith import data_job
+
+    overrides = _split_overrides(args)  # takes -n/--out written after CONFIG
+    if args.data_job == "export" and not args.out:
+        raise ConfigError("`tunesmith data export` needs --out FILE.jsonl")
+    config = _load(args, overrides)
+    if args.data_job == "check":
+        return data_job.check(config)
+    if args.data_job == "preview":
+        return data_job.preview(config, n=args.n)
+    return data_job.export(config, args.out)
+
+
+def _tiny(args) -> int:
+    from tunesmith.model.tiny import save_tiny_model
+
+    path = save_tiny_model(args.out, arch=args.arch, overwrite=args.overwrite)
+    print(f"tiny {args.arch} model written to {path}")
+    return 0
+
+
+def _runs(args) -> int:
+    from tunesmith.runs import run_runs
+
+    return run_runs(args.root)
+
+
+def _env(args) -> int:
+    from tunesmith.env import run_env
+
+    return run_env(as_json=args.json)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": _train,
+    "demo": _demo,
+    "chat": _chat,
+    "api": _api,
+    "eval": _eval,
+    "export": _export,
+    "webui": _webui,
+    "config": _config,
+    "data": _data,
+    "tiny": _tiny,
+    "env": _env,
+    "runs": _runs,
+}
+
+
 def dispatch(args) -> int:
-    if args.job == "train":
-        from tunesmith.config.load import load_config
-        from tunesmith.train import launch
+    return HANDLERS[args.job](args)
 
-        overrides = _split_overrides(args)
-        config = load_config(args.config, overrides)
-        given = config.training_kwargs()
-        if given.get("do_predict") and not given.get("do_train"):  # LLaMA-Factory's predict YAML, run by `train`
-            from tunesmith.evaluate.run import run_eval
 
-            return run_eval(config)
-        if config.launch.ray_num_workers > 0 and not launch.under_launcher():
-            from tunesmith.train.ray_launch import run_on_ray
-
-            return run_on_ray(config)
-        if launch.needs_launch(config):
-            return launch.launch(args.config, overrides, config, verbose=args.verbose)
-        from tunesmith.train.run import run_training
-
-        launch.check_one_process(config)
-        run_training(config)
-        return 0
-    if args.job == "demo":
-        from tunesmith.demo import run_demo
-
-        return run_demo(args.out, steps=args.steps)
-    if args.job in ("chat", "api", "export"):
-        from tunesmith.config.load import load_config
-
-        config = load_config(args.config, _split_overrides(args))
-        if args.job == "chat":
-            from tunesmith.infer.chat_cli import run_chat
-
-            return run_chat(config)
-        if args.job == "api":
-            from tunesmith.api.app import run_api
-
-            return run_api(config)
-        from tunesmith.export import run_export
-
-        return run_export(config)
-    if args.job == "eval":
-        from tunesmith.config.load import load_config
-        from tunesmith.evaluate.run import run_eval
-
-        if args.config and ("=" in args.config or args.config.startswith("-")):  # no YAML: keys on the line only
-            args.config, args.overrides = None, [args.config, *(args.overrides or [])]
-        return run_eval(load_config(args.config, _split_overrides(args)))
-    if args.job == "webui":
-        from tunesmith.webui.app import run_webui
-        from tunesmith.webui.door import read_auth
-
-        return run_webui(args.host, args.port, args.share, read_auth(args.auth, args.auth_file), args.root,
-                         args.trust_remote_code)
-    if args.job == "runs":
-        from tunesmith.runs import run_runs
-
-        return run_runs(args.root)
-    if args.job == "config":
-        from tunesmith.config.describe import print_keys, print_resolved
-
-        if args.config_job == "keys":
-            print_keys()
-        else:
-            from tunesmith.config.load import load_config
-
-            print_resolved(load_config(args.config, _split_overrides(args)))
-        return 0
-    if args.job == "data":
-        from tunesmith.config.load import load_config
-        from tunesmith.data import inspect
-
-        overrides = _split_overrides(args)
-        if args.data_job == "export" and not args.out:
-            raise ConfigError("`tunesmith data export` needs --out FILE.jsonl")
-        config = load_config(args.config, overrides)
-        if args.data_job == "check":
-            return inspect.check(config)
-        if args.data_job == "preview":
-            return inspect.preview(config, n=args.n)
-        return inspect.export(config, args.out)
-    if args.job == "tiny":
-        from tunesmith.model.tiny import save_tiny_model
-
-        path = save_tiny_model(args.out, arch=args.arch, overwrite=args.overwrite)
-        print(f"tiny {args.arch} model written to {path}")
-        return 0
-    if args.job == "env":
-        from tunesmith.env import run_env
-
-        return run_env(as_json=args.json)
-    raise AssertionError(args.job)
+def _flags_only(argv: list[str]) -> list[str]:
+    """LLaMA-Factory's flag-only form (`train --model_name_or_path X --stage sft`, no YAML): a `--` before the first
+    flag lets argparse hand the flags on whole; load_config reads them as overrides."""
+    at = next((i for i, item in enumerate(argv) if not item.startswith("-")), len(argv))  # the command
+    if at < len(argv) and argv[at] in ("train", "chat", "api", "eval", "export", "config", "data"):
+        at += 2 if argv[at] in ("config", "data") else 1  # past their action
+        if at < len(argv) and argv[at].startswith("--") and argv[at] not in ("--", "--help", "--out"):
+            return [*argv[:at], "--", *argv[at:]]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_flags_only(list(sys.argv[1:] if argv is None else argv)))
     if args.job is None:
         parser.print_help()
         return 0
@@ -228,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except TunesmithError as exc:
-        from tunesmith.train.launch import report_worker_error
+        from tunesmith.train.workers import report_worker_error
 
         if not report_worker_error(str(exc)):  # a worker of `tunesmith train`'s launch: the launcher prints it once
             print(f"tunesmith: error: {exc}", file=sys.stderr)

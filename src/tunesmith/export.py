@@ -28,7 +28,9 @@ def run_export(config) -> int:
         raise ConfigError(f"export_dir {export_dir} is not empty; set overwrite_output_dir: true or pick another")
 
     # the saved tokenizer carries the template's eos, pad and chat template; adapter_name_or_path is merged
-    tokenizer, _, model = load_for_inference(config, place=False, job="export")
+    # export_device auto (LLaMA-Factory's device_map auto): the merged model goes to the detected accelerator to be cast
+    # and saved; cpu (the default) keeps it where it loaded. Either way the weights written are the same.
+    tokenizer, _, model = load_for_inference(config, place=config.export.export_device == "auto", job="export")
     if is_quantized(model):
         raise ModelError(f"{config.model.model_name_or_path} is a quantized checkpoint; merged export needs the "
                          "full-precision base model")
@@ -38,6 +40,8 @@ def run_export(config) -> int:
     staging = new_staging(export_dir)
     try:
         model.save_pretrained(str(staging), max_shard_size=f"{config.export.export_size}GB")
+        if config.export.export_legacy_format:
+            to_legacy_format(staging)
         tokenizer.padding_side = "left"  # for generation with the exported model
         tokenizer.save_pretrained(str(staging))
         publish(staging, export_dir, replace=True)
@@ -53,3 +57,26 @@ def run_export(config) -> int:
             raise ModelError(f"export saved locally, but pushing to {config.export.export_hub_model_id} failed: "
                              f"{exc}") from None
     return 0
+
+
+def to_legacy_format(folder: Path) -> None:
+    """Rewrites the saved safetensors shards as PyTorch .bin (pickle) shards with their index, as
+    save_pretrained(safe_serialization=False) did before transformers 5 (LLaMA-Factory's export_legacy_format)."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    names = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        legacy = shard.name.replace("model", "pytorch_model", 1).replace(".safetensors", ".bin")
+        torch.save(load_file(shard), folder / legacy)
+        names[shard.name] = legacy
+        shard.unlink()
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text(encoding="utf-8"))
+        data["weight_map"] = {key: names.get(value, value) for key, value in data["weight_map"].items()}
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+        index.unlink()
+    log.info("weights saved as .bin (export_legacy_format): %s", ", ".join(names.values()))

@@ -88,7 +88,7 @@ def test_ray_two_workers_match_one_process(tiny_model_dir, tmp_path, one_process
     common = common_args(tmp_path, tiny_model_dir)
     monkeypatch.chdir(tmp_path)  # relative paths mean the driver's folder in the workers too
     assert main(["train", *common, "output_dir=ray", "per_device_train_batch_size=4",
-                 "ray_num_workers=2", "ray_storage_path=ray-runs"]) == 0
+                 "use_ray=true", "ray_num_workers=2", "ray_storage_path=ray-runs"]) == 0
     assert losses(tmp_path / "ray") == pytest.approx(one_process_losses, rel=1e-4)
     assert (tmp_path / "ray" / "model.safetensors").is_file()
 
@@ -125,10 +125,11 @@ def test_fsdp_without_several_processes_says_how_to_launch(tiny_model_dir, tmp_p
         capsys.readouterr().err
 
 
-def test_ray_asking_for_more_cpus_than_the_machine_has_stops_at_once(tiny_model_dir, tmp_path, capsys):
+def test_ray_asking_for_more_cpus_than_the_machine_has_stops_at_once(tiny_model_dir, tmp_path, capsys, monkeypatch):
     import os
 
     pytest.importorskip("ray")
+    monkeypatch.setenv("USE_RAY", "1")  # LLaMA-Factory's switch, honoured as use_ray: true
     workers = (os.cpu_count() or 1) + 1
     code = main(["train", *common_args(tmp_path, tiny_model_dir), f"ray_num_workers={workers}",
                  f"output_dir={tmp_path / 'r'}"])

@@ -54,6 +54,8 @@ def test_model_families_name_existing_templates():
     assert {"LLaMA-3-8B-Instruct", "Qwen3-8B", "Mistral-7B-Instruct-v0.3", "ChatML"} <= set(families)
     assert all(entry["template"] in template_names() for entry in families.values())
     assert families["Qwen2.5-7B-Instruct"] == {"template": "qwen", "path": "Qwen/Qwen2.5-7B-Instruct"}
+    generic = {"default", "empty", "alpaca", "chatml_de", "fewshot"}  # not one model family's template
+    assert set(template_names()) - generic <= {entry["template"] for entry in families.values()}
 
 
 def test_eval_yaml_from_the_form_carries_the_model_keys_only():

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import time
 
 import pytest
 
@@ -315,23 +314,6 @@ def test_sampled_records_keep_their_file_index_in_messages(tmp_path):
     rows[4]["output"] = None
     with pytest.raises(DataError, match="record 4 \\(0-based\\)"):
         load(tmp_path, rows, entry={"num_samples": 6})
-
-
-# --- speed ----------------------------------------------------------------------------------------------------
-
-def test_conversion_is_fast(tmp_path):
-    from datasets import Dataset
-
-    from tunesmith.data.formats import convert
-    from tunesmith.data.registry import DatasetSpec
-
-    turns = [{"from": "human", "value": "question " * 20}, {"from": "gpt", "value": "answer " * 50}] * 3
-    rows = Dataset.from_list([{"conversations": turns, "tools": ""}] * 2000)
-    spec = DatasetSpec(name="big", load_from="file", location="mem", formatting="sharegpt")
-    start = time.perf_counter()
-    records = convert(rows, spec, "sft")
-    assert time.perf_counter() - start < 3.0  # ~0.2 s on a laptop core
-    assert len(records) == 2000 and len(records[0]["prompt"]) == 5
 
 
 def test_tags_block_must_name_role_and_content_tags(tmp_path):

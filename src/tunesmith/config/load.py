@@ -9,8 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tunesmith.config.refusals import check_features
 from tunesmith.config.schema import (
     GROUPS,
+    LF_GROUPS,
+    LF_V1_KEYS,
+    MOVED_KEYS,
     RENAMED_KEYS,
     UNAVAILABLE_KEYS,
     VALUE_FIXES,
@@ -21,9 +25,16 @@ from tunesmith.config.schema import (
     GenerationArgs,
     InferArgs,
     LaunchArgs,
+    LFDataArgs,
+    LFMethodArgs,
+    LFModelArgs,
     MethodArgs,
     ModelArgs,
+    MultimodalArgs,
+    OptimArgs,
     OutputArgs,
+    ReportArgs,
+    ScaleArgs,
     training_model,
 )
 from tunesmith.errors import ConfigError
@@ -43,6 +54,13 @@ class Config:
     export: ExportArgs = dataclasses.field(default_factory=ExportArgs)
     launch: LaunchArgs = dataclasses.field(default_factory=LaunchArgs)
     eval: EvalArgs = dataclasses.field(default_factory=EvalArgs)
+    optim: OptimArgs = dataclasses.field(default_factory=OptimArgs)
+    report: ReportArgs = dataclasses.field(default_factory=ReportArgs)
+    multimodal: MultimodalArgs = dataclasses.field(default_factory=MultimodalArgs)
+    scale: ScaleArgs = dataclasses.field(default_factory=ScaleArgs)
+    lf_model: LFModelArgs = dataclasses.field(default_factory=LFModelArgs)
+    lf_method: LFMethodArgs = dataclasses.field(default_factory=LFMethodArgs)
+    lf_data: LFDataArgs = dataclasses.field(default_factory=LFDataArgs)
     source: str = "<overrides>"
     given: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys as the user wrote them (after renames)
 
@@ -51,11 +69,12 @@ class Config:
         return self.train.model_dump(exclude_unset=True)
 
     def flat(self) -> dict[str, Any]:
-        """Every key of our own groups with its resolved value, plus the training keys that were set."""
+        """Every key of our own groups with its resolved value (LLaMA-Factory's extra groups: only the keys set off
+        their defaults), plus the training keys that were set."""
         out: dict[str, Any] = {}
         for name in GROUPS:
             group = getattr(self, name)
-            out.update(group.model_dump(mode="json"))
+            out.update(group.model_dump(mode="json", exclude_defaults=name in LF_GROUPS))
         out.update(self.train.model_dump(mode="json", exclude_unset=True))
         return out
 
@@ -168,10 +187,35 @@ def _describe(error: dict, source: str) -> str:
     return f"{source}: {msg}"
 
 
+def check_not_v1(values: dict[str, Any], source: str) -> None:
+    """LLaMA-Factory v1's nested format (`model:`, `peft_config:` ... mappings) gets one message, not one per key."""
+    nested = [key for key in LF_V1_KEYS if isinstance(values.get(key), dict) or (key == "model" and key in values)]
+    if nested:
+        raise ConfigError(
+            f"{source}: this is LLaMA-Factory v1's config format (top-level {', '.join(f'`{k}:`' for k in nested)}); "
+            "tunesmith reads LLaMA-Factory's flat format, one key per line as in its examples/train_lora/*.yaml "
+            "(model_name_or_path:, finetuning_type:, lora_rank:, dataset:, ...); `tunesmith config keys` lists them")
+
+
+def move_into_mappings(values: dict[str, Any], owner: dict[str, str]) -> dict[str, Any]:
+    """Old keys that transformers 5 reads inside a mapping (fsdp_transformer_layer_cls_to_wrap -> fsdp_config)."""
+    values = dict(values)
+    for old, (mapping, entry) in MOVED_KEYS.items():
+        if old in values and old not in owner:
+            inner = values.get(mapping) or {}
+            if not isinstance(inner, dict):
+                raise ConfigError(f"`{old}` goes into `{mapping}`, which must then be a mapping, not {inner!r}")
+            value = values.pop(old)
+            values[mapping] = {entry: [value] if isinstance(value, str) else value, **inner}
+    return values
+
+
 def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
     """Validates a flat dict of keys into a Config; raises ConfigError naming the key and the fix."""
     train_cls = training_model()
     owner = known_keys(train_cls.model_fields)
+    check_not_v1(values, source)
+    values = move_into_mappings(values, owner)
     renamed = {}
     for key, value in values.items():
         if key not in owner and key in RENAMED_KEYS:
@@ -187,6 +231,10 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
     split: dict[str, dict[str, Any]] = {name: {} for name in (*GROUPS, "train")}
     for key, value in renamed.items():
         split[owner[key]][key] = VALUE_FIXES[key](value) if key in VALUE_FIXES else value
+    if split["report"].get("early_stopping_steps"):  # LLaMA-Factory leaves the metric to transformers' default
+        split["train"].setdefault("metric_for_best_model", "eval_loss")
+    if split["lf_data"].get("eval_num_beams") is not None:  # LLaMA-Factory's name for predict's beam count
+        split["train"].setdefault("generation_num_beams", split["lf_data"]["eval_num_beams"])
     built = {}
     for name, cls in (*GROUPS.items(), ("train", train_cls)):
         try:
@@ -194,6 +242,7 @@ def build_config(values: dict[str, Any], source: str = "<overrides>") -> Config:
         except ValidationError as exc:
             raise ConfigError("\n".join(_describe(err, source) for err in exc.errors())) from None
     config = Config(**built, source=source, given=renamed)
+    check_features(config)
     check_across_groups(config)
     # transformers' own checks (enum values, bf16 support, ...). The DeepSpeed config is left to the real run: reading
     # it here would register it globally before the distributed world is known.
@@ -231,44 +280,19 @@ def check_across_groups(config: Config) -> None:
         problems.append("`train_on_prompt` and `mask_history` only apply to stage: sft")
     if data.packing and method.stage != "pt":
         problems.append(f"`packing` applies to stage pt only (sft packing is not supported yet), not {method.stage}")
-    train = config.train
-    if method.stage == "ppo":
-        problems += _ppo_problems(config)
-    if getattr(train, "predict_with_generate", False) and method.stage != "sft":
+    train = config.train  # stage limits (e.g. ppo's) are the stage spec's check, run by `tunesmith train`
+    if train.predict_with_generate and method.stage != "sft":
         problems.append("`predict_with_generate` only applies to stage: sft")
-    if str(getattr(train, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO") and not (
-        data.eval_dataset or data.val_size > 0
-    ):
+    if train.eval_strategy != "no" and not (data.eval_dataset or data.val_size > 0):
         problems.append("`eval_strategy` is set but there is no eval data: set `eval_dataset` or `val_size`")
+    no_eval = str(getattr(train, "eval_strategy", "no")) in ("no", "IntervalStrategy.NO")
+    if config.report.early_stopping_steps and no_eval:
+        problems.append("`early_stopping_steps` counts evaluations: set `eval_strategy: steps` (or epoch) and eval data")
     deepspeed = config.training_kwargs().get("deepspeed")
     if isinstance(deepspeed, str) and not Path(deepspeed).is_file():  # else it fails inside torchrun's workers
         problems.append(f"deepspeed config file not found: {deepspeed} (ZeRO configs ship in examples/deepspeed/)")
     if problems:
         raise ConfigError(f"{source}: " + "\n  ".join(problems))
-
-
-def _ppo_problems(config: Config) -> list[str]:
-    """What TRL's PPO trainer cannot do: evaluate, resume, LoRA+, several processes, whitening below 8 replies."""
-    method, data, train = config.method, config.data, config.train
-    problems = []
-    if data.val_size > 0 or data.eval_dataset:
-        problems.append("stage ppo has no evaluation loop: remove `val_size` / `eval_dataset`")
-    if train.resume_from_checkpoint not in (None, False, "", "false", "False"):
-        problems.append("stage ppo cannot resume from a checkpoint (TRL's PPO trainer restarts): remove "
-                        "`resume_from_checkpoint`")
-    if method.loraplus_lr_ratio:
-        problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
-    launch = config.launch
-    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.ray_num_workers or config.training_kwargs().get(
-            "deepspeed"):
-        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
-                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/ray_num_workers/"
-                        "deepspeed")
-    mini_batch = train.per_device_train_batch_size * train.gradient_accumulation_steps
-    if method.ppo_whiten_rewards and mini_batch < 8:
-        problems.append(f"`ppo_whiten_rewards` needs mini-batches of at least 8 replies (per_device_train_batch_size x "
-                        f"gradient_accumulation_steps is {mini_batch})")
-    return problems
 
 
 RUN_CONFIG = "tunesmith_config.yaml"
@@ -291,7 +315,14 @@ def run_values(run_dir: Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Reads CONFIG.yaml (optional) and applies overrides, which win. A training run's output folder is accepted
-    as CONFIG too: its recorded config is used, with the run's adapter or model."""
+    as CONFIG too: its recorded config is used, with the run's adapter or model. A CONFIG that is not a file but a
+    flag or key=value (LLaMA-Factory's flag-only form, `--model_name_or_path X --stage sft`) is the first override."""
+    if isinstance(path, str) and (path.startswith("-") or "=" in path) and not Path(path).is_file():
+        if isinstance(overrides, dict):
+            overrides = {**parse_overrides([path]), **overrides}
+        else:
+            overrides = [path, *(overrides or [])]
+        path = None
     if path is not None and Path(path).is_dir() and (Path(path) / RUN_CONFIG).is_file():
         values: dict[str, Any] = run_values(Path(path))
     else:

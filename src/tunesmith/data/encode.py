@@ -85,7 +85,7 @@ def encode_conversation(template, tokenizer, prompt: list[dict], response: list[
                         cutoff_len: int, train_on_prompt: bool = False,
                         mask_history: bool = False) -> tuple[list[int], list[int]]:
     """One supervised example: every answer trained (only the last with mask_history), truncated to cutoff_len."""
-    discard_thoughts = mask_history and not getattr(template, "preserve_thinking", False)
+    discard_thoughts = mask_history and not template.preserve_thinking
     pairs = template.encode_multiturn(tokenizer, prompt + response, system, tools,
                                       discard_history_thoughts=discard_thoughts)
     eos = tokenizer.eos_token_id
@@ -267,14 +267,14 @@ def encoder_for(encoding: str, *, template, tokenizer, data_args, max_chars: int
     bounds the text handed to the tokenizer at once for stage pt (other stages skip over-long records before)."""
     # LF quirk: an explicit `packing: true` shortens cutoff_len by one (DataArguments.__post_init__), while the
     # packing that stage pt turns on by default keeps it.
-    cutoff_len = data_args.cutoff_len - 1 if getattr(data_args, "packing", None) is True else data_args.cutoff_len
+    cutoff_len = data_args.cutoff_len - 1 if data_args.packing is True else data_args.cutoff_len
     if encoding == "supervised":
         return partial(encode_supervised, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len,
                        train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history)
     if encoding == "pretrain":
         # LF quirk: llama3 documents end with <|end_of_text|>, not its (chat) eos <|eot_id|>
-        eos_text = "<|end_of_text|>" if getattr(template, "name", None) == "llama3" else None
+        eos_text = "<|end_of_text|>" if template.name == "llama3" else None
         return partial(encode_pretrain, tokenizer=tokenizer, cutoff_len=cutoff_len,
-                       packing=getattr(data_args, "packing", None) is not False, eos_text=eos_text,
+                       packing=data_args.packing is not False, eos_text=eos_text,
                        max_chars=max_chars)
     return partial(ENCODERS[encoding], template=template, tokenizer=tokenizer, cutoff_len=cutoff_len)

@@ -108,7 +108,7 @@ def cache_key(data_args, stage: str, encoding: str, tokenizer, seed: int) -> str
              "tokenizer": tokenizer.__class__.__name__, "files": []}
     names = [*(data_args.dataset or []), *(data_args.eval_dataset or [])]
     for spec in resolve_datasets(names, data_args.dataset_dir):
-        for path in getattr(spec, "local_paths", list)():
+        for path in spec.local_paths():
             stat = Path(path).stat()
             parts["files"].append([str(path), stat.st_size, stat.st_mtime_ns])
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)

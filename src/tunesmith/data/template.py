@@ -35,8 +35,19 @@ def template_names() -> list[str]:
     return list(template_table())
 
 
-def _slots(value) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+def _slots(value) -> list:
+    """A slot list; a slot is text, {{bos_token}}/{{eos_token}}, or {token: X} (X's id, looked up in the vocab)."""
+    slots = [value] if isinstance(value, (str, dict)) else list(value)
+    for slot in slots:
+        if isinstance(slot, dict) and set(slot) != {"token"}:
+            raise TemplateError(f"a template slot mapping must be {{token: TEXT}}, not {slot!r}")
+    return slots
+
+
+def _pair(value, name: str, key: str) -> tuple[str, str]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise TemplateError(f"template {name}: {key} must be a list of two strings (open, close), not {value!r}")
+    return tuple(value)
 
 
 @dataclasses.dataclass
@@ -51,10 +62,12 @@ class Template:
     observation: list[str]
     prefix: list[str]
     tool_format: str = "default"
+    tools_slot: str | None = None  # when set, the tool list is this text with {{content}} = the tools' JSON as given
     default_system: str = ""
     stop_words: list[str] = dataclasses.field(default_factory=list)
     thought_words: tuple[str, str] = ("<think>\n", "\n</think>\n\n")
     tool_call_words: tuple[str, str] = ("<tool_call>", "</tool_call>")
+    empty_thought: str | None = None  # the empty thought block; None = thought_words[0] + thought_words[1]
     efficient_eos: bool = False
     replace_eos: bool = False
     replace_jinja_template: bool = False
@@ -66,20 +79,22 @@ class Template:
 
     # ---- slots -> ids
     @staticmethod
-    def fill(slots: list[str], **values: str) -> list[str]:
+    def fill(slots: list, **values: str) -> list:
         out = []
         for slot in slots:
-            if slot not in (BOS, EOS):
+            if isinstance(slot, str) and slot not in (BOS, EOS):
                 for key, value in values.items():
                     slot = slot.replace("{{" + key + "}}", value, 1)
             out.append(slot)
         return out
 
     @staticmethod
-    def to_ids(tokenizer, elements: list[str]) -> list[int]:
+    def to_ids(tokenizer, elements: list) -> list[int]:
         ids = []
         for element in elements:
-            if element == BOS:
+            if isinstance(element, dict):
+                ids.append(tokenizer.convert_tokens_to_ids(element["token"]))
+            elif element == BOS:
                 if tokenizer.bos_token_id is not None:
                     ids.append(tokenizer.bos_token_id)
             elif element == EOS:
@@ -90,7 +105,10 @@ class Template:
         return ids
 
     def _system_text(self, system: str, tools: str) -> str:
-        tool_text = toolfmt.format_tools(self.tool_format, tools, self.tool_date) if tools else ""
+        if self.tools_slot is not None:
+            tool_text = self.tools_slot.replace("{{content}}", tools, 1) if tools else ""
+        else:
+            tool_text = toolfmt.format_tools(self.tool_format, tools, self.tool_date) if tools else ""
         return system + tool_text
 
     def encode_messages(self, tokenizer, messages: list[dict], system: str | None, tools: str | None) -> list[list[int]]:
@@ -104,7 +122,7 @@ class Template:
                 if system or tools:
                     text = self._system_text(system, tools or "")
                     if self.style == "llama2":
-                        merged_system = self.fill(self.system, content=text)[0]
+                        merged_system = self.fill(self.system, content=text)[0]  # LF keeps the first slot only
                     else:
                         elements += self.fill(self.system, content=text)
             role, content = message["role"], message["content"]
@@ -136,7 +154,8 @@ class Template:
         return self.thought_words[0].strip() in content or self.thought_words[1].strip() in content
 
     def empty_thought_ids(self, tokenizer) -> list[int]:
-        return tokenizer.encode(self.thought_words[0] + self.thought_words[1], add_special_tokens=False)
+        empty = self.thought_words[0] + self.thought_words[1] if self.empty_thought is None else self.empty_thought
+        return tokenizer.encode(empty, add_special_tokens=False)
 
     # ---- public encoders
     def encode_multiturn(self, tokenizer, messages: list[dict], system: str | None = None, tools: str | None = None,
@@ -207,13 +226,20 @@ class Template:
         if stop_words:
             _add_special(tokenizer, stop_words)
         if tokenizer.chat_template is None or self.replace_jinja_template:
-            tokenizer.chat_template = self.jinja_template(tokenizer)
+            if self.has_token_slots():
+                log.warning("template %s has {token: ...} slots: no Jinja template written", self.name)
+            else:
+                tokenizer.chat_template = self.jinja_template(tokenizer)
         added = sorted((index, token) for token, index in tokenizer.get_vocab().items() if index >= before)
         self.added_tokens = [token for _, token in added]
         if self.added_tokens:
             log.warning("template %s added %s to the tokenizer; the embeddings will be resized",
                         self.name, ", ".join(self.added_tokens))
         return self.added_tokens
+
+    def has_token_slots(self) -> bool:
+        slots = self.prefix + self.system + self.user + self.assistant
+        return any(isinstance(slot, dict) for slot in slots)
 
     def jinja_template(self, tokenizer) -> str:
         """A Jinja chat template equivalent to this template, saved with the tokenizer for other tools."""
@@ -275,6 +301,7 @@ def build_template(name: str, entry: dict) -> Template:
     style = entry.get("style", "plain")
     if style not in STYLES:
         raise TemplateError(f"template {name}: style must be one of {', '.join(STYLES)}")
+    words = {key: _pair(entry[key], name, key) for key in ("thought_words", "tool_call_words") if key in entry}
     return Template(
         name=name,
         user=_slots(entry.get("user", "{{content}}")),
@@ -284,6 +311,9 @@ def build_template(name: str, entry: dict) -> Template:
         observation=_slots(entry.get("observation", entry.get("user", "{{content}}"))),
         prefix=_slots(entry.get("prefix", [])),
         tool_format=toolfmt.check_format(entry.get("tools", "default")),
+        tools_slot=entry.get("tools_slot"),
+        empty_thought=entry.get("empty_thought"),
+        **words,
         default_system=entry.get("default_system", ""),
         stop_words=list(entry.get("stop_words", [])),
         efficient_eos=efficient_eos,
@@ -325,6 +355,7 @@ def get_template(name: str | None, tokenizer, *, default_system: str | None = No
         raise TemplateError(f"template {name} does not support `train_on_prompt` (it uses efficient_eos)")
     if tool_format is not None:
         template.tool_format = toolfmt.check_format(tool_format)
+        template.tools_slot = None
         template.function = ["{{content}}"] if template.efficient_eos else ["{{content}}", EOS]
     if default_system is not None:
         template.default_system = default_system

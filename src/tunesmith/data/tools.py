@@ -7,6 +7,7 @@ import json
 import re
 from typing import NamedTuple
 
+from tunesmith.data import tools_gemma4, tools_xml
 from tunesmith.errors import DataError
 
 
@@ -170,11 +171,14 @@ def mistral_extract(text: str):
 
 EXTRACTORS = {"default": default_extract, "glm4": glm4_extract, "llama3": llama3_extract,
               "mistral": mistral_extract, "qwen": qwen_extract}
+EXTRACTORS.update({name: extract or qwen_extract for name, (_, _, extract) in tools_xml.FORMATS.items()})
+EXTRACTORS["gemma4"] = tools_gemma4.gemma4_extract
 
 
 def extract_calls(name: str, text: str) -> list[FunctionCall] | None:
     """The tool calls in a generated reply written in the format's syntax, or None when it holds none."""
-    return EXTRACTORS[name](text)
+    calls = EXTRACTORS[name](text)
+    return [FunctionCall(*call) for call in calls] if calls else None
 
 
 # name -> (tool list formatter, function call formatter)
@@ -185,6 +189,8 @@ TOOL_FORMATS = {
     "mistral": (mistral_tools, mistral_calls),
     "qwen": (qwen_tools, qwen_calls),
 }
+TOOL_FORMATS.update({name: (tools, calls) for name, (tools, calls, _) in tools_xml.FORMATS.items()})
+TOOL_FORMATS["gemma4"] = (tools_gemma4.gemma4_tools, tools_gemma4.gemma4_calls)
 
 
 def check_format(name: str) -> str:

@@ -20,7 +20,12 @@ def load_for_inference(config, *, place: bool = True, job: str = "chat"):
     require(config, "model_name_or_path", job=job)  # job: the command named in the error
     tokenizer = load_tokenizer(config.model)
     template = resolve_template(config.data, tokenizer)
-    model = load_model(config.model, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len)
+    model_args = config.model
+    if config.lf_model.infer_dtype != "auto":  # LLaMA-Factory's dtype for inference jobs, in place of `dtype`
+        model_args = model_args.model_copy(update={"dtype": config.lf_model.infer_dtype})
+    model = load_model(model_args, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len)
+    if not config.lf_model.use_kv_cache:  # LLaMA-Factory's switch: generate without the key/value cache
+        model.generation_config.use_cache = model.config.use_cache = False
     if place:
         model = place_on_device(model)
     return tokenizer, template, model

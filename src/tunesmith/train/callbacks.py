@@ -1,5 +1,5 @@
-"""Trainer callbacks: the machine-readable progress log (trainer_log.jsonl) that the web UI follows, and the
-checks a resumed run makes once transformers has loaded its checkpoint."""
+"""Trainer callbacks: the machine-readable progress log (trainer_log.jsonl) that the web UI follows, the checks a
+resumed run makes once transformers has loaded its checkpoint, and the ones config keys ask for (early stopping)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,41 @@ from transformers import TrainerCallback
 from tunesmith.train import run_status
 
 LOG_NAME = "trainer_log.jsonl"
+
+
+def from_config(config) -> list:
+    """The callbacks config keys ask for: LLaMA-Factory's early_stopping_steps is transformers' EarlyStoppingCallback
+    with that patience (evaluations without improvement of metric_for_best_model); use_swanlab is SwanLab's own
+    transformers callback with the swanlab_* keys, as LLaMA-Factory builds it."""
+    callbacks = []
+    if config.report.early_stopping_steps:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.report.early_stopping_steps))
+    if config.report.use_swanlab:
+        callbacks.append(swanlab_callback(config.report))
+    return callbacks
+
+
+def swanlab_callback(report):
+    """SwanLab's TrainerCallback for use_swanlab (the config checked the mode and key: nothing prompts for a login)."""
+    from tunesmith.errors import ConfigError
+
+    try:
+        import swanlab
+        from swanlab.integration.transformers import SwanLabCallback
+    except ImportError:
+        raise ConfigError("use_swanlab needs the swanlab package: pip install 'tunesmith[loggers]'") from None
+    if report.swanlab_api_key:
+        swanlab.login(api_key=report.swanlab_api_key)
+    mode = "online" if report.swanlab_mode == "cloud" else report.swanlab_mode
+    return SwanLabCallback(
+        project=report.swanlab_project,
+        workspace=report.swanlab_workspace,
+        experiment_name=report.swanlab_run_name,
+        mode=mode,
+        logdir=report.swanlab_logdir,
+    )
 
 
 def trim_log(output_dir: str | Path, step: int) -> None:

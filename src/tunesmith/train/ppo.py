@@ -49,33 +49,63 @@ def reward_source(path: str) -> tuple[str, str | None]:
 
 
 def check(config) -> None:
-    """Refusals made before any data or model loads: the reward model's folder, a launch of several processes."""
+    """Stage ppo's limits, checked before any launch and before any data or model loads: what TRL's PPO trainer cannot
+    do (evaluate, resume, LoRA+, several processes, whitening below 8 replies), then the reward model's folder."""
     import os
 
-    from tunesmith.train.launch import under_launcher
+    from tunesmith.train.workers import under_launcher
 
-    if under_launcher() and int(os.environ["WORLD_SIZE"]) > 1:  # started by torchrun/accelerate directly
-        raise ConfigError("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP (it cannot reach "
-                          "its policy through the wrapper); run tunesmith train without torchrun/accelerate")
+    method, data, train, launch = config.method, config.data, config.train, config.launch
+    problems = []
+    if data.val_size > 0 or data.eval_dataset:
+        problems.append("stage ppo has no evaluation loop: remove `val_size` / `eval_dataset`")
+    if train.resume_from_checkpoint not in (None, False, "", "false", "False"):
+        problems.append("stage ppo cannot resume from a checkpoint (TRL's PPO trainer restarts): remove "
+                        "`resume_from_checkpoint`")
+    if method.loraplus_lr_ratio:
+        problems.append("`loraplus_lr_ratio` does not apply to stage ppo (the value model shares the optimizer)")
+    if launch.nproc_per_node > 1 or launch.nnodes > 1 or launch.use_ray or train.deepspeed:
+        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP/DeepSpeed (it "
+                        "cannot reach its policy through the wrapper); remove nproc_per_node/nnodes/use_ray/"
+                        "deepspeed")
+    elif under_launcher() and int(os.environ["WORLD_SIZE"]) > 1:  # started by torchrun/accelerate directly
+        problems.append("stage ppo trains in one process: TRL 1.12's PPO trainer breaks under DDP (it cannot reach "
+                        "its policy through the wrapper); run tunesmith train without torchrun/accelerate")
+    mini_batch = train.per_device_train_batch_size * train.gradient_accumulation_steps
+    if method.ppo_whiten_rewards and mini_batch < 8:
+        problems.append(f"`ppo_whiten_rewards` needs mini-batches of at least 8 replies (per_device_train_batch_size x "
+                        f"gradient_accumulation_steps is {mini_batch})")
+    if problems:
+        raise ConfigError(f"{config.source}: " + "\n  ".join(problems))
     reward_source(config.method.reward_model)
 
 
-def load_reward_model(config, tokenizer):
-    """The reward model, frozen, with an rm adapter merged; loaded in `dtype`, never quantized (it only scores)."""
+def load_reward_model(config, tokenizer, quantize: bool = True):
+    """The reward model, frozen: an rm adapter and reward_model_adapters merged (in that order), quantized to
+    reward_model_quantization_bit (LLaMA-Factory's create_reward_model for reward_model_type full; a lora-type
+    reward_model, an rm run's adapter, names its base model and is read the same way)."""
     from tunesmith.model.load import load_model
+    from tunesmith.train.preference import adapter_list
 
-    base, adapter = reward_source(config.method.reward_model)
-    model_args = config.model.model_copy(update={"model_name_or_path": base, "quantization_bit": None,
-                                                 "adapter_name_or_path": [adapter] if adapter else None})
-    method_args = config.method.model_copy(update={"finetuning_type": "lora" if adapter else "full"})
+    method = config.method
+    base, adapter = reward_source(method.reward_model)
+    adapters = ([adapter] if adapter else []) + adapter_list(config.lf_method.reward_model_adapters)
+    bits = config.lf_method.reward_model_quantization_bit if quantize else None
+    model_args = config.model.model_copy(update={"model_name_or_path": base, "quantization_bit": bits,
+                                                 "adapter_name_or_path": adapters or None})
+    method_args = method.model_copy(update={"finetuning_type": "lora" if adapters else "full"})
     return load_model(model_args, method_args, tokenizer, is_trainable=False, head="value")
 
 
-def value_model_from(reward, config):
-    """The value model: a copy of the reward model trained with the policy's finetuning_type (LoRA/Freeze/Full)."""
+def value_model_from(reward, config, tokenizer=None):
+    """The value model: a copy of the reward model trained with the policy's finetuning_type (LoRA/Freeze/Full); a
+    quantized reward model's value model is loaded again in full precision (it trains)."""
     from tunesmith.model.adapters import apply_method
 
-    value = copy.deepcopy(reward)
+    if config.lf_method.reward_model_quantization_bit:
+        value = load_reward_model(config, tokenizer, quantize=False)
+    else:
+        value = copy.deepcopy(reward)
     model_args = config.model.model_copy(update={"adapter_name_or_path": None, "quantization_bit": None})
     value = apply_method(value, model_args, config.method, is_trainable=True)
     if config.method.finetuning_type == "freeze":
@@ -138,11 +168,11 @@ def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_da
         warnings.simplefilter("ignore")
         from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from tunesmith.train.preference import _load_ref_model, trl_args
+    from tunesmith.train.preference import load_ref_model, trl_args
 
     ppo_args = trl_args(PPOConfig, args, **ppo_keys(args, config.method, config.generation, len(train_dataset)))
     reward = load_reward_model(config, processing_class)
-    value = value_model_from(reward, config)
+    value = value_model_from(reward, config, processing_class)
 
     class PolicyTrainer(PPOTrainer):
         def _save(self, output_dir=None, state_dict=None):
@@ -171,5 +201,5 @@ def ppo_trainer(*, config, model, args, processing_class, train_dataset, eval_da
             return TrainOutput(self.state.global_step, metrics["train_loss"], metrics)
 
     return PolicyTrainer(args=ppo_args, processing_class=ppo_tokenizer(processing_class), model=model,
-                         ref_model=_load_ref_model(config, processing_class), reward_model=reward, value_model=value,
+                         ref_model=load_ref_model(config, processing_class), reward_model=reward, value_model=value,
                          train_dataset=train_dataset, **kwargs)

@@ -84,15 +84,26 @@ def trl_args(config_cls, args, **stage_keys):
     return config_cls(**values)
 
 
-def _load_ref_model(config, tokenizer):
-    """ref_model as a frozen causal LM (None: TRL uses the initial policy, or the base model under LoRA)."""
-    if not config.method.ref_model:
+def adapter_list(value) -> list[str]:
+    """LLaMA-Factory's comma-separated adapter folders as a list."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def load_ref_model(config, tokenizer):
+    """ref_model as a frozen causal LM, with ref_model_adapters merged and quantized to ref_model_quantization_bit
+    (LLaMA-Factory's create_ref_model). None: TRL uses the initial policy, or the base model under LoRA."""
+    method, lf = config.method, config.lf_method
+    if not method.ref_model:
+        if lf.ref_model_adapters or lf.ref_model_quantization_bit:
+            log.warning("ref_model_adapters / ref_model_quantization_bit act only with ref_model; not used")
         return None
     from tunesmith.model.load import load_model
 
-    model_args = config.model.model_copy(update={"model_name_or_path": config.method.ref_model,
-                                                 "adapter_name_or_path": None})
-    method_args = config.method.model_copy(update={"finetuning_type": "full"})
+    adapters = adapter_list(lf.ref_model_adapters)
+    model_args = config.model.model_copy(update={"model_name_or_path": method.ref_model,
+                                                 "adapter_name_or_path": adapters or None,
+                                                 "quantization_bit": lf.ref_model_quantization_bit})
+    method_args = method.model_copy(update={"finetuning_type": "lora" if adapters else "full"})
     return load_model(model_args, method_args, tokenizer, is_trainable=False)
 
 
@@ -114,8 +125,41 @@ class _PreEncoded:
 # ---------------------------------------------------------------- dpo
 
 
+def _ld_weighted(per_token, mask, ld_alpha):
+    """Sum of each row's completion log-probs; LD-DPO: tokens past the shorter reply of the pair count ld_alpha."""
+    import torch
+
+    if ld_alpha is None:
+        return per_token.sum(dim=1)
+    position = mask.cumsum(dim=1)
+    shared = torch.minimum(*mask.sum(dim=1).chunk(2)).repeat(2).unsqueeze(1)
+    front = (position <= shared) & mask.bool()
+    return (per_token * front).sum(dim=1) + ld_alpha * (per_token * (mask.bool() & ~front)).sum(dim=1)
+
+
+def _bco_losses(trainer, chosen_ratio, rejected_ratio):
+    """BCO: -log s(beta r_c - delta) - log s(-(beta r_r - delta)), delta the running mean reward (TRL's RunningMoments,
+    as LLaMA-Factory uses)."""
+    import torch
+    import torch.nn.functional as F
+
+    if getattr(trainer, "tunesmith_running", None) is None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from trl.experimental.bco.bco_trainer import RunningMoments
+        trainer.tunesmith_running = RunningMoments(trainer.accelerator)
+    beta = trainer.tunesmith_method.pref_beta
+    chosen, rejected = beta * chosen_ratio, beta * rejected_ratio
+    trainer.tunesmith_running.update(torch.cat((chosen, rejected)).mean().detach())
+    delta = trainer.tunesmith_running.mean
+    return -F.logsigmoid(chosen - delta) - F.logsigmoid(-(rejected - delta))
+
+
 def _own_pref_loss(trainer, model, inputs, return_outputs):
-    """ORPO, SimPO and label-smoothed sigmoid DPO from per-token log-probs, like LLaMA-Factory's trainer."""
+    """LLaMA-Factory's preference losses from per-token log-probs: ORPO, SimPO, and DPO (sigmoid with label
+    smoothing, hinge, ipo) with its BCO mix (pref_bco_weight) and LD-DPO weighting (ld_alpha, on the policy only)."""
     import torch
     import torch.nn.functional as F
     from trl.trainer.utils import selective_log_softmax
@@ -125,25 +169,40 @@ def _own_pref_loss(trainer, model, inputs, return_outputs):
     input_ids = inputs["input_ids"]
     outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], use_cache=False)
     shift = inputs["completion_mask"][:, 1:]
-    per_token = selective_log_softmax(outputs.logits[:, :-1], input_ids[:, 1:]) * shift
-    logps, lengths = per_token.sum(dim=1), shift.sum(dim=1).clamp(min=1)
-    avg = logps / lengths
-    chosen_avg, rejected_avg = avg.chunk(2)
+    per_token = selective_log_softmax(outputs.logits[:, :-1].float(), input_ids[:, 1:]) * shift
+    lengths = shift.sum(dim=1).clamp(min=1)
+    logps = _ld_weighted(per_token, shift, trainer.tunesmith_lf.ld_alpha)
+    averaged = method.pref_loss in ("ipo", "orpo", "simpo")
+    if averaged:
+        logps = logps / lengths
+    chosen, rejected = logps.chunk(2)
+    chosen_avg = chosen if averaged else chosen / lengths.chunk(2)[0]
     beta = method.pref_beta
     if method.pref_loss == "orpo":
-        log_odds = (chosen_avg - rejected_avg) - (torch.log1p(-chosen_avg.exp()) - torch.log1p(-rejected_avg.exp()))
-        losses = -chosen_avg - beta * F.logsigmoid(log_odds)
-        chosen_rewards, rejected_rewards = beta * chosen_avg.detach(), beta * rejected_avg.detach()
+        log_odds = (chosen - rejected) - (torch.log1p(-chosen.exp()) - torch.log1p(-rejected.exp()))
+        losses = -chosen - beta * F.logsigmoid(log_odds)
+        chosen_rewards, rejected_rewards = beta * chosen.detach(), beta * rejected.detach()
     elif method.pref_loss == "simpo":
-        losses = -F.logsigmoid(beta * (chosen_avg - rejected_avg) - method.simpo_gamma)
-        chosen_rewards, rejected_rewards = beta * chosen_avg.detach(), beta * rejected_avg.detach()
-    else:  # sigmoid with label smoothing (conservative DPO)
-        ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.ref_model or trainer.model, inputs)
-        chosen, rejected = logps.chunk(2)
-        margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
-        eps = method.dpo_label_smoothing
-        losses = -(1 - eps) * F.logsigmoid(margin) - eps * F.logsigmoid(-margin)
-        chosen_rewards, rejected_rewards = beta * (chosen - ref_chosen).detach(), beta * (rejected - ref_rejected).detach()
+        losses = -F.logsigmoid(beta * (chosen - rejected) - method.simpo_gamma)
+        chosen_rewards, rejected_rewards = beta * chosen.detach(), beta * rejected.detach()
+    else:
+        with torch.no_grad():
+            ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.ref_model or trainer.model, inputs)
+        if averaged:  # ipo: the reference's log-probs are averaged per token too
+            ref_chosen, ref_rejected = ref_chosen / lengths.chunk(2)[0], ref_rejected / lengths.chunk(2)[1]
+        chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
+        margin = chosen_ratio - rejected_ratio
+        if method.pref_loss == "hinge":
+            losses = torch.relu(1 - beta * margin)
+        elif method.pref_loss == "ipo":
+            losses = (margin - 1 / (2 * beta)) ** 2
+        else:
+            eps = method.dpo_label_smoothing
+            losses = -(1 - eps) * F.logsigmoid(beta * margin) - eps * F.logsigmoid(-beta * margin)
+        if trainer.tunesmith_lf.pref_bco_weight > 1e-6:  # re-weighted mix of the two, as LLaMA-Factory does
+            weight = trainer.tunesmith_lf.pref_bco_weight
+            losses = (losses + weight * _bco_losses(trainer, chosen_ratio, rejected_ratio)) / (1.0 + weight)
+        chosen_rewards, rejected_rewards = beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
     if method.pref_ftx > 0 and method.pref_loss != "orpo":  # ORPO has its SFT term built in
         losses = losses + method.pref_ftx * -chosen_avg
     metrics = trainer._metrics[mode]
@@ -156,14 +215,17 @@ def _own_pref_loss(trainer, model, inputs, return_outputs):
 
 
 def dpo_trainer(*, config, model, args, processing_class, **kwargs):
-    """TRL's DPOTrainer on our pairwise columns; ORPO/SimPO (reference-free) and cDPO computed in _own_pref_loss."""
+    """TRL's DPOTrainer on our pairwise columns; ORPO/SimPO (reference-free), cDPO, BCO mix and LD-DPO computed in
+    _own_pref_loss."""
     from trl import DPOConfig, DPOTrainer
 
     method = config.method
     if method.pref_loss not in TRL_PREF_LOSSES:
         raise ConfigError(f"pref_loss: {method.pref_loss} is not available for stage dpo; choose "
                           f"{', '.join(TRL_PREF_LOSSES)} (for KTO use stage: kto)")
-    own = TRL_PREF_LOSSES[method.pref_loss] is None or method.dpo_label_smoothing > 0
+    lf = config.lf_method  # BCO mix and LD-DPO: LLaMA-Factory's versions differ from TRL's
+    own = (TRL_PREF_LOSSES[method.pref_loss] is None or method.dpo_label_smoothing > 0
+           or lf.pref_bco_weight > 1e-6 or lf.ld_alpha is not None)
     if method.pref_loss in REFERENCE_FREE and method.ref_model:
         log.warning("pref_loss %s is reference-free; ref_model %s is not used", method.pref_loss, method.ref_model)
     loss_type, weights = [TRL_PREF_LOSSES[method.pref_loss] or "sigmoid"], [1.0]
@@ -173,13 +235,14 @@ def dpo_trainer(*, config, model, args, processing_class, **kwargs):
 
     class PreferenceTrainer(_PreEncoded, DPOTrainer):
         tunesmith_method = method
+        tunesmith_lf = config.lf_method
 
         def _compute_loss(self, model, inputs, return_outputs):
             if own:
                 return _own_pref_loss(self, model, inputs, return_outputs)
             return super()._compute_loss(model, inputs, return_outputs)
 
-    ref_model = None if method.pref_loss in REFERENCE_FREE else _load_ref_model(config, processing_class)
+    ref_model = None if method.pref_loss in REFERENCE_FREE else load_ref_model(config, processing_class)
     trainer = PreferenceTrainer(model=model, ref_model=ref_model, args=dpo_args, processing_class=processing_class,
                                 **kwargs)
     if method.pref_loss in REFERENCE_FREE:
@@ -206,7 +269,7 @@ def kto_trainer(*, config, model, args, processing_class, **kwargs):
     class FeedbackTrainer(_PreEncoded, KTOTrainer):
         pass
 
-    trainer = FeedbackTrainer(model=model, ref_model=_load_ref_model(config, processing_class), args=kto_args,
+    trainer = FeedbackTrainer(model=model, ref_model=load_ref_model(config, processing_class), args=kto_args,
                               processing_class=processing_class, **kwargs)
     trainer.args.train_sampling_strategy = sampling
     trainer.args.per_device_train_batch_size = batch

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tunesmith.config.load import Config, require, training_arguments
-from tunesmith.train import checkpoints, launch, output_safety, outputs, run_status
+from tunesmith.train import checkpoints, output_safety, outputs, run_status, workers
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,11 @@ def _run_training(config: Config) -> dict:
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
     from tunesmith.model.load import load_model, load_tokenizer
-    from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback
-    from tunesmith.train.stages import stage_spec
+    from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
+    from tunesmith.train.stages import check_stage
 
     setup_logging()
-    spec = stage_spec(config.method.stage, training=True)
-    if spec.check:
-        spec.check(config)
+    spec = check_stage(config)
     output_dir = Path(config.training_kwargs()["output_dir"])
     resume = checkpoints.resolve_resume(output_dir, config.training_kwargs().get("resume_from_checkpoint"))
     resume_path = resume.path if resume else None  # None also when only a finished final save is there
@@ -57,7 +55,7 @@ def _run_training(config: Config) -> dict:
     extra = {}
     if "dataloader_pin_memory" not in config.training_kwargs():
         extra["dataloader_pin_memory"] = on_accelerator  # pinning needs an accelerator
-    extra.update(launch.worker_arguments(config, on_accelerator))  # CPU workers: DDP or DeepSpeed over gloo
+    extra.update(workers.worker_arguments(config, on_accelerator))  # CPU workers: DDP or DeepSpeed over gloo
     args = training_arguments(config, resume_from_checkpoint=resume_path, do_train=True, **extra)
     set_seed(args.seed)
 
@@ -67,6 +65,9 @@ def _run_training(config: Config) -> dict:
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
                        head=spec.head)
+    if config.lf_model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
+        for name, param in model.named_parameters():
+            log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
         outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
@@ -82,7 +83,7 @@ def _run_training(config: Config) -> dict:
         eval_dataset=data.eval,
         data_collator=spec.make_collator(tokenizer, model),
         processing_class=tokenizer,
-        callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir)],
+        callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir), *from_config(config)],
         optimizers=optimizers,
     )
     output_safety.keep_secrets_out_of_pickles(trainer.args)  # training_args.bin holds no hub_token

@@ -11,11 +11,10 @@ class StageSpec:
     """How one stage is trained: which encoding its data gets, how batches are built, which trainer runs it."""
 
     encoding: str  # a key of tunesmith.data.encode's ENCODERS
-    make_collator: Callable | None  # (tokenizer, model) -> collator; None: training comes in a later release
-    make_trainer: Callable | None  # (config=..., **kwargs of transformers.Trainer) -> trainer
+    make_collator: Callable  # (tokenizer, model) -> collator
+    make_trainer: Callable  # (config=..., **kwargs of transformers.Trainer) -> trainer
     head: str = "causal_lm"  # which model tunesmith.model.load builds: causal_lm or value (one score per sequence)
-    unavailable: str = ""  # why this stage cannot train in this release (shown instead of training)
-    check: Callable | None = None  # (config) -> None: the stage's own refusals, before any data or model loads
+    check: Callable | None = None  # (config) -> None: the stage's own limits, before any launch, data or model load
 
 
 def _causal_lm_collator(tokenizer, model):
@@ -44,6 +43,11 @@ def _seq2seq_trainer(config=None, **kwargs):
 
     if config is not None and config.method.compute_accuracy:  # eval_accuracy, as LLaMA-Factory reports it
         kwargs.update(compute_metrics=_token_accuracy, preprocess_logits_for_metrics=_argmax)
+    method = config.lf_method if config is not None else None
+    if method is not None and (method.use_dft_loss or method.use_eaft_loss or method.use_asft_loss):  # LF's losses
+        from tunesmith.train.losses import sft_trainer
+
+        return sft_trainer(config=config, **kwargs)
     return Seq2SeqTrainer(**kwargs)
 
 
@@ -71,15 +75,10 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
-def stage_spec(stage: str, training: bool = False) -> StageSpec:
-    """The spec of a stage; with training=True, refuses stages whose trainer is not available yet."""
-    from tunesmith.errors import ConfigError
-
-    spec = STAGES[stage]
-    if training and spec.unavailable:
-        raise ConfigError(spec.unavailable)
-    if training and spec.make_trainer is None:
-        trainable = ", ".join(name for name, item in STAGES.items() if item.make_trainer)
-        raise ConfigError(f"training stage '{stage}' is not available yet (its data can already be checked with "
-                          f"`tunesmith data check`); stages that train now: {trainable}")
+def check_stage(config) -> StageSpec:
+    """The spec of the config's stage, after its own check: `tunesmith train` runs this before it launches any
+    process (torchrun, Ray) and before any data or model loads; a run_training call runs it again."""
+    spec = STAGES[config.method.stage]
+    if spec.check:
+        spec.check(config)
     return spec

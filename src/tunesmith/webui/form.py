@@ -30,8 +30,8 @@ SECTIONS: dict[str, list[str]] = {
     "rlhf": ["pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight",
              "simpo_gamma", "ref_model", "reward_model", "ppo_epochs", "ppo_buffer_size", "ppo_whiten_rewards"],
     "output": ["output_dir", "overwrite_output_dir", "plot_loss", "nproc_per_node", "nnodes", "node_rank",
-               "master_addr", "master_port", "ray_num_workers", "ray_storage_path", "ray_address",
-               "resources_per_worker"],
+               "master_addr", "master_port", "use_ray", "ray_num_workers", "ray_storage_path", "ray_address",
+               "ray_init_kwargs", "resources_per_worker"],
 }
 # The Evaluate & Predict tab: benchmark keys (`tunesmith eval` with `task`), predict keys (do_predict with BLEU/ROUGE),
 # and save_dir shared by both. The model keys come from the Train tab's Model section.

@@ -1,4 +1,5 @@
-"""load_records: mixing strategies and probabilities, max_samples/num_samples, and what each stage requires."""
+"""load_records over several datasets: mix strategies and probabilities, max_samples/num_samples, and what each
+stage requires of a dataset (one record source per test; formats are test_data_formats.py's)."""
 
 import json
 
@@ -64,6 +65,8 @@ def test_interleave_probs_are_seeded(data_dir):
     assert firsts(one) == firsts(two)
     a, b = {f"a{i}" for i in range(6)}, {"b0", "b1", "b2"}
     assert set(firsts(one)) >= a or set(firsts(one)) >= b  # stopped when the first dataset ran out
+    over = load(data_dir, ["a", "b"], mix_strategy="interleave_over", interleave_probs=[0.5, 0.5], seed=3)
+    assert len(over) >= 9 and set(firsts(over)) == a | b  # ran until both were exhausted: every record is in
 
 
 @pytest.mark.parametrize("strategy, probs, expected", [

@@ -14,9 +14,9 @@ TRAINED_OPEN, TRAINED_CLOSE = "\u27e6", "\u27e7"  # ⟦ trained tokens ⟧
 
 
 def _encoding(config) -> str:
-    from tunesmith.train.stages import stage_spec
+    from tunesmith.train.stages import STAGES
 
-    return stage_spec(config.method.stage).encoding
+    return STAGES[config.method.stage].encoding
 
 
 def _setup(config):

@@ -1,4 +1,6 @@
-"""Datasets: registry, file types, formats and mixing into canonical records, and a precise error for each mistake."""
+"""load_records end to end, from a dataset_info.json through files and formats to canonical records: one case per
+format and file type, and the errors users meet most (each layer's own cases: test_data_registry.py, test_data_files.py,
+test_data_formats.py, test_data_mixing.py)."""
 
 import json
 
@@ -91,18 +93,6 @@ def test_text_for_pretraining_and_folders_and_paths(tmp_path):
     path = tmp_path / "direct.json"
     path.write_text(json.dumps(ALPACA))
     assert len(load_records([str(path)], tmp_path / "texts", "sft")) == 2  # a path needs no registry
-
-
-def test_mixing_and_max_samples(tmp_path):
-    one = [{"instruction": f"a{i}", "output": "x"} for i in range(6)]
-    two = [{"instruction": f"b{i}", "output": "y"} for i in range(2)]
-    d = registry(tmp_path, {"one": {"file_name": "one.json"}, "two": {"file_name": "two.json"}},
-                 {"one.json": one, "two.json": two})
-    assert len(load_records(["one", "two"], d, "sft")) == 8
-    assert len(load_records(["one", "two"], d, "sft", max_samples=3)) == 5
-    under = load_records(["one", "two"], d, "sft", mix_strategy="interleave_under", interleave_probs=[0.5, 0.5])
-    over = load_records(["one", "two"], d, "sft", mix_strategy="interleave_over", interleave_probs=[0.5, 0.5])
-    assert len(under) < 8 < len(over)
 
 
 def test_ranking_and_kto_records(tmp_path):

@@ -1,0 +1,157 @@
+"""LLaMA-Factory configs load as they are: every key of its hparams is known, features tunesmith lacks are refused
+with the reason, Ray starts only when asked for, v1 configs get one message, and the flag-only form works."""
+
+from pathlib import Path
+
+import pytest
+
+from tunesmith.config.load import load_config
+from tunesmith.config.refusals import FeatureRefused
+from tunesmith.errors import ConfigError
+
+LF_SRC = Path("/work/lf-src")
+
+
+def test_every_llamafactory_key_is_known():
+    if not (LF_SRC / "src" / "llamafactory" / "hparams").is_dir():
+        pytest.skip("needs a LLaMA-Factory checkout at /work/lf-src")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lf_keys", Path(__file__).parents[2] / "scripts" / "lf_keys.py")
+    lf_keys = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lf_keys)
+    rows = lf_keys.classify(lf_keys.lf_keys(LF_SRC))
+    assert len(rows) > 240
+    assert [row["key"] for row in rows if row["status"] == "unknown"] == []
+
+
+def test_llamafactory_defaults_load():
+    defaults = {
+        "ray_num_workers": 1,
+        "master_addr": None,
+        "master_port": None,
+        "use_galore": False,
+        "galore_rank": 16,
+        "image_max_pixels": 768 * 768,
+        "freeze_vision_tower": True,
+        "vllm_maxlen": 4096,
+        "infer_backend": "huggingface",
+        "ppo_target": 6.0,
+        "use_reentrant_gc": True,
+        "export_device": "cpu",
+    }
+    config = load_config(None, defaults)
+    assert config.launch.ray_num_workers == 1 and config.optim.galore_rank == 16
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hardware"),
+    [
+        ("use_galore", True, False),
+        ("finetuning_type", "oft", False),
+        ("use_kt", True, True),
+        ("fp8", True, True),
+        ("infer_backend", "vllm", True),
+        ("tensor_model_parallel_size", 2, True),
+        ("use_mca", True, True),
+        ("export_quantization_bit", 4, True),
+        ("neat_packing", True, False),
+    ],
+)
+def test_features_tunesmith_lacks_are_refused_with_the_reason(key, value, hardware):
+    with pytest.raises(FeatureRefused, match=f"LLaMA-Factory's `{key}` is not supported: ") as info:
+        load_config(None, {key: value})
+    assert info.value.hardware is hardware
+    assert "did you mean" not in str(info.value) and "unknown" not in str(info.value)
+
+
+def test_options_of_a_switched_off_feature_load_as_in_llamafactory():
+    assert load_config(None, {"galore_rank": 64, "vllm_gpu_util": 0.9}).optim.galore_rank == 64
+
+
+def test_multimodal_keys_are_refused_as_multimodal():
+    with pytest.raises(ConfigError, match="multimodal training is not supported yet"):
+        load_config(None, {"image_max_pixels": 262144, "video_max_pixels": 16384})
+
+
+def test_eval_num_beams_sets_the_generation_beams():
+    from tunesmith.config.load import training_arguments
+
+    assert training_arguments(load_config(None, {"eval_num_beams": 3})).generation_num_beams == 3
+
+
+def test_ray_starts_only_when_asked_for(monkeypatch):
+    from tunesmith.train.ray_launch import wants_ray
+
+    monkeypatch.delenv("USE_RAY", raising=False)
+    assert not wants_ray(load_config(None, {"ray_num_workers": 4}))  # LF ignores it without USE_RAY=1 too
+    assert wants_ray(load_config(None, {"use_ray": True, "ray_num_workers": 2}))
+    monkeypatch.setenv("USE_RAY", "1")
+    assert wants_ray(load_config(None, {}))
+
+
+def test_ray_init_kwargs_reach_ray_init():
+    from tunesmith.train.ray_launch import _ray_init_kwargs
+
+    launch = load_config(None, {"ray_init_kwargs": '{"num_cpus": 2}', "ray_address": "auto"}).launch
+    assert _ray_init_kwargs(launch) == {
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "num_cpus": 2,
+        "address": "auto",
+    }
+
+
+def test_v1_config_gets_one_message(tmp_path):
+    path = tmp_path / "v1.yaml"
+    path.write_text(
+        "model: Qwen/Qwen3-0.6B\nmodel_class: llm\npeft_config:\n  name: lora\n  r: 16\n"
+        "train_dataset: data/v1_sft_demo.yaml\ndist_config:\n  name: fsdp2\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "LLaMA-Factory v1's config format" in message and message.count("\n") == 0
+    assert "did you mean" not in message
+
+
+def test_fsdp_layer_class_moves_into_fsdp_config():
+    config = load_config(None, {"fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer"})
+    assert config.training_kwargs()["fsdp_config"] == {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}
+
+
+def test_megatron_keys_written_at_all_ask_for_megatron(monkeypatch):
+    with pytest.raises(
+        FeatureRefused, match="`tensor_model_parallel_size`, `sequence_parallel` are not supported: Megatron"
+    ) as info:
+        load_config(None, {"tensor_model_parallel_size": 1, "sequence_parallel": False})
+    assert info.value.hardware and str(info.value).count("\n") == 0
+    monkeypatch.setenv("USE_MCA", "1")
+    with pytest.raises(FeatureRefused, match="USE_MCA=1"):
+        load_config(None, {})
+
+
+def test_a_recorded_run_config_reloads(tmp_path):
+    """flat() (what a run records) leaves LLaMA-Factory's extra keys out at their defaults, so it loads again."""
+    flat = load_config(None, {"print_param_status": True}).flat()
+    assert flat["print_param_status"] is True and "tensor_model_parallel_size" not in flat and "galore_rank" not in flat
+    assert load_config(None, flat).lf_model.print_param_status
+
+
+def test_infer_dtype_and_use_kv_cache_reach_the_inference_model(tiny_model_dir):
+    import torch
+
+    from tunesmith.infer.loader import load_for_inference
+
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "template": "chatml",
+            "infer_dtype": "bfloat16",
+            "use_kv_cache": False,
+        },
+    )
+    _, _, model = load_for_inference(config, place=False)
+    assert model.dtype == torch.bfloat16 and model.generation_config.use_cache is False
