@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     webui.add_argument("--trust-remote-code", action="store_true", help="let the page turn on trust_remote_code "
                        "(runs code shipped with models); refused otherwise")
 
+    runs = jobs.add_parser("runs", help="list the training runs under a folder: status, steps, losses, time, size")
+    runs.add_argument("root", nargs="?", default=".", help="folder to look in (default: the current folder)")
+
     config = jobs.add_parser("config", help="inspect configuration keys and resolved configs")
     config_jobs = config.add_subparsers(dest="config_job", metavar="ACTION", required=True)
     config_jobs.add_parser("keys", help="list every key with its type, default and help")
@@ -207,6 +210,12 @@ def _tiny(args) -> int:
     return 0
 
 
+def _runs(args) -> int:
+    from tunesmith.runs import run_runs
+
+    return run_runs(args.root)
+
+
 def _env(args) -> int:
     from tunesmith.env import run_env
 
@@ -225,6 +234,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data": _data,
     "tiny": _tiny,
     "env": _env,
+    "runs": _runs,
 }
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from tunesmith.train import run_status
+
 LOG_NAME = "trainer_log.jsonl"
 
 
@@ -113,6 +115,7 @@ class JsonlLogCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if state.global_step == 0 and self.path.exists():
             self.path.unlink()
+        run_status.started(self.path.parent)  # tunesmith_status.json: this process trains here
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & logs.keys()):

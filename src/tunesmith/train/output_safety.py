@@ -27,6 +27,7 @@ RUN_FILES = {
     "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json",
     "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "processor_config.json",
     "preprocessor_config.json",
+    "tunesmith_status.json",  # train/run_status.py: the training process and how it stopped
 }
 WEIGHTS = re.compile(r"^(model|pytorch_model|adapter_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?$")
 CHECKPOINT_FILES = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|scheduler\.bin|latest|zero_to_(fp32|torch)\.py|"

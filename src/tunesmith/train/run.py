@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from tunesmith.config.load import Config, require, training_arguments
-from tunesmith.train import checkpoints, output_safety, outputs, workers
+from tunesmith.train import checkpoints, output_safety, outputs, run_status, workers
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,19 @@ def setup_logging() -> None:
 
 
 def run_training(config: Config) -> dict:
-    """Trains as the config says and returns the final metrics; every output lands in output_dir."""
+    """Trains as the config says and returns the final metrics; every output lands in output_dir. A run that
+    began training ends recorded in its tunesmith_status.json: finished, failed (with the error) or interrupted."""
+    since, output_dir = time.time(), config.training_kwargs().get("output_dir")
+    try:
+        metrics = _run_training(config)
+    except BaseException as error:
+        run_status.stopped(output_dir, since, error)
+        raise
+    run_status.stopped(output_dir, since)
+    return metrics
+
+
+def _run_training(config: Config) -> dict:
     require(config, "model_name_or_path", "dataset", "output_dir", job="train")
     from transformers import set_seed
 

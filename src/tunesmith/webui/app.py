@@ -19,6 +19,7 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
     from tunesmith.webui.chat_tab import build_chat_tab
     from tunesmith.webui.eval_tab import build_eval_tab
     from tunesmith.webui.export_tab import build_export_tab
+    from tunesmith.webui.runs_tab import build_runs_tab
     from tunesmith.webui.style import page_css
     from tunesmith.webui.train_tab import build_train_tab
 
@@ -30,11 +31,12 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
         lang = texts.label(gr.Dropdown(choices=list(LANGUAGES), value="en", label=ui("en", "lang"), elem_id="lang"),
                            "lang")
         timer = gr.Timer(1.0)
-        with gr.Tabs():  # in page order; a "Runs" tab (every run under the workspace: runs_tab.py) goes after Train
+        with gr.Tabs():  # in page order; Runs comes last because it fills the Train, Chat and Export tabs' fields
             train = build_train_tab(gr, texts, fields, lang, timer, workspace)
             build_eval_tab(gr, texts, fields, lang, train.config_path, train.inputs, train.collect, timer, workspace)
-            build_chat_tab(gr, texts, train, workspace)
-            build_export_tab(gr, texts, fields, train, workspace)
+            chat = build_chat_tab(gr, texts, train, workspace)
+            export_fields, export = build_export_tab(gr, texts, fields, train, workspace)
+            build_runs_tab(gr, texts, workspace, {**dict(zip(train.keys, train.inputs)), **export_fields}, chat, export)
         gr.HTML(f"<style>{page_css(texts.keys)}</style>", elem_id="ts-style", padding=False)
         lang.change(texts.updates, [lang], texts.components)
     return app

@@ -21,8 +21,9 @@ def generation_defaults() -> dict:
     return {key: GenerationArgs.model_fields[key].default for key in ("temperature", "top_p", "max_new_tokens")}
 
 
-def build_chat_tab(gr, texts, train, workspace) -> None:
-    """The tab's components and events; train: the Train tab's form (its model keys are what is loaded)."""
+def build_chat_tab(gr, texts, train, workspace) -> tuple:
+    """The tab's components and events; train: the Train tab's form (its model keys are what is loaded). Returns
+    (load function, its inputs, its output), so the Runs tab can load a run for chat in one click."""
     state = {}
     defaults = generation_defaults()
 
@@ -86,3 +87,4 @@ def build_chat_tab(gr, texts, train, workspace) -> None:
     send.click(respond, [query, chatbot, system, tools, temperature, top_p, max_new_tokens], [chatbot, query],
                api_name="chat")
     clear.click(list, None, chatbot)
+    return load_chat, train.inputs, chat_state

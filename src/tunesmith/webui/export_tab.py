@@ -10,8 +10,9 @@ from tunesmith.webui.texts import ui
 KEYS = ("export_dir", "export_size", "export_dtype")
 
 
-def build_export_tab(gr, texts, fields: dict, train, workspace) -> None:
-    """The tab's components and events; every path is confined to the workspace."""
+def build_export_tab(gr, texts, fields: dict, train, workspace) -> tuple:
+    """The tab's components and events; every path is confined to the workspace. Returns its fields by key and
+    (export function, its inputs, its output), so the Runs tab can export a run in one click."""
     with texts.label(gr.Tab(ui("en", "tab_export"), elem_id="tab-export"), "tab_export"):
         with gr.Row(elem_classes=["ts-grid"]):
             export_fields = [texts.field(form.component(gr, fields[key], "en"), key) for key in KEYS]
@@ -36,4 +37,6 @@ def build_export_tab(gr, texts, fields: dict, train, workspace) -> None:
                               check=False, capture_output=True, text=True, cwd=workspace.root)
         return (done.stdout + done.stderr)[-4000:]
 
-    export_btn.click(export, [train.config_path, *train.inputs, *export_fields], export_log, api_name="export")
+    inputs = [train.config_path, *train.inputs, *export_fields]
+    export_btn.click(export, inputs, export_log, api_name="export")
+    return dict(zip(KEYS, export_fields)), (export, inputs, export_log)
