@@ -9,7 +9,7 @@ from pathlib import Path
 from tunesmith import runs
 from tunesmith.errors import TunesmithError
 from tunesmith.webui import form
-from tunesmith.webui.runner import TrainingRun
+from tunesmith.webui.runner import CliJob
 from tunesmith.webui.texts import ui
 
 PALETTE = (
@@ -43,7 +43,7 @@ class RunsView:
 
     def __init__(self, gr, texts, workspace, fill_keys: list[str]):
         self.gr, self.texts, self.workspace, self.fill_keys = gr, texts, workspace, fill_keys
-        self.run: TrainingRun | None = None  # the resume this page started
+        self.run: CliJob | None = None  # the resume this page started
 
     def _t(self, text: str, **values) -> str:
         return ui(self.texts.lang, text).format(**values)
@@ -153,7 +153,7 @@ class RunsView:
             return f"**{self._t('runs_resume_failed')}**: {error}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(form.to_yaml(config), encoding="utf-8")
-        self.run = TrainingRun(path, run.path, cwd=self.workspace.root)
+        self.run = CliJob(path, run.path, cwd=self.workspace.root)
         self.run.start()
         where = run.checkpoint or "step 0"
         return f"**{self._t('runs_resuming')}** {run.name} ({where}): `{form.command_line(path)}`"
