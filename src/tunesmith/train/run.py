@@ -52,6 +52,10 @@ def run_training(config: Config) -> dict:
     tokenizer = load_tokenizer(config.model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
+    if args.should_save:  # rank 0: the estimated peak memory, and a warning when it exceeds the free memory
+        from tunesmith.estimate import announce
+
+        announce(config, data.train)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
                        head=spec.head)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
