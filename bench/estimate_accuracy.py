@@ -18,7 +18,14 @@ from pathlib import Path
 
 MODELS = {
     "tiny": {},
-    "40m": dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4, intermediate_size=1376, vocab_size=16000),
+    "40m": {
+        "hidden_size": 512,
+        "num_layers": 8,
+        "num_heads": 8,
+        "num_kv_heads": 4,
+        "intermediate_size": 1376,
+        "vocab_size": 16000,
+    },
 }
 METHODS = {
     "lora": {"finetuning_type": "lora"},
@@ -26,7 +33,29 @@ METHODS = {
     "qlora": {"finetuning_type": "lora", "quantization_bit": 4},
 }
 BATCH = {"tiny": 16, "40m": 4}  # micro-batches of 512 tokens: activations dominate the tiny model's memory
-WORDS = "the model reads one token at a time and learns to predict the next one from the data we give it".split()
+WORDS = [
+    "the",
+    "model",
+    "reads",
+    "one",
+    "token",
+    "at",
+    "a",
+    "time",
+    "and",
+    "learns",
+    "to",
+    "predict",
+    "the",
+    "next",
+    "one",
+    "from",
+    "the",
+    "data",
+    "we",
+    "give",
+    "it",
+]
 
 
 def _rss() -> int:
@@ -39,22 +68,39 @@ def child(model: str, method: str, root: Path) -> dict:
 
     from tunesmith.config.load import build_config
     from tunesmith.data.pipeline import build_datasets
-    from tunesmith.estimate import build
     from tunesmith.model.load import load_tokenizer
+    from tunesmith.model.memory import build
     from tunesmith.model.tiny import ensure_tiny_model
     from tunesmith.train.run import run_training
 
     path = ensure_tiny_model(root / f"model-{model}", "llama", **MODELS[model])
     data = root / "long.json"
     if not data.exists():  # answers long enough to fill cutoff_len: every micro-batch is 512 tokens
-        rows = [{"instruction": f"Write about item {i}.", "output": " ".join(WORDS[(i + j) % len(WORDS)]
-                 for j in range(700))} for i in range(64)]
+        rows = [
+            {
+                "instruction": f"Write about item {i}.",
+                "output": " ".join(WORDS[(i + j) % len(WORDS)] for j in range(700)),
+            }
+            for i in range(64)
+        ]
         data.write_text(json.dumps(rows))
         (root / "dataset_info.json").write_text(json.dumps({"long": {"file_name": "long.json"}}))
-    values = {"model_name_or_path": str(path), "dataset": "long", "dataset_dir": str(root), "template": "chatml",
-              "cutoff_len": 512, "per_device_train_batch_size": BATCH[model], "max_steps": 3, "learning_rate": 1e-4,
-              "output_dir": str(root / f"out-{model}-{method}"), "overwrite_output_dir": True, "report_to": "none",
-              "save_strategy": "no", "logging_steps": 1, **METHODS[method]}
+    values = {
+        "model_name_or_path": str(path),
+        "dataset": "long",
+        "dataset_dir": str(root),
+        "template": "chatml",
+        "cutoff_len": 512,
+        "per_device_train_batch_size": BATCH[model],
+        "max_steps": 3,
+        "learning_rate": 1e-4,
+        "output_dir": str(root / f"out-{model}-{method}"),
+        "overwrite_output_dir": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        **METHODS[method],
+    }
     config = build_config(values)
     dataset = build_datasets(config, load_tokenizer(config.model), encoding="supervised").train  # cached for the run
     est = build(config, dataset)
@@ -68,9 +114,18 @@ def child(model: str, method: str, root: Path) -> dict:
     before = _rss()
     run_training(config)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"model": model, "method": method, "estimate": est.peak, "measured": peak - before,
-            "weights": est.weights, "optimizer": est.optimizer, "gradients": est.gradients,
-            "activations": est.activations, "parameters": est.shape.parameters, "trainable": est.shape.trainable}
+    return {
+        "model": model,
+        "method": method,
+        "estimate": est.peak,
+        "measured": peak - before,
+        "weights": est.weights,
+        "optimizer": est.optimizer,
+        "gradients": est.gradients,
+        "activations": est.activations,
+        "parameters": est.shape.parameters,
+        "trainable": est.shape.trainable,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -89,8 +144,9 @@ def main(argv: list[str]) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for model, method in cases:
-            out = subprocess.run([sys.executable, __file__, "--child", model, method, tmp], env=env,
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", model, method, tmp], env=env, capture_output=True, text=True
+            )
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode or not line:
                 print(out.stdout[-2000:], out.stderr[-3000:], file=sys.stderr)
@@ -98,10 +154,12 @@ def main(argv: list[str]) -> int:
             row = json.loads(line[0][7:])
             results.append(row)
             error = 100 * (row["estimate"] - row["measured"]) / row["measured"]
-            print(f"{model:>5} {method:>5}  estimate {row['estimate'] / 2**20:8.1f} MiB  measured "
-                  f"{row['measured'] / 2**20:8.1f} MiB  error {error:+6.1f}%  (weights {row['weights'] / 2**20:.1f}, "
-                  f"optimizer {row['optimizer'] / 2**20:.1f}, activations {row['activations'] / 2**20:.1f} MiB)",
-                  flush=True)
+            print(
+                f"{model:>5} {method:>5}  estimate {row['estimate'] / 2**20:8.1f} MiB  measured "
+                f"{row['measured'] / 2**20:8.1f} MiB  error {error:+6.1f}%  (weights {row['weights'] / 2**20:.1f}, "
+                f"optimizer {row['optimizer'] / 2**20:.1f}, activations {row['activations'] / 2**20:.1f} MiB)",
+                flush=True,
+            )
     return 0
 
 

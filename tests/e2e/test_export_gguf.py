@@ -8,8 +8,11 @@ from tunesmith.cli import main
 pytest.importorskip("gguf")
 
 IDS = torch.tensor([[4, 100, 200, 300, 5, 17, 900, 1000]])
-TEXTS = ["Hello world, how are you?", "<|im_start|>user\n你好！<|im_end|>\n<|im_start|>assistant\n",
-         "def add(a, b):\n    return a + b  # 42"]
+TEXTS = [
+    "Hello world, how are you?",
+    "<|im_start|>user\n你好！<|im_end|>\n<|im_start|>assistant\n",
+    "def add(a, b):\n    return a + b  # 42",
+]
 # Largest logit difference allowed against the HF model (the tiny models' logits are within about +-1).
 TOLERANCE = {"f16": 2e-3, "q8_0": 3e-2, "f32": 1e-5}
 
@@ -30,8 +33,10 @@ def _metadata(path, key):
     return bytes(field.parts[field.data[0]]).decode("utf-8")
 
 
-@pytest.mark.parametrize(("arch", "quantization"), [("llama", "f16"), ("llama", "q8_0"), ("qwen2", "f16"),
-                                                    ("qwen3", "q8_0"), ("mistral", "f16")])
+@pytest.mark.parametrize(
+    ("arch", "quantization"),
+    [("llama", "f16"), ("llama", "q8_0"), ("qwen2", "f16"), ("qwen3", "q8_0"), ("mistral", "f16")],
+)
 def test_transformers_reads_back_the_same_model_and_tokenizer(tiny_model_dirs, tmp_path, arch, quantization):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -62,10 +67,14 @@ def test_gemma_tensors_read_back_as_llama_cpp_stores_them(tiny_model_dirs, tmp_p
     tensors = {t.name: dequantize(t.data, t.tensor_type) for t in GGUFReader(str(path)).tensors}
     state = model.state_dict()
     assert "output.weight" not in tensors  # tied head: llama.cpp reuses token_embd
-    assert torch.allclose(torch.from_numpy(tensors["blk.0.attn_norm.weight"].copy()),
-                          state["model.layers.0.input_layernorm.weight"] + 1)
-    assert torch.allclose(torch.from_numpy(tensors["blk.1.ffn_down.weight"].copy()).float(),
-                          state["model.layers.1.mlp.down_proj.weight"], atol=1e-3)
+    assert torch.allclose(
+        torch.from_numpy(tensors["blk.0.attn_norm.weight"].copy()), state["model.layers.0.input_layernorm.weight"] + 1
+    )
+    assert torch.allclose(
+        torch.from_numpy(tensors["blk.1.ffn_down.weight"].copy()).float(),
+        state["model.layers.1.mlp.down_proj.weight"],
+        atol=1e-3,
+    )
 
 
 def test_cli_exports_a_merged_lora_as_gguf_with_a_modelfile(tmp_path, tiny_model_dir):
@@ -77,13 +86,39 @@ def test_cli_exports_a_merged_lora_as_gguf_with_a_modelfile(tmp_path, tiny_model
     demo = __import__("tunesmith.demo", fromlist=["DEMO_DATA"]).DEMO_DATA
     (tmp_path / "c.yaml").write_text("stage: sft\n")
     adapter = tmp_path / "adapter"
-    assert main(["train", str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dir}",
-                 "dataset=tunesmith_identity", f"dataset_dir={demo}", "template=chatml", f"output_dir={adapter}",
-                 "max_steps=3", "learning_rate=1e-2", "report_to=none", "save_strategy=no"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "c.yaml"),
+                f"model_name_or_path={tiny_model_dir}",
+                "dataset=tunesmith_identity",
+                f"dataset_dir={demo}",
+                "template=chatml",
+                f"output_dir={adapter}",
+                "max_steps=3",
+                "learning_rate=1e-2",
+                "report_to=none",
+                "save_strategy=no",
+            ]
+        )
+        == 0
+    )
     keys = [f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={adapter}", "template=chatml"]
     out = tmp_path / "gguf"
-    assert main(["export", str(tmp_path / "c.yaml"), *keys, f"export_dir={out}", "export_format=gguf",
-                 "export_quantization=q8_0"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "c.yaml"),
+                *keys,
+                f"export_dir={out}",
+                "export_format=gguf",
+                "export_quantization=q8_0",
+            ]
+        )
+        == 0
+    )
     config = load_config(tmp_path / "c.yaml", keys)
     merged = load_model(config.model, config.method, load_tokenizer(config.model), is_trainable=False)
     loaded = _load_gguf(out, "model-q8_0.gguf", merged)
@@ -100,8 +135,15 @@ def test_cli_exports_a_merged_lora_as_gguf_with_a_modelfile(tmp_path, tiny_model
 
 def test_unmapped_arch_is_refused_with_the_mapped_ones(tmp_path, tiny_model_dirs, capsys):
     (tmp_path / "c.yaml").write_text("stage: sft\n")
-    code = main(["export", str(tmp_path / "c.yaml"), f"model_name_or_path={tiny_model_dirs['phi3']}",
-                 f"export_dir={tmp_path / 'x'}", "export_format=gguf"])
+    code = main(
+        [
+            "export",
+            str(tmp_path / "c.yaml"),
+            f"model_name_or_path={tiny_model_dirs['phi3']}",
+            f"export_dir={tmp_path / 'x'}",
+            "export_format=gguf",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "'phi3'" in err and "llama, mistral, qwen2, qwen3, gemma" in err
     assert not (tmp_path / "x").exists()

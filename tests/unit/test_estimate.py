@@ -6,10 +6,21 @@ import logging
 
 from tunesmith.cli import main
 from tunesmith.config.load import load_config
-from tunesmith.estimate import Shape, activation_bytes, announce, build, count_shape, estimate
+from tunesmith.model.memory import Shape, activation_bytes, build, count_shape, estimate
+from tunesmith.train.run import announce_memory
 
-TINY = Shape(parameters=1000, trainable=100, weight_bytes=4000.0, hidden=64, intermediate=128, layers=2, heads=4,
-             kv_heads=2, head_dim=16, vocab=1024)
+TINY = Shape(
+    parameters=1000,
+    trainable=100,
+    weight_bytes=4000.0,
+    hidden=64,
+    intermediate=128,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    head_dim=16,
+    vocab=1024,
+)
 
 
 def test_activations_per_token_by_hand():
@@ -40,8 +51,17 @@ def test_optimizer_and_distributed_shares(tmp_path):
     half = dataclasses.replace(TINY, dtype="bfloat16")
     z2 = estimate(_config(tmp_path, nproc_per_node=4, deepspeed=str(ds)), half, 10)
     assert (z2.optimizer, z2.gradients, z2.weights) == ((800 + 400) / 4, 100, 4000)  # + fp32 master copy
-    ds.write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"},
-                                                    "offload_param": {"device": "cpu"}}}))
+    ds.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {
+                    "stage": 3,
+                    "offload_optimizer": {"device": "cpu"},
+                    "offload_param": {"device": "cpu"},
+                }
+            }
+        )
+    )
     z3 = estimate(_config(tmp_path, nproc_per_node=4, deepspeed=str(ds)), TINY, 10)
     assert z3.weights == 0 and z3.optimizer == 0 and z3.host == 4000 / 4 + 800 / 4 and "offload" in z3.strategy
     # the peak: weights + optimizer + the larger of activations and gradients + the optimizer's temporaries
@@ -64,28 +84,51 @@ def test_counts_on_the_meta_device_match_a_real_load(tiny_model_dir):
 
 
 def test_time_from_the_data_and_a_throughput(tiny_model_dir):
-    from tunesmith.estimate import DataStats
+    from tunesmith.model.memory import DataStats
 
-    config = load_config(None, {"model_name_or_path": str(tiny_model_dir), "per_device_train_batch_size": 2,
-                                "gradient_accumulation_steps": 2, "num_train_epochs": 2})
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "num_train_epochs": 2,
+        },
+    )
     est = estimate(config, TINY, 10, DataStats(examples=10, tokens=1000, longest=10), tokens_per_second=100)
     assert est.steps == 6 and est.train_tokens == 2000 and est.seconds == 20  # ceil(10 / 4) = 3 steps an epoch
 
 
 def test_cli_prints_the_table_and_train_prints_one_line(tmp_path, tiny_model_dir, capsys, caplog, monkeypatch):
     demo = __import__("tunesmith.demo", fromlist=["DEMO_DATA"]).DEMO_DATA
-    keys = [f"model_name_or_path={tiny_model_dir}", "dataset=tunesmith_identity", f"dataset_dir={demo}",
-            "template=chatml"]
+    keys = [
+        f"model_name_or_path={tiny_model_dir}",
+        "dataset=tunesmith_identity",
+        f"dataset_dir={demo}",
+        "template=chatml",
+    ]
     (tmp_path / "c.yaml").write_text("stage: sft\n")
     assert main(["estimate", str(tmp_path / "c.yaml"), *keys, "--throughput", "1000"]) == 0
     out = capsys.readouterr().out
     assert "peak per device" in out and "optimizer states" in out and "training tokens" in out and "time" in out
-    assert main(["train", str(tmp_path / "c.yaml"), *keys, f"output_dir={tmp_path / 'o'}", "max_steps=1",
-                 "report_to=none", "save_strategy=no"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "c.yaml"),
+                *keys,
+                f"output_dir={tmp_path / 'o'}",
+                "max_steps=1",
+                "report_to=none",
+                "save_strategy=no",
+            ]
+        )
+        == 0
+    )
     assert "memory estimate: peak" in capsys.readouterr().out
     config = load_config(tmp_path / "c.yaml", keys)
-    monkeypatch.setattr("tunesmith.estimate.free_memory", lambda: ("cpu", 1.0))  # a machine with one free byte
-    with caplog.at_level(logging.WARNING, logger="tunesmith.estimate"):
-        announce(config, None)
+    monkeypatch.setattr("tunesmith.model.memory.free_memory", lambda: ("cpu", 1.0))  # a machine with one free byte
+    with caplog.at_level(logging.WARNING, logger="tunesmith.train.run"):
+        announce_memory(config, None)
     assert "exceeds the free memory" in caplog.text
     assert build(config).seq_len == config.data.cutoff_len  # no data: micro-batches of cutoff_len
