@@ -12,7 +12,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 # EXTRAS: the optional groups to install; the demo needs none, the test suite needs them all.
-EXTRAS=${EXTRAS-test,quant,webui,deepspeed,ray,loggers,optim}
+EXTRAS=${EXTRAS-test,quant,webui,deepspeed,ray,loggers,optim,gguf}
 stamp="$VENV/.tunesmith-installed"  # holds the extras installed; redone when pyproject.toml changes
 missing=""
 for extra in ${EXTRAS//,/ }; do

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(evaluate, optional=True)
     export_model = jobs.add_parser("export", help="merge LoRA adapters into the base model and save it")
     _add_config(export_model)
+    estimate = jobs.add_parser("estimate", help="memory per device and training time, before a run (no weights load)")
+    estimate.add_argument("--throughput", help="tokens per second, for the time estimate")
+    estimate.add_argument("--measure-steps", help="measure the throughput with this many real training steps")
+    _add_config(estimate)
 
     webui = jobs.add_parser("webui", help="the whole workflow in the browser (Gradio), English and Chinese")
     webui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -106,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _split_overrides(args) -> list[str]:
     """The overrides after CONFIG; this command's own options written after CONFIG are taken out of them."""
     items = [item for item in (args.overrides or []) if item != "--"]
-    own = {"-n": "n", "--out": "out"}
+    own = {"-n": "n", "--out": "out", "--throughput": "throughput", "--measure-steps": "measure_steps"}
     kept, index = [], 0
     while index < len(items):
         item = items[index]
@@ -214,6 +218,12 @@ def _runs(args) -> int:
     from tunesmith.runs import run_runs
 
     return run_runs(args.root)
+
+
+def _estimate(args) -> int:
+    from tunesmith.estimate import run_estimate
+
+    return run_estimate(_load(args), args.throughput, args.measure_steps)
 
 
 def _env(args) -> int:

@@ -13,6 +13,16 @@ from tunesmith.staging import new_staging, publish
 log = logging.getLogger(__name__)
 
 
+def _model_type(config) -> str:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(config.model.model_name_or_path, trust_remote_code=config.model.trust_remote_code,
+                                          cache_dir=config.model.cache_dir).model_type
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the config of {config.model.model_name_or_path}: {exc}") from None
+
+
 def run_export(config) -> int:
     import torch
 
@@ -28,26 +38,40 @@ def run_export(config) -> int:
         raise ConfigError(f"export_dir {export_dir} is not empty; set overwrite_output_dir: true or pick another")
 
     # the saved tokenizer carries the template's eos, pad and chat template; adapter_name_or_path is merged
+    if config.export.export_format == "gguf":
+        from tunesmith.export_gguf import check_arch
+
+        check_arch(_model_type(config))  # before any weights load
+        if config.export.export_hub_model_id:
+            raise ConfigError("export_hub_model_id pushes safetensors exports only; remove it for export_format: gguf")
     # export_device auto (LLaMA-Factory's device_map auto): the merged model goes to the detected accelerator to be cast
     # and saved; cpu (the default) keeps it where it loaded. Either way the weights written are the same.
-    tokenizer, _, model = load_for_inference(config, place=config.export.export_device == "auto", job="export")
+    tokenizer, template, model = load_for_inference(config, place=config.export.export_device == "auto", job="export")
     if is_quantized(model):
         raise ModelError(f"{config.model.model_name_or_path} is a quantized checkpoint; merged export needs the "
                          "full-precision base model")
-    model = model.to(getattr(torch, config.export.export_dtype))
+    gguf = config.export.export_format == "gguf"
+    if not gguf:  # GGUF converts from the loaded precision itself (export_quantization)
+        model = model.to(getattr(torch, config.export.export_dtype))
     model.config.use_cache = True
 
     staging = new_staging(export_dir)
     try:
-        model.save_pretrained(str(staging), max_shard_size=f"{config.export.export_size}GB")
-        if config.export.export_legacy_format:
-            to_legacy_format(staging)
-        tokenizer.padding_side = "left"  # for generation with the exported model
-        tokenizer.save_pretrained(str(staging))
+        if gguf:
+            from tunesmith.export_gguf import export_gguf
+
+            export_gguf(model, tokenizer, template, staging, config.export.export_quantization)
+        else:
+            model.save_pretrained(str(staging), max_shard_size=f"{config.export.export_size}GB")
+            if config.export.export_legacy_format:
+                to_legacy_format(staging)
+            tokenizer.padding_side = "left"  # for generation with the exported model
+            tokenizer.save_pretrained(str(staging))
         publish(staging, export_dir, replace=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
-    log.info("merged model saved to %s (%s)", export_dir, config.export.export_dtype)
+    log.info("merged model saved to %s (%s)", export_dir,
+             config.export.export_quantization if gguf else config.export.export_dtype)
     print(f"exported to {export_dir}")
     if config.export.export_hub_model_id:
         try:

@@ -66,6 +66,11 @@ class ExportArgs(Group):
     export_size: int = Field(5, ge=1, description="Largest shard of the exported weights, in GB.")
     export_dtype: Literal["float32", "float16", "bfloat16"] = Field("bfloat16", description="Exported weights dtype.")
     export_hub_model_id: str | None = Field(None, description="Also push the export to this hub repo (online).")
+    # GGUF: a llama.cpp/Ollama file + Modelfile instead of safetensors shards
+    export_format: Literal["safetensors", "gguf"] = Field(
+        "safetensors", description="safetensors shards, or one GGUF file (llama.cpp/Ollama) with an Ollama Modelfile."
+    )
+    export_quantization: Literal["f16", "q8_0", "f32"] = Field("f16", description="GGUF tensor type (f16, q8_0, f32).")
 
     export_device: Literal["cpu", "auto"] = Field(
         "cpu", description="Where the merge runs: cpu or auto (accelerators)."

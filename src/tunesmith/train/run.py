@@ -64,6 +64,8 @@ def _run_training(config: Config) -> dict:
     tokenizer = load_tokenizer(config.model, config.lf_model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
+    if args.should_save:  # rank 0 only
+        announce_memory(config, data.train)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
                        head=spec.head, lf_model=config.lf_model, lf_method=config.lf_method)
     if config.lf_model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
@@ -123,3 +125,22 @@ def _run_training(config: Config) -> dict:
     outputs.write_json(output_dir / "all_results.json", metrics)  # written last: the run is complete
     log.info("training finished; outputs in %s", output_dir)
     return metrics
+
+
+def announce_memory(config: Config, dataset) -> None:
+    """One line before the model loads: the estimated peak per device; a warning when it exceeds the free memory."""
+    from tunesmith.model import memory
+
+    try:
+        est = memory.build(config, dataset)
+        device, free = memory.free_memory()
+    except Exception as exc:  # an estimate must never stop a run
+        log.info("memory estimate skipped: %s", exc)
+        return
+    size = memory.size
+    print(f"memory estimate: peak {size(est.peak)} per device ({est.strategy}; weights {size(est.weights)}, "
+          f"optimizer {size(est.optimizer)}, activations {size(est.activations)}); `tunesmith estimate` for more")
+    if free is not None and est.peak > free:
+        log.warning("the estimated peak (%s) exceeds the free memory on %s (%s): lower per_device_train_batch_size "
+                    "or cutoff_len, use LoRA/QLoRA, or keep gradient checkpointing on", size(est.peak), device,
+                    size(free))
