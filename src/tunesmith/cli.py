@@ -245,6 +245,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tiny": _tiny,
     "env": _env,
     "runs": _runs,
+    "estimate": _estimate,
 }
 
 

@@ -96,11 +96,11 @@ def run_estimate(config, throughput: str | None = None, measure_steps: str | Non
     if config.data.dataset:
         from tunesmith.data.pipeline import build_datasets
         from tunesmith.model.load import load_tokenizer
-        from tunesmith.train.stages import stage_spec
+        from tunesmith.train.stages import STAGES
 
         tokenizer = load_tokenizer(config.model)
         dataset = build_datasets(
-            config, tokenizer, encoding=stage_spec(config.method.stage, training=True).encoding
+            config, tokenizer, encoding=STAGES[config.method.stage].encoding
         ).train
     try:
         speed = float(throughput) if throughput else None
