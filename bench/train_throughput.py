@@ -37,8 +37,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_SIZES = dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4, intermediate_size=1376,
-                   vocab_size=16000)
+MODEL_SIZES = {
+    "hidden_size": 512,
+    "num_layers": 8,
+    "num_heads": 8,
+    "num_kv_heads": 4,
+    "intermediate_size": 1376,
+    "vocab_size": 16000,
+}
 
 
 def real_tokens(inputs) -> int:
@@ -90,9 +96,13 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
 
         run_exp(config)
         metrics = json.loads((Path(config["output_dir"]) / "train_results.json").read_text())
-    result = {"tokens": counter["tokens"], "steps": counter["steps"], "train_runtime": metrics["train_runtime"],
-              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-              "train_loss": metrics.get("train_loss")}
+    result = {
+        "tokens": counter["tokens"],
+        "steps": counter["steps"],
+        "train_runtime": metrics["train_runtime"],
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "train_loss": metrics.get("train_loss"),
+    }
     Path(result_path).write_text(json.dumps(result))
 
 
@@ -117,11 +127,24 @@ def prepare(work: Path, data_dir: Path, seed: int) -> Path:
 
 def base_config(method: str, model: Path, data: Path, out: Path, steps: int) -> dict:
     config = {
-        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "template": "qwen",
-        "dataset": "bench_train", "dataset_dir": str(data), "cutoff_len": 512, "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 1, "max_steps": steps, "seed": 42, "learning_rate": 1e-4,
-        "logging_steps": 10, "save_strategy": "no", "report_to": "none", "output_dir": str(out),
-        "overwrite_output_dir": True, "finetuning_type": "full" if method == "full" else "lora",
+        "model_name_or_path": str(model),
+        "stage": "sft",
+        "do_train": True,
+        "template": "qwen",
+        "dataset": "bench_train",
+        "dataset_dir": str(data),
+        "cutoff_len": 512,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "max_steps": steps,
+        "seed": 42,
+        "learning_rate": 1e-4,
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "report_to": "none",
+        "output_dir": str(out),
+        "overwrite_output_dir": True,
+        "finetuning_type": "full" if method == "full" else "lora",
     }
     if method != "full":
         config.update(lora_rank=8, lora_target="all")
@@ -145,8 +168,17 @@ def held_out_loss(model_dir: Path, out: Path, method: str, data: Path) -> float:
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.load import load_tokenizer
 
-    config = build_config({"model_name_or_path": str(model_dir), "stage": "sft", "template": "qwen",
-                           "dataset": "bench_eval", "dataset_dir": str(data), "cutoff_len": 512, "output_dir": "x"})
+    config = build_config(
+        {
+            "model_name_or_path": str(model_dir),
+            "stage": "sft",
+            "template": "qwen",
+            "dataset": "bench_eval",
+            "dataset_dir": str(data),
+            "cutoff_len": 512,
+            "output_dir": "x",
+        }
+    )
     tokenizer = load_tokenizer(config.model)
     encoded = build_datasets(config, tokenizer, encoding="supervised").train
     if method == "full":
@@ -160,9 +192,10 @@ def held_out_loss(model_dir: Path, out: Path, method: str, data: Path) -> float:
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     total = count = 0.0
     rows = [{k: encoded[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(len(encoded))]
+    rows.sort(key=lambda row: len(row["input_ids"]))  # batches of similar lengths: little padding to score
     with torch.inference_mode():
         for start in range(0, len(rows), 8):
-            batch = collate(rows[start: start + 8])
+            batch = collate(rows[start : start + 8])
             labels = batch["labels"][:, 1:]
             keep = labels != -100  # the LM head only where a label is: same loss, less work
             hidden = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -197,7 +230,11 @@ def flops_per_token(model_dir: Path, method: str) -> float:
     if method == "full":
         return 6.0 * n
     cfg = model.config
-    h, i, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    h, i, kv = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads),
+    )
     # r8 adapters on q,k,v,o,gate,up,down: r * (in + out) each
     adapters = cfg.num_hidden_layers * 8 * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h))
     return 4.0 * n + 6.0 * adapters
@@ -209,8 +246,12 @@ def run_one(tool: str, python: str, config: dict, work: Path, env: dict) -> dict
     result_path.unlink(missing_ok=True)
     log = work / f"{tool}.log"
     with log.open("w") as handle:
-        code = subprocess.call([python, __file__, "--worker", tool, str(config_path), str(result_path)],
-                               stdout=handle, stderr=subprocess.STDOUT, env=env)
+        code = subprocess.call(
+            [python, __file__, "--worker", tool, str(config_path), str(result_path)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     if code != 0:
         sys.exit(f"{tool} run failed (exit {code}); see {log}:\n" + log.read_text()[-3000:])
     return json.loads(result_path.read_text())
@@ -218,8 +259,11 @@ def run_one(tool: str, python: str, config: dict, work: Path, env: dict) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "lf-demo-data"),
-                        help="folder with identity.json and alpaca_en_demo.json")
+    parser.add_argument(
+        "--data",
+        default=str(ROOT.parent / "shared" / "lf-demo-data"),
+        help="folder with identity.json and alpaca_en_demo.json",
+    )
     parser.add_argument("--lf-venv", help="a LLaMA-Factory venv (its bin/python runs the LF side)")
     parser.add_argument("--method", choices=("lora", "full", "qlora"), default="lora")
     parser.add_argument("--steps", type=int, default=30)
@@ -236,8 +280,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model = prepare(work, Path(args.data), seed=42)
     data = work / "data"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "DISABLE_VERSION_CHECK": "1", "PYTHONPATH": str(ROOT / "src")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "DISABLE_VERSION_CHECK": "1",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
     tools = [("tunesmith", sys.executable, args.ts_extra)]
     if args.lf_venv:
         lf_env_python = str(Path(args.lf_venv) / "bin" / "python")
@@ -255,22 +305,32 @@ def main() -> None:
             print(f"round {round_ + 1} {tool}: {json.dumps(result)}", flush=True)
 
     peak, per_token = matmul_peak(), flops_per_token(model, args.method)
-    print(f"\nmethod {args.method}, {args.steps} steps, medians of {args.repeat} run(s); fp32 matmul peak "
-          f"{peak / 1e9:.1f} GFLOP/s; {per_token / 1e6:.1f} MFLOP per token")
-    print(f"{'tool':<10} {'tokens':>8} {'runtime s':>10} {'tokens/s':>9} {'eval loss':>10} {'peak RSS GB':>12} "
-          f"{'% of peak':>9}")
+    print(
+        f"\nmethod {args.method}, {args.steps} steps, medians of {args.repeat} run(s); fp32 matmul peak "
+        f"{peak / 1e9:.1f} GFLOP/s; {per_token / 1e6:.1f} MFLOP per token"
+    )
+    print(
+        f"{'tool':<10} {'tokens':>8} {'runtime s':>10} {'tokens/s':>9} {'eval loss':>10} {'peak RSS GB':>12} "
+        f"{'% of peak':>9}"
+    )
     medians = {}
     for tool, runs in results.items():
-        med = {key: statistics.median(run[key] for run in runs)
-               for key in ("tokens", "train_runtime", "tokens_per_s", "eval_loss", "peak_rss_gb")}
+        med = {
+            key: statistics.median(run[key] for run in runs)
+            for key in ("tokens", "train_runtime", "tokens_per_s", "eval_loss", "peak_rss_gb")
+        }
         medians[tool] = med
         share = 100 * med["tokens_per_s"] * per_token / peak
-        print(f"{tool:<10} {med['tokens']:>8.0f} {med['train_runtime']:>10.1f} {med['tokens_per_s']:>9.0f} "
-              f"{med['eval_loss']:>10.4f} {med['peak_rss_gb']:>12.2f} {share:>8.1f}%")
+        print(
+            f"{tool:<10} {med['tokens']:>8.0f} {med['train_runtime']:>10.1f} {med['tokens_per_s']:>9.0f} "
+            f"{med['eval_loss']:>10.4f} {med['peak_rss_gb']:>12.2f} {share:>8.1f}%"
+        )
     if "lf" in medians:
         ts, lf = medians["tunesmith"], medians["lf"]
-        print(f"ratio tunesmith/LF: tokens/s {ts['tokens_per_s'] / lf['tokens_per_s']:.2f}x, eval loss "
-              f"{ts['eval_loss'] / lf['eval_loss']:.3f}, peak RSS {ts['peak_rss_gb'] / lf['peak_rss_gb']:.2f}")
+        print(
+            f"ratio tunesmith/LF: tokens/s {ts['tokens_per_s'] / lf['tokens_per_s']:.2f}x, eval loss "
+            f"{ts['eval_loss'] / lf['eval_loss']:.3f}, peak RSS {ts['peak_rss_gb'] / lf['peak_rss_gb']:.2f}"
+        )
 
 
 if __name__ == "__main__":

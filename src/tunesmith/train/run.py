@@ -53,7 +53,7 @@ def run_training(config: Config) -> dict:
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
-                       head=spec.head)
+                       head=spec.head, batch_tokens=args.per_device_train_batch_size * config.data.cutoff_len)
     # Only now, with data and model known good, is output_dir cleared (overwrite) and created.
     if args.should_save:  # rank 0 owns the output folder
         outputs.prepare_output_dir(output_dir, config.output.overwrite_output_dir, resume is not None, config)
@@ -61,13 +61,17 @@ def run_training(config: Config) -> dict:
     if config.method.loraplus_lr_ratio:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
+    from tunesmith.data.collate import configure
+
+    collator = spec.make_collator(tokenizer, model)
+    configure(collator, config)  # sft: padding-free packing unless `packing: false`, rows of at most cutoff_len
     trainer = spec.make_trainer(
         config=config,
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=spec.make_collator(tokenizer, model),
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir)],
         optimizers=optimizers,
