@@ -81,6 +81,10 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
 
     transformers.Trainer.training_step = training_step
     config = json.loads(Path(config_path).read_text())
+    if config.pop("bench_plain_logits", False):  # bench-only switch: measure the label-only logits lever
+        import tunesmith.data.collate
+
+        tunesmith.data.collate.add_label_logits = lambda batch: None
     if tool == "tunesmith":
         from tunesmith.config.load import build_config
         from tunesmith.train.run import run_training
@@ -269,7 +273,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=1, help="alternating rounds; medians are printed")
     parser.add_argument("--work", help="folder for the model, data and outputs (default: a temp folder)")
-    parser.add_argument("--ts-extra", nargs="*", default=[], help="key=value added to tunesmith's config")
+    parser.add_argument(
+        "--ts-extra",
+        nargs="*",
+        default=[],
+        help="key=value added to tunesmith's config (bench_plain_logits=true: logits everywhere)",
+    )
     parser.add_argument("--lf-extra", nargs="*", default=[], help="key=value added to LF's config")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
