@@ -15,7 +15,8 @@ How each number is measured, the same way for both tools (each run is its own pr
   is attended; no attention_mask (tunesmith's padding-free packed rows) -> all tokens except each row's trailing
   padding segment (the last position_ids segment when all its labels are -100).
 - runtime: the Trainer's own train_runtime (trainer.train() wall time, model load and data encoding excluded).
-- tokens/s = non-padding tokens / train_runtime.
+- tokens/s = non-padding tokens / train_runtime; tokens/CPU-s = the same over the CPU seconds (user + system, all
+  threads) the worker spent in trainer.train(): steadier than wall time when other jobs share the machine.
 - held-out loss: val_size 0.1 is done here, once: the records are shuffled (seed 42) and split 90/10 into two JSON
   files, so packed and unpacked runs hold out the same examples. Each trained output is scored by the same
   evaluator (this process, tunesmith's qwen encoding, unpacked): label-token-weighted mean cross-entropy.
@@ -80,6 +81,17 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
         return original(self, model, inputs, *args, **kwargs)
 
     transformers.Trainer.training_step = training_step
+    original_train = transformers.Trainer.train
+
+    def train(self, *args, **kwargs):  # CPU seconds of trainer.train(): steadier than wall time on a shared box
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        try:
+            return original_train(self, *args, **kwargs)
+        finally:
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            counter["cpu_s"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+    transformers.Trainer.train = train
     config = json.loads(Path(config_path).read_text())
     if config.pop("bench_plain_logits", False):  # bench-only switch: measure the label-only logits lever
         import tunesmith.data.collate
@@ -103,7 +115,8 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
     result = {
         "tokens": counter["tokens"],
         "steps": counter["steps"],
-        "train_runtime": metrics["train_runtime"],
+        "train_runtime": float(metrics["train_runtime"]),
+        "cpu_s": counter.get("cpu_s"),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "train_loss": metrics.get("train_loss"),
     }
@@ -310,6 +323,7 @@ def main() -> None:
             result = run_one(tool, python, config, work, tool_env)
             result["eval_loss"] = held_out_loss(model, out, args.method, data)
             result["tokens_per_s"] = result["tokens"] / result["train_runtime"]
+            result["tokens_per_cpu_s"] = result["tokens"] / result["cpu_s"]
             results[tool].append(result)
             print(f"round {round_ + 1} {tool}: {json.dumps(result)}", flush=True)
 
