@@ -334,24 +334,25 @@ def main() -> None:
     )
     print(
         f"{'tool':<10} {'tokens':>8} {'runtime s':>10} {'tokens/s':>9} {'eval loss':>10} {'peak RSS GB':>12} "
-        f"{'% of peak':>9}"
+        f"{'% of peak':>9} {'tokens/CPU-s':>12}"
     )
     medians = {}
     for tool, runs in results.items():
         med = {
             key: statistics.median(run[key] for run in runs)
-            for key in ("tokens", "train_runtime", "tokens_per_s", "eval_loss", "peak_rss_gb")
+            for key in ("tokens", "train_runtime", "tokens_per_s", "tokens_per_cpu_s", "eval_loss", "peak_rss_gb")
         }
         medians[tool] = med
         share = 100 * med["tokens_per_s"] * per_token / peak
         print(
             f"{tool:<10} {med['tokens']:>8.0f} {med['train_runtime']:>10.1f} {med['tokens_per_s']:>9.0f} "
-            f"{med['eval_loss']:>10.4f} {med['peak_rss_gb']:>12.2f} {share:>8.1f}%"
+            f"{med['eval_loss']:>10.4f} {med['peak_rss_gb']:>12.2f} {share:>8.1f}% {med['tokens_per_cpu_s']:>12.0f}"
         )
     if "lf" in medians:
         ts, lf = medians["tunesmith"], medians["lf"]
         print(
-            f"ratio tunesmith/LF: tokens/s {ts['tokens_per_s'] / lf['tokens_per_s']:.2f}x, eval loss "
+            f"ratio tunesmith/LF: tokens/s {ts['tokens_per_s'] / lf['tokens_per_s']:.2f}x, tokens/CPU-s "
+            f"{ts['tokens_per_cpu_s'] / lf['tokens_per_cpu_s']:.2f}x, eval loss "
             f"{ts['eval_loss'] / lf['eval_loss']:.3f}, peak RSS {ts['peak_rss_gb'] / lf['peak_rss_gb']:.2f}"
         )
 

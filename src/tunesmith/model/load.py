@@ -326,8 +326,8 @@ def checkpointing(model, model_args: ModelArgs, batch_tokens: int | None) -> boo
     need, free = activation_bytes(model.config, batch_tokens, itemsize), free_memory(model)
     fits = need < free // 2
     log.info("gradient checkpointing %s: activations of about %.2f GB for %d tokens per batch, %.1f GB free "
-             "(disable_gradient_checkpointing: %s decides)", "off" if fits else "on", need / 1e9, batch_tokens,
-             free / 1e9, "false forces it on, true off" if fits else "true turns it off")
+             "(set disable_gradient_checkpointing: %s)", "off" if fits else "on", need / 1e9, batch_tokens,
+             free / 1e9, "false to force it on" if fits else "true to turn it off")
     return not fits
 
 
