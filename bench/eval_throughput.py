@@ -43,7 +43,7 @@ def timed(score, model, prompts, choice_ids, pad_id, batch_size, repeat):
         started = time.perf_counter()
         picks = []
         for start in range(0, len(prompts), batch_size):
-            picks += score(model, prompts[start : start + batch_size], choice_ids, pad_id).argmax(-1).tolist()
+            picks += score(model, prompts[start: start + batch_size], choice_ids, pad_id).argmax(-1).tolist()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - started)
@@ -53,12 +53,8 @@ def timed(score, model, prompts, choice_ids, pad_id, batch_size, repeat):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder (default: a tiny random model)")
-    parser.add_argument(
-        "--vocab-size",
-        type=int,
-        default=32000,
-        help="output vocabulary of the default tiny model (the logits' width; Qwen2.5: 151936)",
-    )
+    parser.add_argument("--vocab-size", type=int, default=32000,
+                        help="output vocabulary of the default tiny model (the logits' width; Qwen2.5: 151936)")
     parser.add_argument("--template", default="chatml")
     parser.add_argument("--task", default="demo_en_test")
     parser.add_argument("--task-dir", default=str(DEMO))
@@ -92,15 +88,11 @@ def main() -> None:
     full, full_picks = timed(full_sequence_probs, model, prompts, choice_ids, pad_id, args.batch_size, args.repeat)
     tokens = sum(len(p) for p in prompts)
     vocab = model.get_output_embeddings().weight.shape[0]
-    print(
-        f"{len(prompts)} prompts, {tokens / len(prompts):.0f} tokens on average, vocab {vocab}, "
-        f"batch {args.batch_size}, device {model.device}"
-    )
+    print(f"{len(prompts)} prompts, {tokens / len(prompts):.0f} tokens on average, vocab {vocab}, "
+          f"batch {args.batch_size}, device {model.device}")
     print(f"  last-position logits (tunesmith):       {len(prompts) / ours:8.1f} questions/s")
-    print(
-        f"  full-sequence logits (LLaMA-Factory):   {len(prompts) / full:8.1f} questions/s  "
-        f"({full / ours:.2f}x the time)"
-    )
+    print(f"  full-sequence logits (LLaMA-Factory):   {len(prompts) / full:8.1f} questions/s  "
+          f"({full / ours:.2f}x the time)")
     agree = sum(a == b for a, b in zip(ours_picks, full_picks, strict=True))
     print(f"  same letter picked: {agree}/{len(prompts)}")
 
