@@ -55,7 +55,7 @@ def test_llamafactory_defaults_load():
         ("tensor_model_parallel_size", 2, True),
         ("use_mca", True, True),
         ("export_quantization_bit", 4, True),
-        ("neat_packing", True, False),
+        ("use_unsloth_gc", True, True),
     ],
 )
 def test_features_tunesmith_lacks_are_refused_with_the_reason(key, value, hardware):
@@ -173,3 +173,13 @@ def test_infer_dtype_and_use_kv_cache_reach_the_inference_model(tiny_model_dir):
     )
     _, _, model = load_for_inference(config, place=False)
     assert model.dtype == torch.bfloat16 and model.generation_config.use_cache is False
+
+
+def test_sft_packing_and_lf_neat_packing_load_and_mean_tunesmith_s_packed_batches():
+    base = {"model_name_or_path": "m", "dataset": "d", "output_dir": "o", "stage": "sft"}
+    assert load_config(None, {**base, "packing": True}).data.packing is True
+    assert load_config(None, {**base, "neat_packing": True}).lf_data.neat_packing is True
+    with pytest.raises(ConfigError, match="`neat_packing` applies to stage sft with packing on .* with `packing: false`"):
+        load_config(None, {**base, "neat_packing": True, "packing": False})
+    with pytest.raises(ConfigError, match="`packing` applies to stages pt and sft, not dpo"):
+        load_config(None, {**base, "stage": "dpo", "packing": True})

@@ -286,8 +286,12 @@ def check_across_groups(config: Config) -> None:
         problems.append("`create_new_adapter` cannot be used on a quantized model")
     if (data.train_on_prompt or data.mask_history) and method.stage != "sft":
         problems.append("`train_on_prompt` and `mask_history` only apply to stage: sft")
-    if data.packing and method.stage != "pt":
-        problems.append(f"`packing` applies to stage pt only (sft packing is not supported yet), not {method.stage}")
+    if data.packing and method.stage not in ("pt", "sft"):
+        problems.append(f"`packing` applies to stages pt and sft, not {method.stage}")
+    # sft batches are packed padding-free with attention kept inside each example (LF's neat_packing) by default
+    if config.lf_data.neat_packing and (method.stage != "sft" or data.packing is False):
+        problems.append("`neat_packing` applies to stage sft with packing on (tunesmith packs sft batches this way by "
+                        f"default), not stage {method.stage}" + (" with `packing: false`" if data.packing is False else ""))
     train = config.train  # stage limits (e.g. ppo's) are the stage spec's check, run by `tunesmith train`
     if train.predict_with_generate and method.stage != "sft":
         problems.append("`predict_with_generate` only applies to stage: sft")

@@ -66,7 +66,6 @@ FEATURES = [
         f"streaming datasets {NOT_YET}; remove it (datasets are loaded in full)",
         options=("buffer_size",),
     ),
-    Feature(("neat_packing",), f"neat_packing {NOT_YET}; use `packing`"),
     Feature(("ignore_pad_token_for_loss",), f"counting padding in the loss {NOT_YET}"),
     Feature(("preserve_thinking",), f"keeping earlier turns' thinking {NOT_YET}"),
     Feature(("data_shared_file_system",), f"encoding once for nodes sharing a file system {NOT_YET}"),

@@ -30,7 +30,8 @@ class DataArgs(Group):
     preprocessing_batch_size: int = Field(1000, ge=1, description="Records per encoding batch.")
     preprocessing_num_workers: int | None = Field(None, ge=1, description="Processes used to encode the data.")
     tokenized_path: str | None = Field(None, description="Save the encoded data here, or load it if it exists.")
-    packing: bool | None = Field(None, description="Pack examples into full cutoff_len blocks (default: on for pt).")
+    packing: bool | None = Field(None, description="pt: concatenate into full cutoff_len blocks; sft: pack each batch "
+                                  "padding-free, attention inside each example (default on for both; false pads).")
     tool_format: str | None = Field(None, description="Tool-call format; default: the template's.")
     default_system: str | None = Field(None, description="Replace the template's default system prompt.")
     enable_thinking: bool | None = Field(True, description="Reasoning templates: keep thinking in training data.")

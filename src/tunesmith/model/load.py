@@ -217,9 +217,11 @@ def load_model(
     head: str = "causal_lm",
     lf_model=None,
     lf_method=None,
+    batch_tokens: int | None = None,
 ) -> PreTrainedModel:
     """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured; head="value": one score per
-    sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full."""
+    sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full.
+    batch_tokens (tokens per training batch and device) lets gradient checkpointing stay off when activations fit."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from tunesmith.model import kernels
@@ -269,10 +271,10 @@ def load_model(
     if resized and method_args.finetuning_type == "freeze" and is_trainable:
         log.warning("embeddings were resized: add embed_tokens,lm_head to freeze_extra_modules to train the new rows")
     if is_trainable and getattr(model, "hf_quantizer", None) is not None:
-        model = quantize.prepare_for_kbit_training(model, model_args, not model_args.disable_gradient_checkpointing)
+        model = quantize.prepare_for_kbit_training(model, model_args, checkpointing(model, model_args, batch_tokens))
         model.config.use_cache = False
     elif is_trainable:
-        _prepare_for_training(model, model_args, method_args)
+        _prepare_for_training(model, model_args, method_args, batch_tokens)
 
     model = apply_method(
         model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab,
@@ -321,10 +323,60 @@ def pad_id(tokenizer) -> int:
     raise ModelError("the tokenizer has neither a pad nor an eos token; set `template` so that one is added")
 
 
-def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_args: MethodArgs) -> None:
-    """No KV cache; non-reentrant gradient checkpointing unless disabled; input grads for frozen embeddings."""
+def activation_bytes(model_config, batch_tokens: int, itemsize: int) -> int:
+    """A generous estimate of what one training batch's activations hold without checkpointing: per token and
+    layer, the saved inputs of norms, projections and MLP (~16 hidden + 4 intermediate values) plus eager/math
+    attention probabilities (2 x heads x max row length, taken as batch_tokens); logits in float32 three times."""
+    get = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    hidden = getattr(get, "hidden_size", 0) or 0
+    inter = getattr(get, "intermediate_size", None) or 4 * hidden
+    layers = getattr(get, "num_hidden_layers", 0) or 0
+    heads = getattr(get, "num_attention_heads", 0) or 0
+    vocab = getattr(get, "vocab_size", 0) or 0
+    row = min(batch_tokens, getattr(get, "max_position_embeddings", None) or batch_tokens)
+    per_token = layers * (16 * hidden + 4 * inter + 2 * heads * row) * itemsize + 12 * vocab
+    return batch_tokens * per_token
+
+
+def free_memory(model) -> int:
+    """Bytes still free where the model trains: the accelerator's free memory, else available RAM per process."""
+    import os
+
+    import torch
+
+    device = getattr(model, "device", None)
+    if device is not None and device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil  # a dependency of accelerate
+
+    return psutil.virtual_memory().available // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+
+
+def checkpointing(model, model_args: ModelArgs, batch_tokens: int | None) -> bool:
+    """Whether to checkpoint activations: `disable_gradient_checkpointing` decides when set (false forces it on);
+    unset, it is off when the estimated activations fit in half the free memory (recomputing the forward pass costs
+    about a third of the step), and on when they may not or the batch size is unknown."""
+    if "disable_gradient_checkpointing" in model_args.model_fields_set:
+        return not model_args.disable_gradient_checkpointing
+    if not batch_tokens:
+        return True
+    import torch
+
+    itemsize = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    need, free = activation_bytes(model.config, batch_tokens, itemsize), free_memory(model)
+    fits = need < free // 2
+    log.info("gradient checkpointing %s: activations of about %.2f GB for %d tokens per batch, %.1f GB free "
+             "(set disable_gradient_checkpointing: %s)", "off" if fits else "on", need / 1e9, batch_tokens,
+             free / 1e9, "false to force it on" if fits else "true to turn it off")
+    return not fits
+
+
+def _prepare_for_training(model: PreTrainedModel, model_args: ModelArgs, method_args: MethodArgs,
+                          batch_tokens: int | None = None) -> None:
+    """No KV cache; non-reentrant gradient checkpointing unless disabled or not needed; input grads for frozen
+    embeddings."""
     model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
-    if model_args.disable_gradient_checkpointing:
+    if not checkpointing(model, model_args, batch_tokens):
         return
     if not getattr(model, "supports_gradient_checkpointing", False):
         log.warning("%s does not support gradient checkpointing; training without it", type(model).__name__)

@@ -67,7 +67,8 @@ def _run_training(config: Config) -> dict:
     if args.should_save:  # rank 0 only
         announce_memory(config, data.train)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
-                       head=spec.head, lf_model=config.lf_model, lf_method=config.lf_method)
+                       head=spec.head, lf_model=config.lf_model, lf_method=config.lf_method,
+                       batch_tokens=args.per_device_train_batch_size * config.data.cutoff_len)
     if config.lf_model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
         for name, param in model.named_parameters():
             log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
@@ -78,13 +79,17 @@ def _run_training(config: Config) -> dict:
     if config.method.loraplus_lr_ratio:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
+    from tunesmith.data.collate import configure
+
+    collator = spec.make_collator(tokenizer, model)
+    configure(collator, config)  # sft: padding-free packing unless `packing: false`, rows of at most cutoff_len
     trainer = spec.make_trainer(
         config=config,
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=spec.make_collator(tokenizer, model),
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=[ResumeCallback(resume, output_dir), JsonlLogCallback(output_dir), *from_config(config)],
         optimizers=optimizers,

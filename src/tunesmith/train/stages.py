@@ -25,6 +25,12 @@ def _causal_lm_collator(tokenizer, model):
     return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, padding=True)
 
 
+def _supervised_collator(tokenizer, model):
+    from tunesmith.data.collate import causal_lm_collator
+
+    return causal_lm_collator(tokenizer, model)
+
+
 def _argmax(logits, labels):
     """Keeps only the predicted ids at evaluation, so token accuracy never holds all logits in memory."""
     if isinstance(logits, (list, tuple)):
@@ -69,7 +75,7 @@ def _lazy(name: str, module: str = "preference") -> Callable:
 
 STAGES: dict[str, StageSpec] = {
     "pt": StageSpec(encoding="pretrain", make_collator=_causal_lm_collator, make_trainer=_seq2seq_trainer),
-    "sft": StageSpec(encoding="supervised", make_collator=_causal_lm_collator, make_trainer=_seq2seq_trainer),
+    "sft": StageSpec(encoding="supervised", make_collator=_supervised_collator, make_trainer=_seq2seq_trainer),
     "rm": StageSpec(encoding="pairwise", make_collator=_lazy("reward_collator"), make_trainer=_lazy("reward_trainer"),
                     head="value"),
     "dpo": StageSpec(encoding="pairwise", make_collator=_lazy("pairwise_collator"), make_trainer=_lazy("dpo_trainer")),

@@ -1,0 +1,122 @@
+"""Padding-free packing and label-only logits give the same losses and gradients as plain padded batches."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tunesmith.data.collate import CausalLMCollator, causal_lm_collator, first_fit
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model.train()  # the collator packs training batches only; dropout is 0 in the tiny model
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def features(lengths, prompt=3, seed=0):
+    """Examples of the given lengths: random ids, the first `prompt` labels -100 (as an SFT prompt)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for length in lengths:
+        ids = torch.randint(3, 1000, (length,), generator=generator).tolist()
+        labels = [-100] * min(prompt, length - 1) + ids[min(prompt, length - 1) :]
+        out.append({"input_ids": ids, "attention_mask": [1] * length, "labels": labels})
+    return out
+
+
+def padded(tokenizer, model, feats):
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)(feats)
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad()
+    out = model(**batch)
+    out.loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return out.loss.detach(), grads
+
+
+def example_losses(model, batch, spans):
+    """Summed token cross-entropy per example; spans: (row, start, length) of each example in the batch."""
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    labels = batch["labels"]
+    losses = []
+    for row, start, length in spans:
+        logit = logits[row, start : start + length - 1]
+        target = labels[row, start + 1 : start + length]
+        losses.append(float(torch.nn.functional.cross_entropy(logit, target, ignore_index=-100, reduction="sum")))
+    return losses
+
+
+def test_first_fit_keeps_rows_within_capacity():
+    rows = first_fit([300, 200, 250, 40, 500, 10], 512)
+    assert sorted(i for row in rows for i in row) == list(range(6))
+    assert all(sum([300, 200, 250, 40, 500, 10][i] for i in row) <= 512 for row in rows)
+    assert first_fit([600, 10], 512) == [[0], [1]]  # an over-long example gets a row of its own
+
+
+def test_packed_batch_has_restarting_positions_and_no_mask(tokenizer, model):
+    collate = CausalLMCollator(tokenizer, model, capacity=32, label_logits=False)
+    batch = collate(features([10, 20, 5]))
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (2, 30)  # rows 20 + 10, then 5
+    assert batch["position_ids"][0].tolist() == [*range(20), *range(10)]
+    assert batch["position_ids"][1].tolist() == [*range(5), *range(25)]  # the padding is a segment of its own
+    assert batch["labels"][0, 20] == -100  # the first label of a packed example is never predicted
+    assert (batch["labels"][1, 5:] == -100).all()
+    model.eval()
+    try:
+        assert "attention_mask" in collate(features([10, 20, 5]))  # evaluation batches stay padded
+    finally:
+        model.train()
+
+
+def test_packed_gives_the_same_per_example_losses(tokenizer, model):
+    feats = features([17, 40, 9, 25, 33])
+    lengths = [len(f["input_ids"]) for f in feats]
+    alone = [example_losses(model, padded(tokenizer, model, [f]), [(0, 0, n)])[0] for f, n in zip(feats, lengths)]
+    collate = CausalLMCollator(tokenizer, model, capacity=64, label_logits=False)
+    batch = collate(feats)
+    index = {}
+    for row, members in enumerate(first_fit(lengths, 64)):
+        start = 0
+        for i in members:
+            index[i] = (row, start, lengths[i])
+            start += lengths[i]
+    assert batch["input_ids"].size(0) < len(feats)  # really packed
+    packed = example_losses(model, batch, [index[i] for i in range(len(feats))])
+    assert packed == pytest.approx(alone, rel=1e-5, abs=1e-4)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_fast_paths_give_the_padded_loss_and_gradients(tokenizer, model, packing):
+    feats = features([17, 40, 9, 25, 33], seed=1)
+    reference_loss, reference_grads = loss_and_grads(model, padded(tokenizer, model, feats))
+    collate = CausalLMCollator(tokenizer, model, capacity=64, packing=packing, label_logits=True)
+    batch = collate(feats)
+    assert batch["logits_to_keep"].dtype == torch.bool and batch["shift_labels"].numel() == sum(
+        int((torch.tensor(f["labels"][1:]) != -100).sum()) for f in feats
+    )
+    loss, grads = loss_and_grads(model, batch)
+    assert float(loss) == pytest.approx(float(reference_loss), rel=1e-5)
+    assert grads.keys() == reference_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_factory_uses_the_fast_collator_for_llama(tokenizer, model):
+    assert isinstance(causal_lm_collator(tokenizer, model, capacity=64), CausalLMCollator)
