@@ -55,3 +55,23 @@ def test_tiny_qwen2_vl_forward_backward_on_demo_images():
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert model.model.visual.patch_embed.proj.weight.grad.abs().sum() > 0
+
+    # LoRA on the language model only (LF's freeze_vision_tower default): a few steps, loss falls, vision untouched.
+    from peft import LoraConfig, get_peft_model
+
+    model.zero_grad()
+    vision_before = model.model.visual.patch_embed.proj.weight.detach().clone()
+    target = r"^(?!.*visual).*(?:q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=target))
+    trained = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n and "visual" not in n for n in trained)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-2)
+    losses = []
+    for _ in range(5):
+        loss = peft_model(**batch, labels=labels).loss
+        losses.append(float(loss))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert losses[-1] < losses[0]
+    assert torch.equal(model.model.visual.patch_embed.proj.weight, vision_before)
