@@ -33,6 +33,11 @@ RESUME_STATUS = {
 }
 
 
+def headers(lang: str) -> list[str]:
+    """The runs table's column names in a language (ui texts `runs_col_<header>`)."""
+    return [ui(lang, f"runs_col_{name.replace(' ', '_')}") for name in runs.HEADERS]
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^\w.-]+", "-", name).strip("-.") or "run"
 
@@ -236,9 +241,10 @@ def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, ex
                 "runs_folder",
             )
             refresh_btn = texts.value(gr.Button(ui("en", "runs_refresh"), elem_id="runs_refresh"), "runs_refresh")
-        table = texts.label(
-            gr.Dataframe(headers=runs.HEADERS, label=ui("en", "runs_table"), interactive=False, elem_id="runs_table"),
+        table = texts.table(
+            gr.Dataframe(headers=headers("en"), label=ui("en", "runs_table"), interactive=False, elem_id="runs_table"),
             "runs_table",
+            headers,
         )
         message = gr.Markdown("", elem_id="runs_message")
         selected = texts.label(
