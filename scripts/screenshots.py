@@ -47,9 +47,10 @@ def main() -> int:
                                "learning_rate=0.002", f"output_dir={work / 'saves' / 'tiny-lora-lr2e-3'}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # trains while the page does
 
-    def shot(page, name: str) -> None:
+    def shot(page, name: str, height: int | None = None) -> None:
         page.wait_for_timeout(800)  # let plots and tables finish drawing
-        page.screenshot(path=str(out / f"webui-{name}.png"), full_page=True)
+        clip = {"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height} if height else None
+        page.screenshot(path=str(out / f"webui-{name}.png"), full_page=True, clip=clip)
         print(f"wrote {out / f'webui-{name}.png'}")
 
     with serve(work) as url, browser_page(width=1280, height=900) as page:
@@ -114,7 +115,7 @@ def main() -> int:
         choose(page, "runs_selected", "tiny-lora-lr2e-3")
         page.keyboard.press("Escape")
         expect(page.locator("#runs_curves").get_by_text("tiny-lora-lr2e-3")).to_be_visible()
-        shot(page, "runs")
+        shot(page, "runs", height=1200)  # the table, the curves and the summary; not the long config below
 
         choose(page, "lang", "zh")
         expect(table).to_contain_text("最新损失")  # the column names follow the language
