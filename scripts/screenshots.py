@@ -1,5 +1,6 @@
 """Screenshots of every web UI tab (en, and zh; the Train tab also at a phone's 390 px) for the README: previews the
-dataset, runs a tiny LoRA, an eval, a chat and an export.
+dataset, runs a tiny LoRA (and a second one at another learning rate, from the CLI, for the Runs tab's overlaid
+curves), an eval, a chat and an export.
 
 Needs Debian's chromium and a CJK font for the Chinese pages (apt-get install -y chromium fonts-wqy-microhei).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,10 +38,19 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tunesmith-shots-"))
     model = ensure_tiny_model(work / "tiny-llama", **BASE_SIZE)  # the demo's model and settings (README)
     run = work / "saves" / "tiny-lora"
+    settings = {"model_name_or_path": model, "dataset_dir": DEMO_DATA, "dataset": "tunesmith_identity,tunesmith_skills",
+                "template": "chatml", "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+                "cutoff_len": 128, "lora_rank": 16, "lr_scheduler_type": "constant_with_warmup", "max_steps": 300,
+                "logging_steps": 5, "warmup_steps": 10, "report_to": "none"}
+    (work / "second.yaml").write_text("".join(f"{key}: {value}\n" for key, value in settings.items()))
+    second = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(work / "second.yaml"),
+                               "learning_rate=0.002", f"output_dir={work / 'saves' / 'tiny-lora-lr2e-3'}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # trains while the page does
 
-    def shot(page, name: str) -> None:
+    def shot(page, name: str, height: int | None = None) -> None:
         page.wait_for_timeout(800)  # let plots and tables finish drawing
-        page.screenshot(path=str(out / f"webui-{name}.png"), full_page=True)
+        clip = {"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height} if height else None
+        page.screenshot(path=str(out / f"webui-{name}.png"), full_page=True, clip=clip)
         print(f"wrote {out / f'webui-{name}.png'}")
 
     with serve(work) as url, browser_page(width=1280, height=900) as page:
@@ -93,7 +104,21 @@ def main() -> int:
         expect(page.locator("#export_log textarea")).to_have_value(re.compile("exported to"), timeout=300_000)
         shot(page, "export")
 
+        if second.wait() != 0:
+            print("screenshots: the second run failed", file=sys.stderr)
+            return 1
+        page.get_by_role("tab", name="Runs").click()
+        fill(page, "runs_folder", "saves")
+        page.locator("#runs_refresh").click()
+        table = page.locator("#runs_table")
+        table.get_by_role("gridcell", name="tiny-lora", exact=True).click()  # a click on a row selects it
+        choose(page, "runs_selected", "tiny-lora-lr2e-3")
+        page.keyboard.press("Escape")
+        expect(page.locator("#runs_curves").get_by_text("tiny-lora-lr2e-3")).to_be_visible()
+        shot(page, "runs", height=1200)  # the table, the curves and the summary; not the long config below
+
         choose(page, "lang", "zh")
+        expect(table).to_contain_text("最新损失")  # the column names follow the language
         page.get_by_role("tab", name="训练").click()
         expect(page.locator("#train_status")).to_contain_text("训练完成")
         shot(page, "train-zh")

@@ -282,3 +282,18 @@ def test_benchmark_and_predict_run_from_the_page(client, tmp_path, model):
     rows = {name: value for name, value in table["data"]}
     assert rows["predict_samples"] == 4 and {"predict_bleu-4", "predict_rouge-l"} <= set(rows)
     assert (tmp_path / "pred" / "generated_predictions.jsonl").is_file()
+
+
+def test_estimate_button_shows_the_breakdown_a_warning_and_plain_errors(tiny_model_dir, tmp_path):
+    """The Train tab's Estimate memory: `tunesmith estimate`'s table on the form's config, without loading weights."""
+    from tunesmith.webui.train_tab import estimate_text
+
+    config = {"model_name_or_path": str(tiny_model_dir), "template": "chatml", "finetuning_type": "lora"}
+    shown = estimate_text(config, "en")
+    assert "memory estimate:" in shown and "peak per device" in shown and "optimizer states" in shown
+    assert "exceeds the free memory" not in shown and "fits" in shown
+    huge = estimate_text({**config, "per_device_train_batch_size": 4096, "cutoff_len": 1_000_000}, "en")
+    assert "exceeds the free memory" in huge and "DOES NOT FIT" in huge
+    assert "无法估算" in estimate_text({"template": "chatml"}, "zh")  # no model: says what is missing
+    missing = estimate_text({**config, "model_name_or_path": str(tmp_path / "nowhere")}, "en")
+    assert missing.startswith("**Cannot estimate**") and "nowhere" in missing

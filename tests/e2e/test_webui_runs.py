@@ -138,3 +138,18 @@ def test_the_app_has_the_runs_tab(root):
     assert any(getattr(block, "elem_id", None) == "tab-runs" for block in app.blocks.values())
     names = {fn.api_name for fn in app.fns.values()}
     assert {"runs_refresh", "runs_show", "runs_resume", "runs_chat", "runs_export"} <= names
+
+
+def test_runs_table_headers_follow_the_language(root):
+    import gradio as gr
+
+    from tunesmith.webui.runs_tab import build_runs_tab, headers
+    from tunesmith.webui.texts import Relabel
+    from tunesmith.webui.workspace import Workspace
+
+    texts = Relabel(gr, form.fields())
+    with gr.Blocks():
+        build_runs_tab(gr, texts, Workspace(root))
+    assert headers("en") == runs.HEADERS
+    shown = [update.get("headers") for update in texts.updates("zh") if "headers" in update]
+    assert shown == [headers("zh")] and "最新损失" in shown[0] and not set(shown[0]) & set(runs.HEADERS)

@@ -36,7 +36,8 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
             build_eval_tab(gr, texts, fields, lang, train.config_path, train.inputs, train.collect, timer, workspace)
             chat = build_chat_tab(gr, texts, train, workspace)
             export_fields, export = build_export_tab(gr, texts, fields, train, workspace)
-            build_runs_tab(gr, texts, workspace, {**dict(zip(train.keys, train.inputs)), **export_fields}, chat, export)
+            build_runs_tab(gr, texts, workspace, {**dict(zip(train.keys, train.inputs)), **export_fields}, chat, export,
+                           lang)
         gr.HTML(f"<style>{page_css(texts.keys)}</style>", elem_id="ts-style", padding=False)
         lang.change(texts.updates, [lang], texts.components)
     return app

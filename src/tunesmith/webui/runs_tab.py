@@ -33,6 +33,11 @@ RESUME_STATUS = {
 }
 
 
+def headers(lang: str) -> list[str]:
+    """The runs table's column names in a language (ui texts `runs_col_<header>`)."""
+    return [ui(lang, f"runs_col_{name.replace(' ', '_')}") for name in runs.HEADERS]
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^\w.-]+", "-", name).strip("-.") or "run"
 
@@ -212,10 +217,11 @@ def _guarded(gr, then):
     return run, inputs, outputs
 
 
-def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, export=None) -> RunsView:
+def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, export=None, lang=None) -> RunsView:
     """The Runs tab. fill: components by config key (the Train tab's model keys, the Export tab's export_dir) that
     Chat / Export set from a finished run; chat / export: (fn, inputs, outputs) run right after that fill (the Chat
-    tab's Load model, the Export tab's Export), so each is one click. Returns the handlers."""
+    tab's Load model, the Export tab's Export), so each is one click; lang: the page's language dropdown (the table
+    is listed again with its column names in that language). Returns the handlers."""
     fill = {
         key: component
         for key, component in (fill or {}).items()
@@ -236,9 +242,10 @@ def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, ex
                 "runs_folder",
             )
             refresh_btn = texts.value(gr.Button(ui("en", "runs_refresh"), elem_id="runs_refresh"), "runs_refresh")
-        table = texts.label(
-            gr.Dataframe(headers=runs.HEADERS, label=ui("en", "runs_table"), interactive=False, elem_id="runs_table"),
+        table = texts.table(
+            gr.Dataframe(headers=headers("en"), label=ui("en", "runs_table"), interactive=False, elem_id="runs_table"),
             "runs_table",
+            headers,
         )
         message = gr.Markdown("", elem_id="runs_message")
         selected = texts.label(
@@ -297,6 +304,13 @@ def build_runs_tab(gr, texts, workspace, fill: dict | None = None, chat=None, ex
     selected.change(view.show, [folder, selected], shown, api_name="runs_show")
     resume_btn.click(view.resume, [folder, selected], action, api_name="runs_resume")
     timer.tick(tick, [folder, selected], [action, log, table, selected], api_name="runs_tick")
+    if lang is not None:  # a table shows the headers of its value: new names come with the rows
+        lang.change(
+            lambda lang_value, f, s: gr.update(value=view.refresh(f, s)[0], headers=headers(lang_value)),
+            [lang, folder, selected],
+            table,
+            api_name="runs_relabel",
+        )
     fill_outputs = [action, ok, *fill.values()]
     for button, name, then in ((chat_btn, "chat", chat), (export_btn, "export", export)):
         event = button.click(

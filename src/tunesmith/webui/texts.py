@@ -60,6 +60,10 @@ class Relabel:
         """a button's (or markdown's) text."""
         return self._add(component, lambda lang: self.gr.update(value=ui(lang, name)))
 
+    def table(self, component, name: str, columns):
+        """a table's label and its column names, columns(lang)."""
+        return self._add(component, lambda lang: self.gr.update(label=ui(lang, name), headers=columns(lang)))
+
     def heading(self, component, name: str):
         """a markdown heading (### text) from the ui texts."""
         return self._add(component, lambda lang: self.gr.update(value=f"### {ui(lang, name)}"))

@@ -49,6 +49,26 @@ def progress_text(lang: str, status: str, info: dict, memory: dict) -> str:
     return text
 
 
+def estimate_text(config: dict, lang: str) -> str:
+    """`tunesmith estimate` on the form's config (model.memory.build, estimate.table): the breakdown, a warning when
+    the peak exceeds the free memory, or the error in plain words."""
+    from tunesmith.config.load import load_config, require
+    from tunesmith.estimate import table
+    from tunesmith.model.memory import build, free_memory, size
+
+    try:
+        loaded = load_config(None, config)
+        require(loaded, "model_name_or_path", job="estimate")
+        est, (device, free) = build(loaded), free_memory()
+    except TunesmithError as exc:
+        return f"**{ui(lang, 'estimate_failed')}**: {exc}"
+    text = f"```\n{table(loaded, est, (device, free))}\n```"
+    if free is not None and est.peak > free:
+        warning = ui(lang, "estimate_too_big").format(peak=size(est.peak), device=device, free=size(free))
+        text = f"**{warning}**\n\n{text}"
+    return text
+
+
 def _fields(gr, texts, fields: dict, section: str, components: dict) -> None:
     with gr.Row(elem_classes=["ts-grid"]):
         if section == "model":
@@ -85,10 +105,12 @@ def build_train_tab(gr, texts, fields: dict, lang, timer, workspace) -> TrainFor
             load_btn = texts.value(gr.Button(ui("en", "load")), "load")
             data_btn = texts.value(gr.Button(ui("en", "preview_datasets"), elem_id="preview_datasets"),
                                    "preview_datasets")
+            estimate_btn = texts.value(gr.Button(ui("en", "estimate"), elem_id="estimate"), "estimate")
             start_btn = texts.value(gr.Button(ui("en", "start"), variant="primary", elem_id="start"), "start")
             abort_btn = texts.value(gr.Button(ui("en", "abort"), variant="stop"), "abort")
         marks = gr.Markdown("", elem_id="bad_fields")
         data_view = gr.HTML("", elem_id="data_preview")
+        estimate_view = gr.Markdown("", elem_id="estimate_view")
         command = gr.Code(label="YAML", language="yaml")
         status = gr.Markdown(ui("en", "status_idle"), elem_id="train_status")
         progress = texts.label(gr.Slider(0, 100, value=0, label=ui("en", "progress"), interactive=False,
@@ -124,6 +146,13 @@ def build_train_tab(gr, texts, fields: dict, lang, timer, workspace) -> TrainFor
         except TunesmithError as exc:
             return error_html(exc)
         return preview_html(config, dataset_dir, registered, texts.lang)
+
+    def estimate(*values):
+        try:
+            config = workspace.confine(collect(*values))
+        except TunesmithError as exc:
+            return f"**{ui(texts.lang, 'estimate_failed')}**: {exc}"
+        return estimate_text(config, texts.lang)
 
     def save(path, *values):
         config = collect(*values)
@@ -203,6 +232,7 @@ def build_train_tab(gr, texts, fields: dict, lang, timer, workspace) -> TrainFor
     save_btn.click(save, [config_path, *inputs], command, api_name="save").then(
         mark, inputs, [marks, *inputs], api_visibility="private")
     data_btn.click(preview_data, inputs, data_view, api_name="preview_data")
+    estimate_btn.click(estimate, inputs, estimate_view, api_name="estimate")
     load_btn.click(load, [config_path], inputs, api_name="load")
     start_btn.click(start, [config_path, *inputs], [status, log], api_name="start").then(
         mark, inputs, [marks, *inputs], api_visibility="private")
