@@ -166,7 +166,12 @@ def count_shape(config) -> Shape:
         raise ModelError(f"estimate: cannot read the config of {model_args.model_name_or_path}: {exc}") from None
     text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     dtype = resolve_dtype(model_args.dtype)
-    with torch.device("meta"):
+    try:  # under ZeRO-3, from_config would partition the model with collectives (deepspeed.zero.Init), and only
+        # rank 0 estimates: the other ranks would then mismatch; a meta model needs no partitioning
+        from transformers.modeling_utils import set_zero3_state as no_zero3_init
+    except ImportError:
+        from contextlib import nullcontext as no_zero3_init
+    with torch.device("meta"), no_zero3_init():
         model = AutoModelForCausalLM.from_config(
             model_config, dtype=dtype, trust_remote_code=model_args.trust_remote_code
         )
