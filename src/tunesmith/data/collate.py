@@ -144,12 +144,15 @@ def causal_lm_collator(tokenizer, model, capacity: int | None = None, packing: b
 
 def configure(collator, config) -> None:
     """Applies the config to a CausalLMCollator (no-op for other collators): `packing: false` turns packing off,
-    cutoff_len bounds the packed rows."""
+    cutoff_len bounds the packed rows, LF's DFT/EAFT/ASFT losses get the logits of every position."""
     if not isinstance(collator, CausalLMCollator):
         return
     if config.data.packing is False:
         collator.packing = False
     collator.capacity = config.data.cutoff_len
+    lf = config.lf_method
+    if lf.use_dft_loss or lf.use_eaft_loss or lf.use_asft_loss:  # LF's losses read every position's logits
+        collator.label_logits = False
     log.info(
         "training batches: %s, logits %s",
         "packed padding-free (position_ids per example)" if collator.packing else "right-padded",
