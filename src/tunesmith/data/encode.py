@@ -289,7 +289,7 @@ def encoder_for(encoding: str, *, template, tokenizer, data_args, max_chars: int
                        train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history)
     if encoding == "pretrain":
         # LF quirk: llama3 documents end with <|end_of_text|>, not its (chat) eos <|eot_id|>
-        eos_text = "<|end_of_text|>" if template.name == "llama3" else None
+        eos_text = "<|end_of_text|>" if template is not None and template.name == "llama3" else None
         return partial(encode_pretrain, tokenizer=tokenizer, cutoff_len=cutoff_len,
                        packing=data_args.packing is not False, eos_text=eos_text,
                        max_chars=max_chars)
