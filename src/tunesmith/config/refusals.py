@@ -34,7 +34,6 @@ class Feature:
 
 FEATURES = [
     # methods and losses
-    Feature(("pure_bf16",), f"pure bfloat16 training {NOT_YET}; use `bf16: true` (mixed precision) or dtype: bfloat16"),
     Feature(
         ("reward_model_type",),
         "a reward model behind an API (reward_model_type: api) is a reward server reached over the network, which "
@@ -45,10 +44,8 @@ FEATURES = [
     Feature(("ppo_target",), "TRL 1.12's PPO has no adaptive KL target (its KL coefficient is fixed); remove it"),
     Feature(("ppo_score_norm",), "TRL 1.12's PPO does not normalise reward scores; remove it"),
     # model loading and tokens
-    Feature(("upcast_layernorm", "upcast_lmhead_output"), f"float32 layer norms / output head {NOT_YET}"),
     Feature(("shift_attn",), f"LongLoRA shift attention {NOT_YET}"),
     Feature(("mixture_of_depths",), f"Mixture-of-Depths {NOT_YET}"),
-    Feature(("moe_aux_loss_coef",), f"setting the MoE router loss coefficient {NOT_YET}"),
     Feature(
         ("use_unsloth_gc",), "Unsloth's gradient checkpointing needs a CUDA GPU and the unsloth package", hardware=True
     ),

@@ -70,7 +70,7 @@ def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddin
         raise ConfigError(f"unknown finetuning_type '{kind}': choose {', '.join(METHODS)}")
     resized = embeddings_resized or model_args.resize_vocab
     model = METHODS[kind](model, model_args, method_args, is_trainable, resized, lf_method)
-    if is_trainable:
+    if is_trainable and not lf_method.pure_bf16:  # pure_bf16: trainable weights stay bfloat16, as in LLaMA-Factory
         upcast_trainable(model)
     return model
 

@@ -224,7 +224,7 @@ def load_model(
     batch_tokens (tokens per training batch and device) lets gradient checkpointing stay off when activations fit."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from tunesmith.model import kernels
+    from tunesmith.model import kernels, lf_options
     from tunesmith.model.adapters import apply_method
     from tunesmith.model.rope import configure_rope
 
@@ -235,11 +235,18 @@ def load_model(
     model_class, head_kwargs = heads[head]
     attn = attn_implementation(model_args.flash_attn)
     dtype = resolve_dtype(model_args.dtype)
+    pure_bf16 = lf_method is not None and lf_method.pure_bf16
+    if pure_bf16 and is_trainable:  # LLaMA-Factory: compute dtype bfloat16, trainable weights stay bfloat16
+        import torch
+
+        dtype = torch.bfloat16
     try:
         model_config = AutoConfig.from_pretrained(name, **kwargs, **head_kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
     configure_rope(model_config, model_args, cutoff_len)
+    if lf_model is not None:
+        lf_options.configure_moe(model_config, lf_model.moe_aux_loss_coef, is_trainable)
     if model_args.enable_liger_kernel:
         kernels.apply_liger(model_config.model_type)
     if model_args.use_unsloth:
@@ -275,6 +282,10 @@ def load_model(
         model.config.use_cache = False
     elif is_trainable:
         _prepare_for_training(model, model_args, method_args, batch_tokens)
+    if is_trainable and lf_model is not None and lf_model.upcast_layernorm:
+        lf_options.upcast_layernorm(model)
+    if is_trainable and lf_model is not None and lf_model.upcast_lmhead_output:
+        lf_options.upcast_lmhead_output(model)
 
     model = apply_method(
         model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab,
