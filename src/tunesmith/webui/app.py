@@ -31,7 +31,10 @@ def build_app(workdir: str | Path = ".", trust_remote_code: bool = False):
         lang = texts.label(gr.Dropdown(choices=list(LANGUAGES), value="en", label=ui("en", "lang"), elem_id="lang"),
                            "lang")
         timer = gr.Timer(1.0)
-        with gr.Tabs():  # in page order; Runs comes last because it fills the Train, Chat and Export tabs' fields
+        # in page order; Runs comes last because it fills the Train, Chat and Export tabs' fields. Tabs that do not fit
+        # wrap onto a second row: Gradio's overflow menu hid them on a phone, and once on a loaded machine (a
+        # measurement taken mid-render) even at desktop width
+        with gr.Tabs(overflow_behavior="wrap"):
             train = build_train_tab(gr, texts, fields, lang, timer, workspace)
             build_eval_tab(gr, texts, fields, lang, train.config_path, train.inputs, train.collect, timer, workspace)
             chat = build_chat_tab(gr, texts, train, workspace)
