@@ -19,7 +19,25 @@ MEGATRON = (
 )
 # LLaMA-Factory's environment switches for backends tunesmith does not have (USE_RAY is honoured: train/ray_launch.py)
 ENV_SWITCHES = {"USE_MCA": MEGATRON, "USE_MEGATRON_BRIDGE": MEGATRON}
-MULTIMODAL = "multimodal training is not supported yet (image, video and audio keys load at their defaults only)"
+# Multimodal keys tunesmith honours (images on Qwen-VL models: data/vision.py, model/vision.py); the others of the
+# group are refused off their defaults with the reason below.
+MULTIMODAL_HONOURED = ("media_dir", "image_max_pixels", "image_min_pixels", "freeze_vision_tower",
+                       "freeze_multi_modal_projector", "freeze_language_model")
+MULTIMODAL_REASONS = {
+    "video": "video training needs a video decoder (PyAV) and Qwen-VL's video processor, which needs torchvision "
+             "(not installable with torch 2.13 here); tunesmith trains on images only for now",
+    "audio": "audio training (Qwen2-Audio / Qwen2.5-Omni) is not supported by tunesmith yet",
+    "image_do_pan_and_scan": "Gemma 3's pan-and-scan: Gemma 3 vision models are not supported by tunesmith yet "
+                             "(Qwen2-VL/Qwen3-VL images are)",
+    "crop_to_patches": "InternVL's crop-to-patches: InternVL models are not supported by tunesmith yet "
+                       "(Qwen2-VL/Qwen3-VL images are)",
+}
+
+
+def multimodal_reason(key: str) -> str:
+    if key in MULTIMODAL_REASONS:
+        return MULTIMODAL_REASONS[key]
+    return MULTIMODAL_REASONS["audio" if "audio" in key else "video"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,8 +247,8 @@ def refused(config) -> list[tuple[str, str, bool]]:
                 out.append((key, feature.reason, feature.hardware))
     group = getattr(config, MULTIMODAL_GROUP)
     for key, field in GROUPS[MULTIMODAL_GROUP].model_fields.items():
-        if getattr(group, key) != field.default:
-            out.append((key, MULTIMODAL, False))
+        if key not in MULTIMODAL_HONOURED and getattr(group, key) != field.default:
+            out.append((key, multimodal_reason(key), False))
     return out
 
 
@@ -253,7 +271,7 @@ def reason_of(key: str) -> str | None:
     from tunesmith.config.schema import GROUPS
 
     if key in GROUPS[MULTIMODAL_GROUP].model_fields:
-        return MULTIMODAL
+        return None if key in MULTIMODAL_HONOURED else multimodal_reason(key)
     for feature in FEATURES:
         if key in feature.keys:
             return f"some values: {feature.reason}" if feature.on else feature.reason

@@ -91,7 +91,8 @@ class EvalArgs(Group):
 
 
 class MultimodalArgs(Group):
-    """LLaMA-Factory's image/video/audio keys: accepted; set to anything but their defaults they are refused."""
+    """LLaMA-Factory's image/video/audio keys, with its defaults: the image and freeze keys are honoured (Qwen-VL
+    models); video/audio keys, pan-and-scan and crop-to-patches are refused off their defaults, with the reason."""
 
     media_dir: str | None = Field(None, description="Folder of the images/videos/audios (default dataset_dir).")
     image_max_pixels: int = Field(768 * 768, description="Largest image, in pixels.")

@@ -7,6 +7,7 @@ import json
 import logging
 from functools import partial
 
+from tunesmith.data.media import IMAGES, NOT_YET, record_images
 from tunesmith.data.records import (
     ANSWER_ROLES,
     ASSISTANT,
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 RECORD_COLUMNS = ("prompt", "response", "system", "tools", "kto_tag")
 DROP = "_drop"  # per-row reason a record is skipped ("" when kept); removed before the records leave convert()
-MEDIA_KEYS = ("images", "videos", "audios")
+MEDIA_KEYS = ("images", "videos", "audios")  # LF's media columns; see data/media.py for which are read
 TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"  # LLaMA-Factory's join of parallel OpenAI tool results
 NUM_PROC_MIN_ROWS = 10_000  # below this, worker processes cost more than they save
 ID_COLUMNS = ("id", "uuid")  # a record's own id, named in messages next to its index
@@ -58,13 +59,16 @@ def stage_needs(stage: str) -> StageNeeds:
     return STAGE_NEEDS[stage]
 
 
-def record_features(with_drop: bool = False):
-    """The Arrow schema of canonical records, fixed so datasets of any source concatenate and interleave."""
+def record_features(with_drop: bool = False, images: bool = False):
+    """The Arrow schema of canonical records, fixed so datasets of any source concatenate and interleave; datasets
+    that map images also carry an `images` column of absolute paths."""
     from datasets import Features, List, Value
 
     message = {"role": Value("string"), "content": Value("string")}
     features = {"prompt": List(message), "response": List(message), "system": Value("string"),
                 "tools": Value("string"), "kto_tag": Value("bool")}
+    if images:
+        features[IMAGES] = List(Value("string"))
     if with_drop:
         features[DROP] = Value("string")
     return Features(features)
@@ -98,7 +102,8 @@ def detect_format(spec: DatasetSpec, column_names: list[str], first_message: obj
         raise DataError(f"{spec.where()}: cannot tell its format from its columns ({', '.join(column_names)}); "
                         "expected instruction/input/output (alpaca), conversations or messages (sharegpt/openai), "
                         "or text (pre-training). Register it in dataset_info.json with \"columns\" to map yours")
-    columns.update({key: key for key in ("system", "tools", "chosen", "rejected", "kto_tag") if key in present})
+    columns.update({key: key for key in ("system", "tools", "chosen", "rejected", "kto_tag", *MEDIA_KEYS)
+                    if key in present})
     ranking = "chosen" in columns and "rejected" in columns
     return dataclasses.replace(spec, formatting=formatting, columns=columns, ranking=ranking)
 
@@ -127,11 +132,12 @@ def check_stage(spec: DatasetSpec, stage: str) -> None:
 
 
 def check_text_only(spec: DatasetSpec) -> None:
-    """Refuses image/video/audio columns rather than silently training on the text around them."""
-    media = [key for key in MEDIA_KEYS if spec.column(key)]
+    """Refuses video/audio columns rather than silently training on the text around them (images are read)."""
+    media = [key for key in NOT_YET if spec.column(key)]
     if media:
-        raise DataError(f"{spec.where()} maps {'/'.join(media)} columns; tunesmith trains on text only for now: "
-                        f"remove them from \"columns\" in {_where_registry(spec)} to train on the text alone")
+        kinds = "/".join(NOT_YET[key] for key in media)
+        raise DataError(f"{spec.where()} maps {'/'.join(media)} columns; tunesmith trains on text and images, not "
+                        f"{kinds} yet: remove them from \"columns\" in {_where_registry(spec)} to train on the rest")
 
 
 def _needed_keys(spec: DatasetSpec, stage: str) -> list[str]:
@@ -149,7 +155,7 @@ def _needed_keys(spec: DatasetSpec, stage: str) -> list[str]:
 def check_columns(spec: DatasetSpec, stage: str, column_names: list[str]) -> None:
     """Every column the stage needs, and every column the registry maps explicitly, must exist in the data."""
     present = set(column_names)
-    keys = set(_needed_keys(spec, stage)) | {k for k, v in (spec.columns or {}).items() if v and k not in MEDIA_KEYS}
+    keys = set(_needed_keys(spec, stage)) | {k for k, v in (spec.columns or {}).items() if v and k not in NOT_YET}
     missing = [(key, spec.column(key)) for key in keys if spec.column(key) and spec.column(key) not in present]
     missing += [(key, None) for key in _needed_keys(spec, stage) if not spec.column(key)]
     if missing:
@@ -164,9 +170,17 @@ def check_columns(spec: DatasetSpec, stage: str, column_names: list[str]) -> Non
 class _Record:
     """Converts one row; every problem names the dataset, file and 0-based record index."""
 
-    def __init__(self, spec: DatasetSpec, stage: str, row: dict, index: int):
+    def __init__(self, spec: DatasetSpec, stage: str, row: dict, index: int, media_dir: str | None = None):
         self.spec, self.stage, self.row, self.index = spec, stage, row, index
         self.needs = stage_needs(stage)
+        self.media_dir = media_dir
+
+    def images(self, record: dict) -> list[str]:
+        """The record's image paths, resolved against media_dir and checked (placeholders counted in the prompt and
+        the first answer: the chosen one of ranking data, as LF validates each side)."""
+        messages = record["prompt"] + record["response"][:1]
+        return record_images(self.row.get(self.spec.column(IMAGES)), messages, self.media_dir,
+                             lambda problem: self.fail(f"{problem} (medium: image)"))
 
     def fail(self, problem: str) -> DataError:
         from tunesmith.data.files import locate_record
@@ -347,18 +361,23 @@ def _merge_tool_results(messages: list[dict]) -> list[dict]:
 
 
 def convert_batch(batch: dict, indices: list[int], *, spec: DatasetSpec, stage: str,
-                  row_ids: list[int] | None = None) -> dict:
+                  row_ids: list[int] | None = None, media_dir: str | None = None) -> dict:
     """A `datasets.map(batched=True, with_indices=True)` function: raw rows -> record columns plus a drop reason."""
-    out = {column: [] for column in (*RECORD_COLUMNS, DROP)}
+    columns = (*RECORD_COLUMNS, IMAGES) if spec.column(IMAGES) else RECORD_COLUMNS
+    out = {column: [] for column in (*columns, DROP)}
     keys = list(batch)
     empty = make_record([], [])
+    empty[IMAGES] = []
     method = _Record.alpaca if spec.formatting == "alpaca" else _Record.sharegpt
     for position, values in zip(indices, zip(*batch.values())):
         index = row_ids[position] if row_ids is not None else position
-        record = method(_Record(spec, stage, dict(zip(keys, values)), index))
+        row = _Record(spec, stage, dict(zip(keys, values)), index, media_dir)
+        record = method(row)
         reason = record if isinstance(record, str) else ""
         record = empty if reason else record
-        for column in RECORD_COLUMNS:
+        if spec.column(IMAGES) and not reason:
+            record[IMAGES] = row.images(record)
+        for column in columns:
             out[column].append(record[column])
         out[DROP].append(reason)
     return out
@@ -394,10 +413,12 @@ def _drop_skipped(records, spec: DatasetSpec, stage: str, row_ids: list[int] | N
     return records.select([i for i, reason in enumerate(reasons) if not reason])
 
 
-def convert(rows, spec: DatasetSpec, stage: str, *, row_ids: list[int] | None = None, num_proc: int | None = None):
+def convert(rows, spec: DatasetSpec, stage: str, *, row_ids: list[int] | None = None, num_proc: int | None = None,
+            media_dir: str | None = None):
     """Maps raw rows onto canonical records for the stage. Fails on the first bad record, naming it; skips (with a
     warning) the records LLaMA-Factory skips: empty conversations and turns out of order. `row_ids` are the rows'
-    indexes in the file when they were sampled, so messages point at the right record."""
+    indexes in the file when they were sampled, so messages point at the right record. Image paths are relative to
+    `media_dir` (LF's default: the dataset_dir)."""
     if spec.formatting == "auto":
         column = "conversations" if "conversations" in rows.column_names else "messages"
         spec = detect_format(spec, rows.column_names, _first_message(rows, column))
@@ -407,11 +428,11 @@ def convert(rows, spec: DatasetSpec, stage: str, *, row_ids: list[int] | None = 
     if num_proc is not None and (num_proc <= 1 or len(rows) < NUM_PROC_MIN_ROWS):
         num_proc = None
     records = rows.map(
-        partial(convert_batch, spec=spec, stage=stage, row_ids=row_ids),
+        partial(convert_batch, spec=spec, stage=stage, row_ids=row_ids, media_dir=media_dir),
         batched=True,
         with_indices=True,
         remove_columns=rows.column_names,
-        features=record_features(with_drop=True),
+        features=record_features(with_drop=True, images=bool(spec.column(IMAGES))),
         num_proc=num_proc,
         desc=f"converting {spec.name}",
     )

@@ -39,11 +39,24 @@ def mix(datasets: list, strategy: str = "concat", probs: list[float] | None = No
     return interleave_datasets(datasets, probabilities=probs, seed=seed, stopping_strategy=MIX_STRATEGIES[strategy])
 
 
+def with_images_column(parts: list) -> list:
+    """Text datasets mixed with image datasets get an empty `images` column, so their schemas match."""
+    from tunesmith.data.formats import record_features
+    from tunesmith.data.media import IMAGES
+
+    if not any(IMAGES in part.column_names for part in parts) or all(IMAGES in p.column_names for p in parts):
+        return parts
+    features = record_features(images=True)
+    return [part if IMAGES in part.column_names
+            else part.add_column(IMAGES, [[] for _ in range(len(part))]).cast(features) for part in parts]
+
+
 def load_records(names: list[str] | str, dataset_dir: str, stage: str, *, max_samples: int | None = None,
                  mix_strategy: str = "concat", interleave_probs: list[float] | None = None, seed: int = 42,
-                 num_proc: int | None = None, cache_dir: str | None = None):
+                 num_proc: int | None = None, cache_dir: str | None = None, media_dir: str | None = None):
     """Resolves, loads, samples (num_samples, then max_samples per dataset), converts and mixes the named datasets;
-    returns a `datasets.Dataset` whose columns are the canonical record's."""
+    returns a `datasets.Dataset` whose columns are the canonical record's (plus `images` when a dataset maps
+    images: paths relative to media_dir, which defaults to dataset_dir as in LLaMA-Factory)."""
     from tunesmith.data.files import check_available, load_rows, sample
     from tunesmith.data.formats import check_stage, check_text_only, convert
     from tunesmith.data.registry import resolve_datasets
@@ -60,8 +73,9 @@ def load_records(names: list[str] | str, dataset_dir: str, stage: str, *, max_sa
     parts = []
     for spec in specs:
         rows, row_ids = sample(load_rows(spec, cache_dir), spec, max_samples, seed)
-        parts.append(convert(rows, spec, stage, row_ids=row_ids, num_proc=num_proc))
-    records = mix(parts, mix_strategy, interleave_probs, seed)
+        parts.append(convert(rows, spec, stage, row_ids=row_ids, num_proc=num_proc,
+                             media_dir=media_dir if media_dir is not None else dataset_dir))
+    records = mix(with_images_column(parts), mix_strategy, interleave_probs, seed)
     if len(records) == 0:
         raise DataError(f"the mix of {', '.join(s.name for s in specs)} ({mix_strategy}) holds no records")
     return records

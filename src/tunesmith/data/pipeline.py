@@ -22,6 +22,7 @@ class EncodedData:
     train: object  # datasets.Dataset
     eval: object | None
     dropped: int = 0  # examples with nothing left to train on (e.g. truncated away)
+    plugin: object | None = None  # a VL model's image plugin (data/vision.py): the collator makes pixel_values
 
 
 def resolve_template(data_args, tokenizer):
@@ -38,8 +39,9 @@ def resolve_template(data_args, tokenizer):
     )
 
 
-def load_split_records(data_args, stage: str, seed: int):
-    """Canonical records of the training datasets and of the eval datasets (None when not configured)."""
+def load_split_records(data_args, stage: str, seed: int, media_dir: str | None = None):
+    """Canonical records of the training datasets and of the eval datasets (None when not configured); image paths
+    are relative to media_dir (default dataset_dir)."""
     from tunesmith.data.loader import load_records
 
     def load(names):
@@ -52,6 +54,7 @@ def load_split_records(data_args, stage: str, seed: int):
             interleave_probs=data_args.interleave_probs,
             seed=seed,
             num_proc=data_args.preprocessing_num_workers,
+            media_dir=media_dir,
         )
 
     train = load(data_args.dataset) if data_args.dataset else None
@@ -79,14 +82,21 @@ def skip_over_long(records, encoding: str, bound: int, desc: str):
     return records.select([i for i in range(len(records)) if i not in skipped]), positions
 
 
-def encode_records(records, encoding: str, template, tokenizer, data_args, desc: str, bound: int | None = None):
+def encode_records(records, encoding: str, template, tokenizer, data_args, desc: str, bound: int | None = None,
+                   plugin=None):
     """Maps canonical records to input_ids/attention_mask/labels and drops examples with nothing to train.
-    Over-long records are skipped first (see skip_over_long); `bound` defaults to the one of data_args.cutoff_len."""
+    Over-long records are skipped first (see skip_over_long); `bound` defaults to the one of data_args.cutoff_len.
+    With an image plugin (data/vision.py), <image> placeholders become vision tokens and each example keeps its
+    image paths."""
     from tunesmith.data.encode import encoder_for, text_bound
+    from tunesmith.data.vision import IMAGES, check_images_fit, with_images
 
+    check_images_fit(records, encoding, plugin)
     bound = bound or text_bound(tokenizer, data_args.cutoff_len)
     records, _ = skip_over_long(records, encoding, bound, desc)
     encode = encoder_for(encoding, template=template, tokenizer=tokenizer, data_args=data_args, max_chars=bound)
+    if plugin is not None and IMAGES in records.column_names:
+        encode = with_images(encode, plugin)
     encoded = records.map(
         encode,
         batched=True,
@@ -150,28 +160,37 @@ def _save_cached(path: Path, key: str, data: EncodedData) -> None:
     log.info("encoded data saved to tokenized_path %s", path)
 
 
-def build_datasets(config, tokenizer, encoding: str, template=None) -> EncodedData:
-    """Loads, converts, encodes and splits the config's datasets; reuses `tokenized_path` when it matches."""
+def build_datasets(config, tokenizer, encoding: str, template=None, image_processor=None) -> EncodedData:
+    """Loads, converts, encodes and splits the config's datasets; reuses `tokenized_path` when it matches.
+    image_processor: a vision-language model's, so records with images are encoded for it."""
     data_args, stage = config.data, config.method.stage
     seed = config.train.seed
     # The template first, even when the encoded data is reused: it sets the tokenizer's eos/pad tokens, which the
     # collator and the saved tokenizer need (a rank that loads rank 0's tokenized_path trains with them too).
     template = template or resolve_template(data_args, tokenizer)
+    plugin = None
+    if image_processor is not None:
+        from tunesmith.data.vision import make_plugin
+
+        plugin = make_plugin(template, image_processor, config.multimodal)
     cache_path = Path(data_args.tokenized_path) if data_args.tokenized_path else None
     key = cache_key(data_args, stage, encoding, tokenizer, seed) if cache_path else ""
     if cache_path and cache_path.exists() and not data_args.overwrite_cache:
         cached = _load_cached(cache_path, key)
         if cached is not None:
+            cached.plugin = plugin
             return cached
 
-    train_records, eval_records = load_split_records(data_args, stage, seed)
+    train_records, eval_records = load_split_records(data_args, stage, seed, config.multimodal.media_dir)
     if train_records is None:
         raise DataError("no training data: set `dataset` to names from dataset_info.json or file paths")
-    train = encode_records(train_records, encoding, template, tokenizer, data_args, "encoding training data")
+    train = encode_records(train_records, encoding, template, tokenizer, data_args, "encoding training data",
+                           plugin=plugin)
     dropped = 0 if encoding == "pretrain" else len(train_records) - len(train)
     evaluation = None
     if eval_records is not None:
-        evaluation = encode_records(eval_records, encoding, template, tokenizer, data_args, "encoding eval data")
+        evaluation = encode_records(eval_records, encoding, template, tokenizer, data_args, "encoding eval data",
+                                    plugin=plugin)
     if len(train) == 0 and encoding == "pretrain":
         raise DataError(f"the pre-training text is shorter than one block of cutoff_len={data_args.cutoff_len} "
                         "tokens: lower cutoff_len or add text")
@@ -193,4 +212,5 @@ def build_datasets(config, tokenizer, encoding: str, template=None) -> EncodedDa
     data = EncodedData(train=train, eval=evaluation, dropped=dropped)
     if cache_path:
         _save_cached(cache_path, key, data)
+    data.plugin = plugin
     return data

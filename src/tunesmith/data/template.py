@@ -76,6 +76,7 @@ class Template:
     preserve_thinking: bool = False  # keep earlier turns' thoughts in prompts (encode_oneturn) and with mask_history
     tool_date: str | None = None  # llama3's tool prompt carries today's date; tests pin it
     added_tokens: list[str] = dataclasses.field(default_factory=list)  # new to the vocab after fix_tokenizer
+    mm_plugin: str | None = None  # how images are expanded into tokens (data/vision.py PLUGINS); None: text only
 
     # ---- slots -> ids
     @staticmethod
@@ -320,6 +321,7 @@ def build_template(name: str, entry: dict) -> Template:
         replace_eos=bool(entry.get("replace_eos", False)),
         replace_jinja_template=bool(entry.get("replace_jinja_template", False)),
         style=style,
+        mm_plugin=entry.get("mm_plugin"),
     )
 
 

@@ -8,6 +8,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.model.freeze import expanded_modules, setup_freeze
 from tunesmith.model.lora import lora_config, loraplus_optimizer, save_pissa_converted, save_pissa_init, setup_lora
 from tunesmith.model.quantize import is_quantized
+from tunesmith.model.vision import freeze_parts, is_vision_model, lora_targets
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,16 @@ def _freeze(model, model_args, method_args, is_trainable, resized, lf_method):
     return model
 
 
-def _lora(model, model_args, method_args, is_trainable, resized, lf_method):
+def _lora(model, model_args, method_args, is_trainable, resized, lf_method, multimodal=None):
     make_config = None
-    if lf_method.use_llama_pro:  # LLaMA Pro with LoRA: adapters only inside the expanded blocks
+    if is_vision_model(model):  # the freeze_* keys decide which parts get adapters (LF's patch_target_modules)
+
+        def make_config(model, model_args, method_args, resized):
+            config = lora_config(model, model_args, method_args, resized)
+            config.target_modules = set(lora_targets(model, list(method_args.lora_target or ["all"]), multimodal))
+            return config
+
+    elif lf_method.use_llama_pro:  # LLaMA Pro with LoRA: adapters only inside the expanded blocks
 
         def make_config(model, model_args, method_args, resized):
             config = lora_config(model, model_args, method_args, resized)
@@ -53,11 +61,13 @@ ADAPTERS = ("lora", "oft")  # methods that save a peft adapter (and may train on
 
 
 def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddings_resized: bool = False,
-                 lf_method=None):
+                 lf_method=None, multimodal=None):
     """Sets which parameters train for finetuning_type full/freeze/lora/oft and returns the (possibly peft) model.
 
     embeddings_resized (or model_args.resize_vocab) makes LoRA/OFT train and save the embeddings and output head;
-    lf_method (config.lf_method) holds OFT's and LLaMA Pro's keys (None: their defaults).
+    lf_method (config.lf_method) holds OFT's and LLaMA Pro's keys (None: their defaults); multimodal
+    (config.multimodal) the freeze_vision_tower/freeze_multi_modal_projector/freeze_language_model keys of a
+    vision-language model (None: LF's defaults, only the language model trains).
     """
     if lf_method is None:
         from tunesmith.config.schema import LFMethodArgs
@@ -69,7 +79,19 @@ def apply_method(model, model_args, method_args, is_trainable: bool, *, embeddin
     if kind not in METHODS:
         raise ConfigError(f"unknown finetuning_type '{kind}': choose {', '.join(METHODS)}")
     resized = embeddings_resized or model_args.resize_vocab
-    model = METHODS[kind](model, model_args, method_args, is_trainable, resized, lf_method)
+    if is_vision_model(model) and multimodal is None:
+        from tunesmith.config.schema_data import MultimodalArgs
+
+        multimodal = MultimodalArgs()
+    if is_vision_model(model) and kind == "oft":
+        raise ConfigError("OFT on a vision-language model is not supported yet; use finetuning_type lora, freeze "
+                          "or full")
+    if kind == "lora":
+        model = _lora(model, model_args, method_args, is_trainable, resized, lf_method, multimodal)
+    else:
+        model = METHODS[kind](model, model_args, method_args, is_trainable, resized, lf_method)
+    if is_trainable and kind in ("full", "freeze") and is_vision_model(model):
+        freeze_parts(model, multimodal, kind)
     if is_trainable and not lf_method.pure_bf16:  # pure_bf16: trainable weights stay bfloat16, as in LLaMA-Factory
         upcast_trainable(model)
     return model

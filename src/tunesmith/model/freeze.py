@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 _INDEXED = re.compile(r"^(?P<prefix>.+?)\.(?P<index>\d+)\.(?P<rest>.+)$")
 
 
+VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder", "audio_tower")
+
+
 def num_layers(config) -> int:
     """The decoder layer count from the (text) config, as LLaMA-Factory reads it."""
     config = getattr(config, "text_config", None) or config
@@ -33,6 +36,9 @@ def layer_structure(model, count: int) -> tuple[str, dict[str, set[int]], set[st
             prefixes.setdefault(match["prefix"], set()).add(int(match["index"]))
     # The decoder stack is the indexed container with exactly num_hidden_layers entries (the longest if several).
     candidates = [p for p, ids in prefixes.items() if len(ids) == count] or list(prefixes)
+    # A vision-language model's vision blocks are numbered too: the decoder stack is the text one.
+    text = [p for p in candidates if not any(part in VISION_PARTS for part in p.split("."))]
+    candidates = text or candidates
     if not candidates:
         raise ConfigError("freeze tuning: this model has no numbered layers; use lora or full")
     prefix = max(candidates, key=lambda p: (len(prefixes[p]) == count, len(prefixes[p]), -len(p)))

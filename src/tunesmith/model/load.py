@@ -117,6 +117,26 @@ def load_tokenizer(model_args: ModelArgs, lf_model=None) -> PreTrainedTokenizer:
     return tokenizer
 
 
+def load_image_processor(model_args: ModelArgs):
+    """A vision-language model's image processor (transformers' PIL one where torchvision is absent); None for a
+    text model."""
+    from transformers import AutoConfig, AutoImageProcessor
+
+    name, kwargs = _source_kwargs(model_args)
+    try:
+        config = AutoConfig.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc, "model") from None
+    if getattr(config, "vision_config", None) is None:
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelError(f"{name} is a vision-language model ({config.model_type}) but its image processor does not "
+                         f"load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
+                         ) from None
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     """auto -> float32 on CPU, bfloat16 on an accelerator that supports it, else float16; explicit names as given."""
     import torch
@@ -218,6 +238,7 @@ def load_model(
     lf_model=None,
     lf_method=None,
     batch_tokens: int | None = None,
+    multimodal=None,
 ) -> PreTrainedModel:
     """Loads the causal LM (quantized, RoPE-scaled, with kernels as configured; head="value": one score per
     sequence, for reward models), prepares it for training (or inference) and applies LoRA/freeze/full.
@@ -244,6 +265,10 @@ def load_model(
         model_config = AutoConfig.from_pretrained(name, **kwargs, **head_kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
+    if getattr(model_config, "vision_config", None) is not None and head == "causal_lm":
+        from transformers import AutoModelForImageTextToText  # a vision-language model: image-text-to-text class
+
+        model_class = AutoModelForImageTextToText
     configure_rope(model_config, model_args, cutoff_len)
     if lf_model is not None:
         lf_options.configure_moe(model_config, lf_model.moe_aux_loss_coef, is_trainable)
@@ -289,7 +314,7 @@ def load_model(
 
     model = apply_method(
         model, model_args, method_args, is_trainable, embeddings_resized=resized or model_args.resize_vocab,
-        lf_method=lf_method,
+        lf_method=lf_method, multimodal=multimodal,
     )
     if is_trainable:
         if head == "value" and method_args.finetuning_type == "freeze":

@@ -80,6 +80,8 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "phi3": ("Phi3Config", {}),
 }
 
+VISION_ARCHS = ("qwen2_vl",)  # tiny vision-language models (model/vision.py)
+
 # Training text of the tiny tokenizer: English, a little code and JSON, some Chinese.
 CORPUS = """\
 The quick brown fox jumps over the lazy dog. The dog sleeps in the sun, and the fox runs into the woods.
@@ -250,8 +252,8 @@ def save_tiny_model(
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir).expanduser().absolute()
-    if arch not in ARCHS:
-        raise ModelError(f"unknown tiny model arch {arch!r}; choose one of: {', '.join(ARCHS)}")
+    if arch not in (*ARCHS, *VISION_ARCHS):
+        raise ModelError(f"unknown tiny model arch {arch!r}; choose one of: {', '.join((*ARCHS, *VISION_ARCHS))}")
     if not overwrite and (_is_built(out) or (out.exists() and any(out.iterdir()))):
         what = "already holds a model" if _is_built(out) else "exists and is not empty"
         raise ModelError(f"{out} {what}; pass overwrite=True (or --overwrite) to replace it")
@@ -262,6 +264,17 @@ def save_tiny_model(
         )
     tokenizer = build_tokenizer(chat_template)
     tokenizer.model_max_length = max_position_embeddings
+    if arch in VISION_ARCHS:  # fixed tiny sizes (model/vision.py): a Qwen2-VL with its vision tokens and processor
+        from tunesmith.model.vision import save_tiny_vl
+
+        tmp = new_staging(out)
+        try:
+            save_tiny_vl(tmp, tokenizer, seed)
+            _record_no_pad(tmp / "tokenizer_config.json")
+            _publish(tmp, out, overwrite)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
     sizes = {
         "hidden_size": hidden_size,
         "num_layers": num_layers,

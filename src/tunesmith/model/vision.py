@@ -22,7 +22,7 @@ def tiny_image_processor(min_pixels: int = 32 * 32, max_pixels: int = 64 * 64) -
     return Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
 
 
-def tiny_qwen2_vl(ids: dict[str, int], vocab_size: int) -> Any:
+def tiny_qwen2_vl(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -> Any:
     """A ~0.3M-parameter random Qwen2VLForConditionalGeneration whose vision token ids match `ids`."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -45,6 +45,8 @@ def tiny_qwen2_vl(ids: dict[str, int], vocab_size: int) -> Any:
         "patch_size": 14,
         "spatial_merge_size": 2,
     }
+    ends = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id} if tokenizer else {}
+    text.update(ends)
     cfg = Qwen2VLConfig(
         text_config=text,
         vision_config=vision,
@@ -52,6 +54,7 @@ def tiny_qwen2_vl(ids: dict[str, int], vocab_size: int) -> Any:
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
+        **ends,
     )
     return Qwen2VLForConditionalGeneration(cfg)
 
@@ -73,3 +76,99 @@ def expand_image_tokens(text: str, grid_thw: Any, merge_size: int) -> str:
 def mm_token_type_ids(input_ids: Any, ids: dict[str, int]) -> Any:
     """transformers 5.x M-RoPE input: 1 at image tokens, 2 at video tokens, 0 elsewhere."""
     return (input_ids == ids["<|image_pad|>"]).long() + 2 * (input_ids == ids["<|video_pad|>"]).long()
+
+
+# LLaMA-Factory 0.9.5's composite models (model_utils/visual.py): which parameter names are the vision tower, the
+# projector and the language model, for the freeze_* keys.
+COMPOSITE = {
+    "qwen2_vl": {"vision": ("visual.patch_embed", "visual.blocks"), "projector": ("visual.merger",),
+                 "language": ("language_model", "lm_head"), "lora_conflict": ("patch_embed",)},
+}
+COMPOSITE["qwen2_5_vl"] = COMPOSITE["qwen2_vl"]
+COMPOSITE["qwen3_vl"] = {**COMPOSITE["qwen2_vl"], "projector": ("visual.merger", "visual.deepstack_merger_list")}
+
+
+def is_vision_model(model_or_config: Any) -> bool:
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "vision_config", None) is not None
+
+
+def forbidden_parts(model: Any, multimodal: Any) -> set[str]:
+    """Name fragments of the parts the freeze_* keys keep frozen (LF's get_forbidden_modules)."""
+    parts = COMPOSITE.get(getattr(model.config, "model_type", None))
+    if parts is None or multimodal is None:
+        return set()
+    out = set()
+    if multimodal.freeze_vision_tower:
+        out.update(parts["vision"])
+    if multimodal.freeze_multi_modal_projector:
+        out.update(parts["projector"])
+    if multimodal.freeze_language_model:
+        out.update(parts["language"])
+    return out
+
+
+def check_composite(model: Any) -> None:
+    from tunesmith.errors import ModelError
+
+    if is_vision_model(model) and getattr(model.config, "model_type", None) not in COMPOSITE:
+        raise ModelError(f"vision-language model type {model.config.model_type!r} is not supported for training yet; "
+                         f"supported: {', '.join(COMPOSITE)}")
+
+
+def freeze_parts(model: Any, multimodal: Any, method: str) -> None:
+    """full/freeze: parameters of the frozen parts stop training; freeze with freeze_multi_modal_projector: false
+    also trains the projector (as LF's _setup_freeze_tuning adds it to the trainable layers)."""
+    import logging
+
+    check_composite(model)
+    parts = COMPOSITE.get(getattr(model.config, "model_type", None))
+    if parts is None:
+        return
+    forbidden = forbidden_parts(model, multimodal)
+    for name, param in model.named_parameters():
+        if method == "freeze" and not multimodal.freeze_multi_modal_projector and any(p in name for p in
+                                                                                       parts["projector"]):
+            param.requires_grad_(True)
+        if any(part in name for part in forbidden):
+            param.requires_grad_(False)
+    logging.getLogger(__name__).info("vision-language model: kept frozen %s", ", ".join(sorted(forbidden)) or "none")
+
+
+def lora_targets(model: Any, targets: list[str], multimodal: Any) -> list[str]:
+    """LoRA on a VL model: the full names of the linear layers matching `targets` (short names, or "all" = every
+    linear layer) outside the frozen parts, lm_head and LF's lora_conflict_keys (LF's patch_target_modules)."""
+    from tunesmith.errors import ConfigError
+
+    check_composite(model)
+    parts = COMPOSITE[model.config.model_type]
+    forbidden = forbidden_parts(model, multimodal) | set(parts["lora_conflict"]) | {"lm_head"}
+    everything = "all" in targets
+    names = []
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if not name or "Linear" not in kind or any(part in name for part in forbidden):
+            continue
+        if everything or name.split(".")[-1] in targets:
+            names.append(name)
+    if not names:
+        raise ConfigError(f"lora_target {','.join(targets)} matches no linear layer outside the frozen parts "
+                          f"({', '.join(sorted(forbidden))}); check lora_target and the freeze_* keys")
+    return sorted(names)
+
+
+def save_tiny_vl(out: Any, tokenizer: Any, seed: int = 0) -> None:
+    """Writes a tiny random Qwen2-VL (float32), the tokenizer with the vision tokens and the PIL image processor's
+    preprocessor_config.json into the folder `out` (the caller publishes it)."""
+    import torch
+    from transformers import GenerationConfig
+
+    ids = add_vl_tokens(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = tiny_qwen2_vl(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    tiny_image_processor().save_pretrained(out)

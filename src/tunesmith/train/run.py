@@ -38,7 +38,7 @@ def _run_training(config: Config) -> dict:
 
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
-    from tunesmith.model.load import load_model, load_tokenizer
+    from tunesmith.model.load import load_image_processor, load_model, load_tokenizer
     from tunesmith.train import optimizers as custom_optimizers
     from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
     from tunesmith.train.stages import check_stage
@@ -57,18 +57,22 @@ def _run_training(config: Config) -> dict:
     if "dataloader_pin_memory" not in config.training_kwargs():
         extra["dataloader_pin_memory"] = on_accelerator  # pinning needs an accelerator
     extra.update(workers.worker_arguments(config, on_accelerator))  # CPU workers: DDP or DeepSpeed over gloo
+    image_processor = load_image_processor(config.model)  # None for a text model
+    if image_processor is not None:
+        extra["remove_unused_columns"] = False  # each example's image paths reach the collator
     args = training_arguments(config, resume_from_checkpoint=resume_path, do_train=True, **extra)
     set_seed(args.seed)
 
     # config -> data -> model -> trainer -> outputs
     tokenizer = load_tokenizer(config.model, config.lf_model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
-        data = build_datasets(config, tokenizer, encoding=spec.encoding)
+        data = build_datasets(config, tokenizer, encoding=spec.encoding, image_processor=image_processor)
     if args.should_save:  # rank 0 only
         announce_memory(config, data.train)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
                        head=spec.head, lf_model=config.lf_model, lf_method=config.lf_method,
-                       batch_tokens=args.per_device_train_batch_size * config.data.cutoff_len)
+                       batch_tokens=args.per_device_train_batch_size * config.data.cutoff_len,
+                       multimodal=config.multimodal)
     if config.lf_model.print_param_status and args.should_log:  # LLaMA-Factory's listing of every parameter
         for name, param in model.named_parameters():
             log.info("%s: %s %s, trainable %s", name, param.dtype, param.device, param.requires_grad)
@@ -81,7 +85,12 @@ def _run_training(config: Config) -> dict:
                                          config.method.loraplus_lr_embedding), None)
     from tunesmith.data.collate import configure
 
-    collator = spec.make_collator(tokenizer, model)
+    if data.plugin is not None:  # a VL model: padded batches with pixel_values (no packing, see data/vision.py)
+        from tunesmith.data.vision import vision_collator
+
+        collator = vision_collator(config, tokenizer, model, data.plugin)
+    else:
+        collator = spec.make_collator(tokenizer, model)
     configure(collator, config)  # sft: padding-free packing unless `packing: false`, rows of at most cutoff_len
     trainer = spec.make_trainer(
         config=config,
@@ -112,6 +121,8 @@ def _run_training(config: Config) -> dict:
         outputs.record_run(output_dir, config)
     model.config.use_cache = True  # training turned the KV cache off; the saved model is for inference
     outputs.save_final(trainer, tokenizer, output_dir)
+    if image_processor is not None and main_process:  # a VL model's outputs reload with their image processor
+        image_processor.save_pretrained(output_dir)
     if pissa_convert:
         save_pissa_converted(model, output_dir)
     if resume is not None:

@@ -1,0 +1,92 @@
+"""Images of multimodal records: LF's `images` column and `<image>` placeholders, paths, checks and LF's resizing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+IMAGE_PLACEHOLDER = "<image>"
+IMAGES = "images"  # the canonical record's column of image paths (present only when a dataset maps images)
+NOT_YET = {"videos": "video", "audios": "audio"}  # LF media tunesmith refuses for now
+
+
+def media_list(value) -> list:
+    """A row's media value as a list: LF takes one path or a list of paths; null or [] is no media."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def resolve_image(name: str, media_dir: str | None) -> Path | None:
+    """LF's lookup: media_dir/name when that file exists, else the path as given; None when neither is a file."""
+    if media_dir:
+        joined = Path(media_dir) / name
+        if joined.is_file():
+            return joined.absolute()
+    path = Path(name).expanduser()
+    return path.absolute() if path.is_file() else None
+
+
+def check_image(path: Path) -> str | None:
+    """Why the file cannot be used as an image (None when PIL reads its header)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"PIL cannot read it ({exc.__class__.__name__}: {str(exc)[:120]})"
+    return None
+
+
+def count_placeholders(messages: list[dict], placeholder: str = IMAGE_PLACEHOLDER) -> int:
+    return sum(str(message.get("content") or "").count(placeholder) for message in messages)
+
+
+def record_images(values, messages: list[dict], media_dir: str | None, fail) -> list[str]:
+    """A record's images as absolute paths, checked: each exists and opens, and the messages hold exactly one
+    <image> per image. `fail(problem)` returns the DataError naming the dataset, file and record."""
+    names = media_list(values)
+    for position, name in enumerate(names):
+        if not isinstance(name, str):
+            raise fail(f"image {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
+                       "tunesmith reads images from files")
+    paths = []
+    for position, name in enumerate(names):
+        path = resolve_image(name, media_dir)
+        if path is None:
+            where = f"{Path(media_dir) / name} nor {name}" if media_dir else name
+            raise fail(f"image {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
+                       "to the folder the image paths are relative to, or fix the path")
+        problem = check_image(path)
+        if problem:
+            raise fail(f"image {position} ({path}) is unreadable: {problem}")
+        paths.append(str(path))
+    count = count_placeholders(messages)
+    if count != len(paths):
+        raise fail(f"{count} {IMAGE_PLACEHOLDER} placeholders in its messages but {len(paths)} images in its images "
+                   f"column; put one {IMAGE_PLACEHOLDER} in the text where each image goes")
+    return paths
+
+
+def regularize(path: str, max_pixels: int, min_pixels: int):
+    """LLaMA-Factory 0.9.5's image preprocessing for Qwen-VL (BasePlugin + Qwen2VLPlugin._preprocess_image): scale
+    down to max_pixels, up to min_pixels, RGB, sides at least 28, aspect ratio at most 200."""
+    from PIL import Image
+
+    image = Image.open(path)
+    if image.width * image.height > max_pixels:
+        factor = math.sqrt(max_pixels / (image.width * image.height))
+        image = image.resize((int(image.width * factor), int(image.height * factor)))
+    if image.width * image.height < min_pixels:
+        factor = math.sqrt(min_pixels / (image.width * image.height))
+        image = image.resize((int(image.width * factor), int(image.height * factor)))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if min(image.width, image.height) < 28:
+        image = image.resize((max(image.width, 28), max(image.height, 28)))
+    if image.width / image.height > 200:
+        image = image.resize((image.height * 180, image.height))
+    if image.height / image.width > 200:
+        image = image.resize((image.width, image.width * 180))
+    return image

@@ -1,0 +1,147 @@
+"""Image inputs for Qwen-VL models as LLaMA-Factory 0.9.5's qwen2_vl mm_plugin makes them: <image> expanded to
+<|vision_start|><|image_pad|>*n<|vision_end|> (n = grid_t*grid_h*grid_w / merge_size**2), pixel_values and
+image_grid_thw from the model's image processor, and the encoders and collator that carry them."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+from tunesmith.data.media import IMAGE_PLACEHOLDER, IMAGES, count_placeholders, regularize
+from tunesmith.errors import DataError
+
+# template mm_plugin -> its tokens (LF's get_mm_plugin(name="qwen2_vl"/"qwen3_vl", image_token="<|image_pad|>"))
+PLUGINS = {
+    "qwen2_vl": {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                 "vision_bos": "<|vision_start|>", "vision_eos": "<|vision_end|>"},
+}
+PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
+IMAGE_ENCODINGS = ("supervised",)  # stages whose examples may carry images
+
+
+@dataclasses.dataclass
+class ImagePlugin:
+    """One model's image processor, LF's resize bounds and its image tokens."""
+
+    image_processor: object
+    image_token: str = "<|image_pad|>"
+    video_token: str = "<|video_pad|>"
+    vision_bos: str = "<|vision_start|>"
+    vision_eos: str = "<|vision_end|>"
+    max_pixels: int = 768 * 768
+    min_pixels: int = 32 * 32
+
+    @property
+    def merge_length(self) -> int:
+        return int(getattr(self.image_processor, "merge_size", 1)) ** 2
+
+    def inputs(self, paths: list[str]) -> dict:
+        """pixel_values and image_grid_thw of the images (empty dict when there are none)."""
+        if not paths:
+            return {}
+        images = [regularize(path, self.max_pixels, self.min_pixels) for path in paths]
+        return dict(self.image_processor(images=images, return_tensors="pt"))
+
+    def expand(self, messages: list[dict], paths: list[str]) -> list[dict]:
+        """The messages with each <image> replaced by its vision tokens, as LF's process_messages does."""
+        if count_placeholders(messages) != len(paths):
+            raise DataError(f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
+                            f"images ({', '.join(paths[:3])})")
+        grids = self.inputs(paths).get("image_grid_thw", [])
+        messages, index = copy.deepcopy(messages), 0
+        for message in messages:
+            content = message["content"]
+            while IMAGE_PLACEHOLDER in content:
+                seqlen = int(grids[index].prod()) // self.merge_length
+                span = f"{self.vision_bos}{self.image_token * seqlen}{self.vision_eos}"
+                content = content.replace(IMAGE_PLACEHOLDER, span, 1)
+                index += 1
+            message["content"] = content
+        return messages
+
+    def token_type_ids(self, tokenizer, input_ids):
+        """transformers 5's mm_token_type_ids for M-RoPE: 1 at image tokens, 2 at video tokens, 0 elsewhere."""
+        image = tokenizer.convert_tokens_to_ids(self.image_token)
+        video = tokenizer.convert_tokens_to_ids(self.video_token)
+        return (input_ids == image).long() + 2 * (input_ids == video).long()
+
+
+def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
+    """The plugin of a VL template (`mm_plugin` in templates.yaml) for this image processor and the config's
+    image_max_pixels/image_min_pixels."""
+    name = getattr(template, "mm_plugin", None)
+    if name not in PLUGINS:
+        from tunesmith.data.template import template_table
+
+        vl = [key for key, entry in template_table().items() if entry.get("mm_plugin")]
+        raise DataError(f"template {getattr(template, 'name', 'from the tokenizer')} has no image support; for a "
+                        f"vision-language model set `template:` to one of {', '.join(vl)}")
+    bounds = {}
+    if multimodal is not None:
+        bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
+    return ImagePlugin(image_processor, **PLUGINS[name], **bounds)
+
+
+def with_images(base, plugin: ImagePlugin):
+    """Wraps a batch encoder: each row's <image> placeholders are expanded before encoding, and the row's image
+    paths go along with its ids (the collator turns them into pixel_values)."""
+
+    def encode(batch: dict) -> dict:
+        keys = [key for key in batch if key != IMAGES]
+        out: dict = {}
+        for row in range(len(batch["prompt"])):
+            paths = list(batch[IMAGES][row] or [])
+            one = {key: [batch[key][row]] for key in keys}
+            if paths:
+                messages = plugin.expand(one["prompt"][0] + one["response"][0], paths)
+                cut = len(one["prompt"][0])
+                one["prompt"], one["response"] = [messages[:cut]], [messages[cut:]]
+            encoded = base(one)
+            kept = len(next(iter(encoded.values()), []))
+            for key, values in encoded.items():
+                out.setdefault(key, []).extend(values)
+            out.setdefault(IMAGES, []).extend([paths] * kept)
+        return out
+
+    return encode
+
+
+def check_images_fit(records, encoding: str, plugin) -> None:
+    """Records with images need a VL model (an image processor and a VL template) and a stage that can use them."""
+    if IMAGES not in records.column_names or not any(records[IMAGES]):
+        return
+    if plugin is None:
+        raise DataError("the data holds images (an `images` column) but the model has no image processor: train a "
+                        "vision-language model (e.g. Qwen2-VL; `tunesmith tiny --arch qwen2_vl` builds a tiny one)")
+    if encoding not in IMAGE_ENCODINGS:
+        raise DataError(f"images are trained with stage sft only for now, not with this stage ({encoding} encoding); "
+                        "use stage: sft or drop the images column")
+
+
+class VisionCollator:
+    """Right-padded text batches (no packing: Qwen-VL's M-RoPE positions come from the attention mask and the
+    vision tokens, which packed position_ids would break) plus pixel_values, image_grid_thw and mm_token_type_ids."""
+
+    def __init__(self, tokenizer, model, plugin: ImagePlugin):
+        from transformers import DataCollatorForSeq2Seq
+
+        from tunesmith.data.records import IGNORE_INDEX
+
+        self.tokenizer, self.plugin = tokenizer, plugin
+        self.padded = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, padding=True)
+
+    def __call__(self, features: list[dict]) -> dict:
+        paths = [path for feature in features for path in (feature.get(IMAGES) or [])]
+        text = [{key: value for key, value in feature.items() if key != IMAGES} for feature in features]
+        batch = self.padded(text)
+        batch.update(self.plugin.inputs(paths))
+        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        return batch
+
+
+def vision_collator(config, tokenizer, model, plugin: ImagePlugin) -> VisionCollator:
+    """The sft collator of a VL model; `packing: true` is refused (packed position_ids break Qwen-VL's M-RoPE)."""
+    if config.data.packing:
+        raise DataError("packing: true cannot be used with a vision-language model (its M-RoPE positions come from "
+                        "the padded sequence and the image tokens); remove `packing` or set it to false")
+    return VisionCollator(tokenizer, model, plugin)
