@@ -60,3 +60,46 @@ def tiny_model_dirs(tmp_path_factory) -> TinyModelDirs:
 def tiny_model_dir(tiny_model_dirs) -> Path:
     """Folder of the tiny llama model (random init, seed 0), built once per session. Do not write into it."""
     return tiny_model_dirs["llama"]
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_model_dir(tiny_model_dirs) -> Path:
+    """Folder of a tiny random Qwen2-VL (`tunesmith tiny --arch qwen2_vl`), built once per session."""
+    from tunesmith.model.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(tiny_model_dirs._root / "tiny-qwen2_vl", "qwen2_vl")
+
+
+def write_vl_dataset(folder: Path) -> Path:
+    """A tiny image dataset in LF's layout: `mllm_demo` (ShareGPT/OpenAI roles) and `vl_alpaca` (Alpaca), images in
+    folder/images/, paths relative to the folder (LF's media_dir default, the dataset_dir)."""
+    import json
+
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for name, color, size in (("red.png", (220, 30, 30), (64, 48)), ("blue.png", (30, 30, 220), (40, 72))):
+        Image.new("RGB", size, color).save(folder / "images" / name)
+    chat = [{"messages": [{"role": "user", "content": f"<image>What colour is this?"},
+                          {"role": "assistant", "content": f"It is {colour}."}], "images": [f"images/{colour}.png"]}
+            for colour in ("red", "blue")]
+    chat.append({"messages": [{"role": "user", "content": "<image>and<image>: which is red?"},
+                              {"role": "assistant", "content": "The first is red."}],
+                 "images": ["images/red.png", "images/blue.png"]})
+    (folder / "mllm_demo.json").write_text(json.dumps(chat))
+    alpaca = [{"instruction": "<image>Name the colour.", "input": "", "output": "red", "images": ["images/red.png"]}]
+    (folder / "vl_alpaca.json").write_text(json.dumps(alpaca))
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    (folder / "dataset_info.json").write_text(json.dumps({
+        "mllm_demo": {"file_name": "mllm_demo.json", "formatting": "sharegpt",
+                      "columns": {"messages": "messages", "images": "images"}, "tags": tags},
+        "vl_alpaca": {"file_name": "vl_alpaca.json", "columns": {"prompt": "instruction", "query": "input",
+                                                                  "response": "output", "images": "images"}},
+    }))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vl_data_dir(tmp_path_factory) -> Path:
+    """write_vl_dataset in a session folder. Do not write into it."""
+    return write_vl_dataset(tmp_path_factory.mktemp("vl-data"))

@@ -20,12 +20,19 @@ def _encoding(config) -> str:
 
 
 def _setup(config):
+    """The tokenizer, the template and, for a vision-language model, its image plugin (else None)."""
     from tunesmith.data.pipeline import resolve_template
-    from tunesmith.model.load import load_tokenizer
+    from tunesmith.model.load import load_image_processor, load_tokenizer
 
     require(config, "model_name_or_path", "dataset", job="data")
     tokenizer = load_tokenizer(config.model, config.lf_model)
-    return tokenizer, resolve_template(config.data, tokenizer)
+    template = resolve_template(config.data, tokenizer)
+    image_processor = load_image_processor(config.model)
+    if image_processor is None:
+        return tokenizer, template, None
+    from tunesmith.data.vision import make_plugin
+
+    return tokenizer, template, make_plugin(template, image_processor, config.multimodal)
 
 
 def sequences(row: dict) -> list[tuple[str, list[int], list[int]]]:
@@ -56,8 +63,9 @@ def check(config) -> int:
     from tunesmith.data.loader import load_records
     from tunesmith.data.pipeline import encode_records, skip_over_long
 
-    tokenizer, template = _setup(config)
+    tokenizer, template, plugin = _setup(config)
     data_args, stage, encoding = config.data, config.method.stage, _encoding(config)
+    media_dir = config.multimodal.media_dir
     seed = config.train.seed
     bound = text_bound(tokenizer, data_args.cutoff_len)
     import pyarrow.compute as pc
@@ -66,7 +74,8 @@ def check(config) -> int:
           f"cutoff_len {data_args.cutoff_len}")
     total = 0
     for name in [*(data_args.dataset or []), *(data_args.eval_dataset or [])]:
-        records = load_records([name], data_args.dataset_dir, stage, max_samples=data_args.max_samples, seed=seed)
+        records = load_records([name], data_args.dataset_dir, stage, max_samples=data_args.max_samples, seed=seed,
+                               media_dir=media_dir)
         total += len(records)
         long = over_long(records, bound)
         note = f", {len(long)} over-long (records {', '.join(map(str, long[:5]))}{', ...' if len(long) > 5 else ''})" \
@@ -74,19 +83,20 @@ def check(config) -> int:
         print(f"  {name}: {len(records)} records, all valid{note}")
     records = load_records(data_args.dataset, data_args.dataset_dir, stage, max_samples=data_args.max_samples,
                            mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
-                           seed=seed)
+                           seed=seed, media_dir=media_dir)
     mixed = len(records)
     records, long = skip_over_long(records, encoding, bound, "data check")
     what = "tokenized in pieces, all text kept" if encoding == "pretrain" else "skipped, not trained"
     print(f"over-long: {len(long)} of {mixed} records hold more than {bound} characters (the larger of "
           f"{BOUND_FACTOR} x cutoff_len x the longest token's characters and {MIN_BOUND}): {what}")
-    cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding", bound=bound)
+    cut = encode_records(records, encoding, template, tokenizer, data_args, "encoding", bound=bound, plugin=plugin)
     first = ""
     if encoding != "pretrain":
         # untruncated lengths, in small batches: each batch's untruncated examples are held at once
         full_args = data_args.model_copy(update={"cutoff_len": 10**9, "packing": False,
                                                  "preprocessing_batch_size": 16})
-        full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths", bound=bound)
+        full = encode_records(records, encoding, template, tokenizer, full_args, "measuring lengths", bound=bound,
+                              plugin=plugin)
         first = sequences(full[0])[0][0] + "_" if len(full) and sequences(full[0])[0][0] != "example" else ""
         lengths = sorted(n for ids in _columns(full, f"{first}input_ids") for n in pc.list_value_length(ids).to_pylist())
     trained = sum(pc.sum(pc.not_equal(pc.list_flatten(labels), IGNORE_INDEX).cast("int64")).as_py() or 0
@@ -110,9 +120,11 @@ def check(config) -> int:
 def _encoded(config):
     from tunesmith.data.pipeline import encode_records, load_split_records
 
-    tokenizer, template = _setup(config)
-    train_records, _ = load_split_records(config.data, config.method.stage, config.train.seed)
-    encoded = encode_records(train_records, _encoding(config), template, tokenizer, config.data, "encoding")
+    tokenizer, template, plugin = _setup(config)
+    train_records, _ = load_split_records(config.data, config.method.stage, config.train.seed,
+                                          config.multimodal.media_dir)
+    encoded = encode_records(train_records, _encoding(config), template, tokenizer, config.data, "encoding",
+                             plugin=plugin)
     if len(encoded) == 0:
         raise DataError("every example was dropped during encoding: nothing to train on; see `tunesmith data check`")
     return tokenizer, encoded
@@ -130,7 +142,34 @@ def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
         span_trained = trained
     if span:
         pieces.append((span_trained, tokenizer.decode(span)))
-    return "".join(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text for trained, text in pieces)
+    text = "".join(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text for trained, text in pieces)
+    return collapse_media(text)
+
+
+MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>")
+
+
+def collapse_media(text: str) -> str:
+    """Runs of a medium's pad token shown as one marked span: <|image_pad|>×N."""
+    import re
+
+    for token in MEDIA_TOKENS:
+        text = re.sub(f"(?:{re.escape(token)})+", lambda m, t=token: f"{t}\u00d7{len(m.group()) // len(t)}", text)
+    return text
+
+
+def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
+    """Where each image's tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"."""
+    pad = tokenizer.convert_tokens_to_ids(MEDIA_TOKENS[0])
+    spans, start = [], None
+    for position, token in enumerate([*input_ids, None]):
+        if token == pad and start is None:
+            start = position
+        elif token != pad and start is not None:
+            spans.append((start, position - 1))
+            start = None
+    return [f"image {i} ({Path(paths[i]).name if i < len(paths) else '?'}): tokens {a}-{b} "
+            f"({b - a + 1} {MEDIA_TOKENS[0]})" for i, (a, b) in enumerate(spans)]
 
 
 def preview(config, n: int = 3) -> int:
@@ -144,6 +183,8 @@ def preview(config, n: int = 3) -> int:
             print(f"--- example {index}{label}: {len(input_ids)} tokens, {trained} "
                   f"trained (marked {TRAINED_OPEN} {TRAINED_CLOSE}){tag}")
             print(render(tokenizer, input_ids, labels))
+            for line in media_spans(tokenizer, input_ids, row.get("images") or []) if row.get("images") else []:
+                print(line)
             print(f"input_ids: {input_ids}")
             print(f"labels:    {labels}")
     return 0

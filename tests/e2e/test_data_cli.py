@@ -128,7 +128,6 @@ def lf_entries():
     return [name for name, entry in info.items() if "file_name" in entry and (LF_DATA / entry["file_name"]).exists()]
 
 
-MEDIA_COLUMNS = {"images", "videos", "audios"}
 
 
 def lf_stage(entry: dict, name: str) -> str:
@@ -145,9 +144,14 @@ def test_llamafactory_demo_data_checks_and_previews(tmp_path, tiny_model_dir, ca
     entry = json.loads((LF_DATA / "dataset_info.json").read_text())[name]
     cfg = config(tmp_path, tiny_model_dir, dataset=name, dataset_dir=str(LF_DATA), stage=lf_stage(entry, name),
                  max_samples=50)
-    if MEDIA_COLUMNS & entry.get("columns", {}).keys():  # LF's mllm_* demos: text-only until multimodal lands
+    columns = entry.get("columns", {}).keys()
+    if {"videos", "audios"} & columns:  # LF's video/audio demos: refused with the reason
         assert main(["data", "check", cfg]) == 2
-        assert "trains on text only for now" in capsys.readouterr().err
+        assert "tunesmith trains on text and images, not" in capsys.readouterr().err
+        return
+    if "images" in columns:  # images need a vision-language model; this one is text-only
+        assert main(["data", "check", cfg]) == 2
+        assert "the model has no image processor" in capsys.readouterr().err
         return
     assert main(["data", "check", cfg]) == 0
     assert main(["data", "preview", cfg, "-n", "1"]) == 0

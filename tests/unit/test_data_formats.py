@@ -273,13 +273,13 @@ def test_record_errors(tmp_path, rows, entry, stage, expected):
         assert part in message
 
 
-def test_media_columns_are_refused_before_reading(tmp_path):
+def test_video_columns_are_refused_before_reading(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "mllm.json").write_text("not read")
     (folder / "dataset_info.json").write_text(json.dumps({"mllm": {
-        "file_name": "mllm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"}}}))
-    with pytest.raises(DataError, match="maps images columns; tunesmith trains on text only"):
+        "file_name": "mllm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "videos": "videos"}}}))
+    with pytest.raises(DataError, match="maps videos columns; tunesmith trains on text and images, not video yet"):
         load_records(["mllm"], str(folder), "sft")
 
 

@@ -87,9 +87,16 @@ def test_options_of_a_switched_off_feature_load_as_in_llamafactory():
     assert load_config(None, {"galore_rank": 64, "vllm_gpu_util": 0.9}).optim.galore_rank == 64
 
 
-def test_multimodal_keys_are_refused_as_multimodal():
-    with pytest.raises(ConfigError, match="multimodal training is not supported yet"):
+def test_image_keys_load_and_video_audio_keys_are_refused_with_the_reason():
+    config = load_config(None, {"image_max_pixels": 262144, "media_dir": "x", "freeze_vision_tower": False})
+    assert (config.multimodal.image_max_pixels, config.multimodal.image_min_pixels) == (262144, 32 * 32)
+    assert (config.multimodal.freeze_multi_modal_projector, config.multimodal.freeze_language_model) == (True, False)
+    with pytest.raises(ConfigError, match="video training needs a video decoder"):
         load_config(None, {"image_max_pixels": 262144, "video_max_pixels": 16384})
+    with pytest.raises(ConfigError, match="audio training"):
+        load_config(None, {"audio_sampling_rate": 8000})
+    with pytest.raises(ConfigError, match="pan-and-scan"):
+        load_config(None, {"image_do_pan_and_scan": True})
 
 
 def test_eval_num_beams_sets_the_generation_beams():
