@@ -17,30 +17,40 @@ import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_golden  # noqa: E402  (stubs torchaudio/av before LF imports them)
-from llamafactory.data import template as lf_template  # noqa: E402
-from llamafactory.data.processor import SupervisedDatasetProcessor  # noqa: E402
-from llamafactory.data.template import get_template_and_fix_tokenizer  # noqa: E402
-from llamafactory.hparams import DataArguments  # noqa: E402
+import make_golden
+from llamafactory.data import template as lf_template
+from llamafactory.data.processor import SupervisedDatasetProcessor
+from llamafactory.data.template import get_template_and_fix_tokenizer
+from llamafactory.hparams import DataArguments
 
-from tunesmith.model.tiny import build_tokenizer, fingerprint  # noqa: E402
-from tunesmith.model.vision import add_vl_tokens, tiny_image_processor  # noqa: E402
+from tunesmith.model.tiny import build_tokenizer, fingerprint
+from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
 TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink"]
-IMAGES = {"red.png": ((64, 48), (220, 30, 30)), "blue.png": ((40, 72), (30, 30, 220)),
-          "big.png": ((900, 700), (30, 200, 30)), "tiny.png": ((20, 10), (200, 200, 30))}
+IMAGES = {
+    "red.png": ((64, 48), (220, 30, 30)),
+    "blue.png": ((40, 72), (30, 30, 220)),
+    "big.png": ((900, 700), (30, 200, 30)),
+    "tiny.png": ((20, 10), (200, 200, 30)),
+}
 msg = make_golden.msg
 RECORDS = {
     "one_image": make_golden.record([msg("user", "<image>What colour is this?")], [msg("assistant", "It is red.")]),
     "two_images_two_turns": make_golden.record(
         [msg("user", "<image>Who are they?"), msg("assistant", "Two squares."), msg("user", "And this?<image>")],
-        [msg("assistant", "A blue one.")], system="Look closely."),
+        [msg("assistant", "A blue one.")],
+        system="Look closely.",
+    ),
     "big_image": make_golden.record([msg("user", "Describe <image> please.")], [msg("assistant", "Green.")]),
     "tiny_image": make_golden.record([msg("user", "<image>")], [msg("assistant", "Yellow.")]),
 }
-IMAGES_OF = {"one_image": ["red.png"], "two_images_two_turns": ["red.png", "blue.png"], "big_image": ["big.png"],
-             "tiny_image": ["tiny.png"]}
+IMAGES_OF = {
+    "one_image": ["red.png"],
+    "two_images_two_turns": ["red.png", "blue.png"],
+    "big_image": ["big.png"],
+    "tiny_image": ["tiny.png"],
+}
 # case -> (records, options: cutoff_len, train_on_prompt, image_max_pixels, image_min_pixels)
 CASES = {
     "one_image": (["one_image"], {}),
@@ -66,39 +76,59 @@ def run_case(name, names, options):
     tokenizer = build_tokenizer()
     add_vl_tokens(tokenizer)
     lf_template.TEMPLATES[name] = copy.deepcopy(make_golden.PRISTINE[name])
-    args = DataArguments(template=name, cutoff_len=options.get("cutoff_len", 1024),
-                         train_on_prompt=options.get("train_on_prompt", False))
+    args = DataArguments(
+        template=name, cutoff_len=options.get("cutoff_len", 1024), train_on_prompt=options.get("train_on_prompt", False)
+    )
     template = get_template_and_fix_tokenizer(tokenizer, args)
     image_processor = tiny_image_processor()
-    processor = types.SimpleNamespace(image_processor=image_processor, video_processor=image_processor,
-                                      image_max_pixels=options.get("image_max_pixels", 768 * 768),
-                                      image_min_pixels=options.get("image_min_pixels", 32 * 32),
-                                      model_input_names=["pixel_values", "image_grid_thw"])
-    batch = {"_prompt": [copy.deepcopy(RECORDS[n]["prompt"]) for n in names],
-             "_response": [copy.deepcopy(RECORDS[n]["response"]) for n in names],
-             "_system": [RECORDS[n]["system"] for n in names], "_tools": [RECORDS[n]["tools"] for n in names],
-             "_images": [[str(OUT / "images" / image) for image in IMAGES_OF[n]] for n in names],
-             "_videos": [None] * len(names), "_audios": [None] * len(names)}
-    output = SupervisedDatasetProcessor(template=template, tokenizer=tokenizer, processor=processor,
-                                        data_args=args).preprocess_dataset(batch)
+    processor = types.SimpleNamespace(
+        image_processor=image_processor,
+        video_processor=image_processor,
+        image_max_pixels=options.get("image_max_pixels", 768 * 768),
+        image_min_pixels=options.get("image_min_pixels", 32 * 32),
+        model_input_names=["pixel_values", "image_grid_thw"],
+    )
+    batch = {
+        "_prompt": [copy.deepcopy(RECORDS[n]["prompt"]) for n in names],
+        "_response": [copy.deepcopy(RECORDS[n]["response"]) for n in names],
+        "_system": [RECORDS[n]["system"] for n in names],
+        "_tools": [RECORDS[n]["tools"] for n in names],
+        "_images": [[str(OUT / "images" / image) for image in IMAGES_OF[n]] for n in names],
+        "_videos": [None] * len(names),
+        "_audios": [None] * len(names),
+    }
+    output = SupervisedDatasetProcessor(
+        template=template, tokenizer=tokenizer, processor=processor, data_args=args
+    ).preprocess_dataset(batch)
     media = []
     for row, paths in enumerate(output["images"]):
-        inputs = template.mm_plugin.get_mm_inputs(paths, [], [], [len(paths)], [0], [0], [output["input_ids"][row]],
-                                                  processor)
-        media.append({"pixel_values_shape": list(inputs["pixel_values"].shape),
-                      "image_grid_thw": inputs["image_grid_thw"].tolist()})
+        inputs = template.mm_plugin.get_mm_inputs(
+            paths, [], [], [len(paths)], [0], [0], [output["input_ids"][row]], processor
+        )
+        media.append(
+            {
+                "pixel_values_shape": list(inputs["pixel_values"].shape),
+                "image_grid_thw": inputs["image_grid_thw"].tolist(),
+            }
+        )
     return {"input_ids": output["input_ids"], "labels": output["labels"], "media": media}
 
 
 def main(only=None):
     write_images()
     for name in only or TEMPLATES:
-        golden = {"template": name, "llamafactory": make_golden.lf_version,
-                  "tokenizer_fingerprint": fingerprint(build_tokenizer()), "records": RECORDS,
-                  "images_of": IMAGES_OF, "cases": []}
+        golden = {
+            "template": name,
+            "llamafactory": make_golden.lf_version,
+            "tokenizer_fingerprint": fingerprint(build_tokenizer()),
+            "records": RECORDS,
+            "images_of": IMAGES_OF,
+            "cases": [],
+        }
         for case, (names, options) in CASES.items():
-            golden["cases"].append({"case": case, "records": names, "options": options,
-                                    "output": run_case(name, names, options)})
+            golden["cases"].append(
+                {"case": case, "records": names, "options": options, "output": run_case(name, names, options)}
+            )
         path = OUT / f"{name}.json"
         path.write_text(json.dumps(golden, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
         print(f"{path.name}: {len(golden['cases'])} cases, {path.stat().st_size // 1024} KB")

@@ -80,7 +80,7 @@ def write_vl_dataset(folder: Path) -> Path:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     for name, color, size in (("red.png", (220, 30, 30), (64, 48)), ("blue.png", (30, 30, 220), (40, 72))):
         Image.new("RGB", size, color).save(folder / "images" / name)
-    chat = [{"messages": [{"role": "user", "content": f"<image>What colour is this?"},
+    chat = [{"messages": [{"role": "user", "content": "<image>What colour is this?"},
                           {"role": "assistant", "content": f"It is {colour}."}], "images": [f"images/{colour}.png"]}
             for colour in ("red", "blue")]
     chat.append({"messages": [{"role": "user", "content": "<image>and<image>: which is red?"},

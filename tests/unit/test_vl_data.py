@@ -40,12 +40,15 @@ def _broken(folder, rows):
     return folder
 
 
-@pytest.mark.parametrize(("row", "expected"), [
-    ({"images": ["images/none.png"]}, "image 0 (images/none.png) not found"),
-    ({"images": ["images/bad.png"]}, "is unreadable: PIL cannot read it"),
-    ({"images": ["images/red.png", "images/red.png"]}, "1 <image> placeholders in its messages but 2 images"),
-    ({"images": []}, "1 <image> placeholders in its messages but 0 images"),
-])
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"images": ["images/none.png"]}, "image 0 (images/none.png) not found"),
+        ({"images": ["images/bad.png"]}, "is unreadable: PIL cannot read it"),
+        ({"images": ["images/red.png", "images/red.png"]}, "1 <image> placeholders in its messages but 2 images"),
+        ({"images": []}, "1 <image> placeholders in its messages but 0 images"),
+    ],
+)
 def test_bad_images_name_the_file_record_and_medium(vl_data_dir, tmp_path, row, expected):
     data = tmp_path / "data"
     shutil.copytree(vl_data_dir, data)
@@ -82,8 +85,15 @@ def test_images_expand_to_vision_tokens_in_the_encoding(vl_data_dir):
     template = get_template("qwen2_vl", tokenizer)
     plugin = make_plugin(template, tiny_image_processor())
     records = load_records(["mllm_demo"], str(vl_data_dir), "sft")
-    args = SimpleNamespace(cutoff_len=1024, packing=None, train_on_prompt=False, mask_history=False,
-                           preprocessing_batch_size=1000, preprocessing_num_workers=None, overwrite_cache=True)
+    args = SimpleNamespace(
+        cutoff_len=1024,
+        packing=None,
+        train_on_prompt=False,
+        mask_history=False,
+        preprocessing_batch_size=1000,
+        preprocessing_num_workers=None,
+        overwrite_cache=True,
+    )
     encoded = encode_records(records, "supervised", template, tokenizer, args, "encoding", plugin=plugin)
     pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     grids = [plugin.inputs(paths)["image_grid_thw"] for paths in records["images"]]

@@ -7,8 +7,11 @@ from types import SimpleNamespace
 import pytest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "golden_vl"
-CASES = [(path.stem, case["case"]) for path in sorted(GOLDEN.glob("*.json"))
-         for case in json.loads(path.read_text())["cases"]]
+CASES = [
+    (path.stem, case["case"])
+    for path in sorted(GOLDEN.glob("*.json"))
+    for case in json.loads(path.read_text())["cases"]
+]
 
 
 def test_every_vl_template_has_a_golden_file():
@@ -33,16 +36,23 @@ def test_image_encoding_matches_llamafactory(name, case_name):
     tokenizer = build_tokenizer()
     add_vl_tokens(tokenizer)
     template = get_template(name, tokenizer, train_on_prompt=options.get("train_on_prompt", False))
-    bounds = SimpleNamespace(image_max_pixels=options.get("image_max_pixels", 768 * 768),
-                             image_min_pixels=options.get("image_min_pixels", 32 * 32))
+    bounds = SimpleNamespace(
+        image_max_pixels=options.get("image_max_pixels", 768 * 768),
+        image_min_pixels=options.get("image_min_pixels", 32 * 32),
+    )
     plugin = make_plugin(template, tiny_image_processor(), bounds)
     records = [golden["records"][n] for n in case["records"]]
     batch = {key: [r[key] for r in records] for key in ("prompt", "response", "system", "tools", "kto_tag")}
     batch["images"] = [[str(GOLDEN / "images" / image) for image in golden["images_of"][n]] for n in case["records"]]
-    args = SimpleNamespace(cutoff_len=options.get("cutoff_len", 1024), packing=None, mask_history=False,
-                           train_on_prompt=options.get("train_on_prompt", False))
-    output = with_images(encoder_for("supervised", template=template, tokenizer=tokenizer, data_args=args),
-                         plugin)(batch)
+    args = SimpleNamespace(
+        cutoff_len=options.get("cutoff_len", 1024),
+        packing=None,
+        mask_history=False,
+        train_on_prompt=options.get("train_on_prompt", False),
+    )
+    output = with_images(encoder_for("supervised", template=template, tokenizer=tokenizer, data_args=args), plugin)(
+        batch
+    )
     expected = case["output"]
     assert output["input_ids"] == expected["input_ids"]
     assert output["labels"] == expected["labels"]

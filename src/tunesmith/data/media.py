@@ -49,23 +49,29 @@ def record_images(values, messages: list[dict], media_dir: str | None, fail) -> 
     names = media_list(values)
     for position, name in enumerate(names):
         if not isinstance(name, str):
-            raise fail(f"image {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
-                       "tunesmith reads images from files")
+            raise fail(
+                f"image {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
+                "tunesmith reads images from files"
+            )
     paths = []
     for position, name in enumerate(names):
         path = resolve_image(name, media_dir)
         if path is None:
             where = f"{Path(media_dir) / name} nor {name}" if media_dir else name
-            raise fail(f"image {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
-                       "to the folder the image paths are relative to, or fix the path")
+            raise fail(
+                f"image {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
+                "to the folder the image paths are relative to, or fix the path"
+            )
         problem = check_image(path)
         if problem:
             raise fail(f"image {position} ({path}) is unreadable: {problem}")
         paths.append(str(path))
     count = count_placeholders(messages)
     if count != len(paths):
-        raise fail(f"{count} {IMAGE_PLACEHOLDER} placeholders in its messages but {len(paths)} images in its images "
-                   f"column; put one {IMAGE_PLACEHOLDER} in the text where each image goes")
+        raise fail(
+            f"{count} {IMAGE_PLACEHOLDER} placeholders in its messages but {len(paths)} images in its images "
+            f"column; put one {IMAGE_PLACEHOLDER} in the text where each image goes"
+        )
     return paths
 
 

@@ -12,8 +12,12 @@ from tunesmith.errors import DataError
 
 # template mm_plugin -> its tokens (LF's get_mm_plugin(name="qwen2_vl"/"qwen3_vl", image_token="<|image_pad|>"))
 PLUGINS = {
-    "qwen2_vl": {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                 "vision_bos": "<|vision_start|>", "vision_eos": "<|vision_end|>"},
+    "qwen2_vl": {
+        "image_token": "<|image_pad|>",
+        "video_token": "<|video_pad|>",
+        "vision_bos": "<|vision_start|>",
+        "vision_eos": "<|vision_end|>",
+    },
 }
 PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
 IMAGE_ENCODINGS = ("supervised",)  # stages whose examples may carry images
@@ -45,8 +49,10 @@ class ImagePlugin:
     def expand(self, messages: list[dict], paths: list[str]) -> list[dict]:
         """The messages with each <image> replaced by its vision tokens, as LF's process_messages does."""
         if count_placeholders(messages) != len(paths):
-            raise DataError(f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
-                            f"images ({', '.join(paths[:3])})")
+            raise DataError(
+                f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
+                f"images ({', '.join(paths[:3])})"
+            )
         grids = self.inputs(paths).get("image_grid_thw", [])
         messages, index = copy.deepcopy(messages), 0
         for message in messages:
@@ -74,8 +80,10 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
         from tunesmith.data.template import template_table
 
         vl = [key for key, entry in template_table().items() if entry.get("mm_plugin")]
-        raise DataError(f"template {getattr(template, 'name', 'from the tokenizer')} has no image support; for a "
-                        f"vision-language model set `template:` to one of {', '.join(vl)}")
+        raise DataError(
+            f"template {getattr(template, 'name', 'from the tokenizer')} has no image support; for a "
+            f"vision-language model set `template:` to one of {', '.join(vl)}"
+        )
     bounds = {}
     if multimodal is not None:
         bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
@@ -111,11 +119,15 @@ def check_images_fit(records, encoding: str, plugin) -> None:
     if IMAGES not in records.column_names or not any(records[IMAGES]):
         return
     if plugin is None:
-        raise DataError("the data holds images (an `images` column) but the model has no image processor: train a "
-                        "vision-language model (e.g. Qwen2-VL; `tunesmith tiny --arch qwen2_vl` builds a tiny one)")
+        raise DataError(
+            "the data holds images (an `images` column) but the model has no image processor: train a "
+            "vision-language model (e.g. Qwen2-VL; `tunesmith tiny --arch qwen2_vl` builds a tiny one)"
+        )
     if encoding not in IMAGE_ENCODINGS:
-        raise DataError(f"images are trained with stage sft only for now, not with this stage ({encoding} encoding); "
-                        "use stage: sft or drop the images column")
+        raise DataError(
+            f"images are trained with stage sft only for now, not with this stage ({encoding} encoding); "
+            "use stage: sft or drop the images column"
+        )
 
 
 class VisionCollator:
@@ -142,6 +154,8 @@ class VisionCollator:
 def vision_collator(config, tokenizer, model, plugin: ImagePlugin) -> VisionCollator:
     """The sft collator of a VL model; `packing: true` is refused (packed position_ids break Qwen-VL's M-RoPE)."""
     if config.data.packing:
-        raise DataError("packing: true cannot be used with a vision-language model (its M-RoPE positions come from "
-                        "the padded sequence and the image tokens); remove `packing` or set it to false")
+        raise DataError(
+            "packing: true cannot be used with a vision-language model (its M-RoPE positions come from "
+            "the padded sequence and the image tokens); remove `packing` or set it to false"
+        )
     return VisionCollator(tokenizer, model, plugin)
