@@ -89,12 +89,17 @@ def write_vl_dataset(folder: Path) -> Path:
     (folder / "mllm_demo.json").write_text(json.dumps(chat))
     alpaca = [{"instruction": "<image>Name the colour.", "input": "", "output": "red", "images": ["images/red.png"]}]
     (folder / "vl_alpaca.json").write_text(json.dumps(alpaca))
+    pairs = [{"instruction": "<image>Which colour is it?", "chosen": colour, "rejected": other,
+              "images": [f"images/{colour}.png"]} for colour, other in (("red", "blue"), ("blue", "red"))]
+    (folder / "vl_dpo.json").write_text(json.dumps(pairs))
     tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
     (folder / "dataset_info.json").write_text(json.dumps({
         "mllm_demo": {"file_name": "mllm_demo.json", "formatting": "sharegpt",
                       "columns": {"messages": "messages", "images": "images"}, "tags": tags},
         "vl_alpaca": {"file_name": "vl_alpaca.json", "columns": {"prompt": "instruction", "query": "input",
                                                                   "response": "output", "images": "images"}},
+        "vl_dpo": {"file_name": "vl_dpo.json", "ranking": True, "columns": {
+            "prompt": "instruction", "chosen": "chosen", "rejected": "rejected", "images": "images"}},
     }))
     return folder
 

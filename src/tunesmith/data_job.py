@@ -183,7 +183,8 @@ def preview(config, n: int = 3) -> int:
             print(f"--- example {index}{label}: {len(input_ids)} tokens, {trained} "
                   f"trained (marked {TRAINED_OPEN} {TRAINED_CLOSE}){tag}")
             print(render(tokenizer, input_ids, labels))
-            for line in media_spans(tokenizer, input_ids, row.get("images") or []) if row.get("images") else []:
+            paths = row.get("image_paths") or []
+            for line in media_spans(tokenizer, input_ids, paths) if paths else []:
                 print(line)
             print(f"input_ids: {input_ids}")
             print(f"labels:    {labels}")

@@ -43,6 +43,28 @@ def test_example_vl_lora_trains_and_the_loss_falls(tiny_vl_model_dir, vl_data_di
     assert targets and all("language_model" in name for name in targets)
 
 
+def test_dpo_with_images_trains(tiny_vl_model_dir, vl_data_dir, tmp_path, capsys):
+    out = tmp_path / "dpo"
+    args = [
+        f"model_name_or_path={tiny_vl_model_dir}",
+        f"dataset_dir={vl_data_dir}",
+        "stage=dpo",
+        "dataset=vl_dpo",
+        "max_steps=3",
+        "save_steps=1000",
+        "learning_rate=0.05",
+        "per_device_train_batch_size=2",
+    ]
+    assert main(["train", str(EXAMPLE), *args, f"output_dir={out}"]) == 0
+    logs = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert [math.isfinite(row["loss"]) for row in logs if "loss" in row] == [True] * 3
+    assert (out / "adapter_model.safetensors").is_file()
+    assert main(["train", str(EXAMPLE), *args, f"output_dir={tmp_path / 'x'}", "pref_loss=orpo"]) == 2
+    assert "dpo on a vision-language model takes pref_loss: sigmoid" in capsys.readouterr().err
+    assert main(["train", str(EXAMPLE), *args[:3], "stage=kto", f"output_dir={tmp_path / 'y'}"]) == 2
+    assert "stage kto on a vision-language model is not supported yet" in capsys.readouterr().err
+
+
 def _trainable(model_dir, **keys):
     from tunesmith.model.load import load_model, load_tokenizer
 

@@ -100,6 +100,6 @@ def test_images_expand_to_vision_tokens_in_the_encoding(vl_data_dir):
     for row, grid in zip(encoded, grids):
         assert row["input_ids"].count(pad) == int(grid.prod(-1).sum()) // 4
         assert all(label == -100 for token, label in zip(row["input_ids"], row["labels"]) if token == pad)
-    assert encoded["images"] == records["images"]
+    assert encoded["image_paths"] == records["images"]
     with pytest.raises(DataError, match="has no image support"):
         make_plugin(get_template("qwen", tokenizer), tiny_image_processor())

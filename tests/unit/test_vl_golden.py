@@ -56,7 +56,7 @@ def test_image_encoding_matches_llamafactory(name, case_name):
     expected = case["output"]
     assert output["input_ids"] == expected["input_ids"]
     assert output["labels"] == expected["labels"]
-    for paths, media in zip(output["images"], expected["media"]):
+    for paths, media in zip(output["image_paths"], expected["media"]):
         inputs = plugin.inputs(paths)
         assert list(inputs["pixel_values"].shape) == media["pixel_values_shape"]
         assert inputs["image_grid_thw"].tolist() == media["image_grid_thw"]

@@ -20,7 +20,11 @@ PLUGINS = {
     },
 }
 PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
-IMAGE_ENCODINGS = ("supervised",)  # stages whose examples may carry images
+IMAGE_ENCODINGS = ("supervised", "pairwise")  # encodings whose examples may carry images (stages: IMAGE_STAGES)
+IMAGE_STAGES = ("sft", "dpo")
+# The encoded examples' column of image paths. Not "images": TRL's DPOTrainer takes a dataset with an "images" column
+# for raw images it would process itself with a ProcessorMixin, which tunesmith does not hand it.
+ENCODED_IMAGES = "image_paths"
 
 
 @dataclasses.dataclass
@@ -108,7 +112,7 @@ def with_images(base, plugin: ImagePlugin):
             kept = len(next(iter(encoded.values()), []))
             for key, values in encoded.items():
                 out.setdefault(key, []).extend(values)
-            out.setdefault(IMAGES, []).extend([paths] * kept)
+            out.setdefault(ENCODED_IMAGES, []).extend([paths] * kept)
         return out
 
     return encode
@@ -125,8 +129,8 @@ def check_images_fit(records, encoding: str, plugin) -> None:
         )
     if encoding not in IMAGE_ENCODINGS:
         raise DataError(
-            f"images are trained with stage sft only for now, not with this stage ({encoding} encoding); "
-            "use stage: sft or drop the images column"
+            f"images are trained with stages {' and '.join(IMAGE_STAGES)} only for now, not with this stage "
+            f"({encoding} encoding); use stage: sft or dpo, or drop the images column"
         )
 
 
@@ -143,19 +147,58 @@ class VisionCollator:
         self.padded = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, padding=True)
 
     def __call__(self, features: list[dict]) -> dict:
-        paths = [path for feature in features for path in (feature.get(IMAGES) or [])]
-        text = [{key: value for key, value in feature.items() if key != IMAGES} for feature in features]
+        paths = [path for feature in features for path in (feature.get(ENCODED_IMAGES) or [])]
+        text = [{key: value for key, value in feature.items() if key != ENCODED_IMAGES} for feature in features]
         batch = self.padded(text)
         batch.update(self.plugin.inputs(paths))
         batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
         return batch
 
 
-def vision_collator(config, tokenizer, model, plugin: ImagePlugin) -> VisionCollator:
-    """The sft collator of a VL model; `packing: true` is refused (packed position_ids break Qwen-VL's M-RoPE)."""
+class PairwiseVisionCollator:
+    """dpo on a VL model: the pairwise batch (chosen rows, then rejected rows) with each example's images twice, in
+    the same order, so every row's <|image_pad|> run has its pixel_values."""
+
+    def __init__(self, tokenizer, model, plugin: ImagePlugin):
+        from tunesmith.train.preference import pairwise_collator
+
+        self.tokenizer, self.plugin = tokenizer, plugin
+        self.text = pairwise_collator(tokenizer, model)
+
+    def __call__(self, features: list[dict]) -> dict:
+        paths = [path for feature in features for path in (feature.get(ENCODED_IMAGES) or [])]
+        batch = self.text([{k: v for k, v in feature.items() if k != ENCODED_IMAGES} for feature in features])
+        batch.update(self.plugin.inputs(paths + paths))
+        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        return batch
+
+
+def check_stage(config) -> None:
+    """A VL model trains with sft or dpo (the default sigmoid loss, which TRL computes with the images)."""
+    stage = config.method.stage
+    if stage not in IMAGE_STAGES:
+        raise DataError(f"stage {stage} on a vision-language model is not supported yet; use stage: sft or dpo")
+    lf = config.lf_method
+    own = (
+        config.method.pref_loss != "sigmoid"
+        or config.method.dpo_label_smoothing > 0
+        or lf.pref_bco_weight > 1e-6
+        or lf.ld_alpha is not None
+    )
+    if stage == "dpo" and own:
+        raise DataError(
+            "dpo on a vision-language model takes pref_loss: sigmoid without dpo_label_smoothing, "
+            "pref_bco_weight or ld_alpha for now (those losses run without the images)"
+        )
+
+
+def vision_collator(config, tokenizer, model, plugin: ImagePlugin):
+    """The sft/dpo collator of a VL model; `packing: true` is refused (packed position_ids break Qwen-VL's M-RoPE)."""
     if config.data.packing:
         raise DataError(
             "packing: true cannot be used with a vision-language model (its M-RoPE positions come from "
             "the padded sequence and the image tokens); remove `packing` or set it to false"
         )
+    if config.method.stage == "dpo":
+        return PairwiseVisionCollator(tokenizer, model, plugin)
     return VisionCollator(tokenizer, model, plugin)

@@ -59,6 +59,9 @@ def _run_training(config: Config) -> dict:
     extra.update(workers.worker_arguments(config, on_accelerator))  # CPU workers: DDP or DeepSpeed over gloo
     image_processor = load_image_processor(config.model)  # None for a text model
     if image_processor is not None:
+        from tunesmith.data.vision import check_stage as check_vision_stage
+
+        check_vision_stage(config)  # sft or dpo
         extra["remove_unused_columns"] = False  # each example's image paths reach the collator
     args = training_arguments(config, resume_from_checkpoint=resume_path, do_train=True, **extra)
     set_seed(args.seed)
