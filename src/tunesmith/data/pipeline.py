@@ -109,13 +109,14 @@ def encode_records(records, encoding: str, template, tokenizer, data_args, desc:
     return encoded
 
 
-def cache_key(data_args, stage: str, encoding: str, tokenizer, seed: int) -> str:
-    """Fingerprint of everything the encoded data depends on, so a stale tokenized_path is never reused silently."""
+def cache_key(data_args, stage: str, encoding: str, tokenizer, seed: int, media: dict | None = None) -> str:
+    """Fingerprint of everything the encoded data depends on, so a stale tokenized_path is never reused silently;
+    `media`: a VL model's image settings (media_dir, pixel bounds, image processor), which change the encoding."""
     from tunesmith.data.registry import resolve_datasets
 
     parts = {"data": data_args.model_dump(mode="json", exclude={"overwrite_cache", "tokenized_path"}),
              "stage": stage, "encoding": encoding, "seed": seed, "vocab": len(tokenizer),
-             "tokenizer": tokenizer.__class__.__name__, "files": []}
+             "tokenizer": tokenizer.__class__.__name__, "files": [], "media": media}
     names = [*(data_args.dataset or []), *(data_args.eval_dataset or [])]
     for spec in resolve_datasets(names, data_args.dataset_dir):
         for path in spec.local_paths():
@@ -174,7 +175,11 @@ def build_datasets(config, tokenizer, encoding: str, template=None, image_proces
 
         plugin = make_plugin(template, image_processor, config.multimodal)
     cache_path = Path(data_args.tokenized_path) if data_args.tokenized_path else None
-    key = cache_key(data_args, stage, encoding, tokenizer, seed) if cache_path else ""
+    media = None
+    if plugin is not None:
+        media = {"multimodal": config.multimodal.model_dump(mode="json"),
+                 "image_processor": plugin.image_processor.to_dict()}
+    key = cache_key(data_args, stage, encoding, tokenizer, seed, media) if cache_path else ""
     if cache_path and cache_path.exists() and not data_args.overwrite_cache:
         cached = _load_cached(cache_path, key)
         if cached is not None:
