@@ -1,4 +1,4 @@
-"""Tiny random Qwen2-VL model, its slow (PIL) image processor, and LF-style <|image_pad|> expansion, without torchvision."""
+"""Qwen2-VL on the model side: tiny random model + PIL image processor, LF's freeze_* table, VL LoRA targets."""
 
 from typing import Any
 
