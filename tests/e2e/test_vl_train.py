@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from tunesmith.cli import main
 from tunesmith.config.load import load_config
 
@@ -138,3 +140,26 @@ def test_tiny_vl_folder_loads_back(tmp_path):
     config = load_config(None, {"model_name_or_path": str(tmp_path / "vl")})
     processor = load_image_processor(config.model)
     assert processor.merge_size == 2 and processor.patch_size == 14
+
+
+LF_DATA = REPO.parent / "shared" / "lf-demo-data"
+
+
+@pytest.mark.skipif(not (LF_DATA / "mllm_demo.json").is_file(), reason="../shared/lf-demo-data is absent")
+def test_example_trains_on_llamafactory_mllm_demo(tiny_vl_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "train",
+                str(EXAMPLE),
+                f"model_name_or_path={tiny_vl_model_dir}",
+                f"dataset_dir={LF_DATA}",
+                f"output_dir={out}",
+                "max_steps=2",
+                "save_steps=1000",
+            ]
+        )
+        == 0
+    )
+    assert (out / "adapter_model.safetensors").is_file()
