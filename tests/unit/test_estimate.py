@@ -132,3 +132,12 @@ def test_cli_prints_the_table_and_train_prints_one_line(tmp_path, tiny_model_dir
         announce_memory(config, None)
     assert "exceeds the free memory" in caplog.text
     assert build(config).seq_len == config.data.cutoff_len  # no data: micro-batches of cutoff_len
+
+
+def test_a_vision_language_model_is_counted_with_its_vision_tower(tiny_vl_model_dir):
+    from tunesmith.model.load import count_parameters, load_model, load_tokenizer
+
+    config = load_config(None, {"model_name_or_path": str(tiny_vl_model_dir), "template": "qwen2_vl"})
+    shape = count_shape(config)
+    real = load_model(config.model, config.method, load_tokenizer(config.model), is_trainable=True)
+    assert (shape.trainable, shape.parameters) == count_parameters(real)

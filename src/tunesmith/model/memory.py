@@ -171,8 +171,11 @@ def count_shape(config) -> Shape:
         from transformers.modeling_utils import set_zero3_state as no_zero3_init
     except ImportError:
         from contextlib import nullcontext as no_zero3_init
+    model_class = AutoModelForCausalLM
+    if getattr(model_config, "vision_config", None) is not None:  # a vision-language model, as model/load.py builds it
+        from transformers import AutoModelForImageTextToText as model_class
     with torch.device("meta"), no_zero3_init():
-        model = AutoModelForCausalLM.from_config(
+        model = model_class.from_config(
             model_config, dtype=dtype, trust_remote_code=model_args.trust_remote_code
         )
     model = apply_method(model, model_args, config.method, True)
