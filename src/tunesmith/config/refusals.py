@@ -34,6 +34,13 @@ MULTIMODAL_REASONS = {
 }
 
 
+# Settings for videos and audios in the data: as in LLaMA-Factory they act only on records that carry those media, so
+# they load at any value (LF's Qwen3-VL examples set video_max_pixels for image-only data); records with videos or
+# audios are what is refused (data/media.py), with the reason below.
+MULTIMODAL_OPTIONS = ("video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen", "use_audio_in_video",
+                      "audio_sampling_rate")
+
+
 def multimodal_reason(key: str) -> str:
     if key in MULTIMODAL_REASONS:
         return MULTIMODAL_REASONS[key]
@@ -247,7 +254,7 @@ def refused(config) -> list[tuple[str, str, bool]]:
                 out.append((key, feature.reason, feature.hardware))
     group = getattr(config, MULTIMODAL_GROUP)
     for key, field in GROUPS[MULTIMODAL_GROUP].model_fields.items():
-        if key not in MULTIMODAL_HONOURED and getattr(group, key) != field.default:
+        if key not in MULTIMODAL_HONOURED + MULTIMODAL_OPTIONS and getattr(group, key) != field.default:
             out.append((key, multimodal_reason(key), False))
     return out
 
@@ -271,6 +278,9 @@ def reason_of(key: str) -> str | None:
     from tunesmith.config.schema import GROUPS
 
     if key in GROUPS[MULTIMODAL_GROUP].model_fields:
+        if key in MULTIMODAL_OPTIONS:
+            medium = "audios" if "audio" in key else "videos"
+            return f"only acts on {medium} in the data, which are refused: {multimodal_reason(key)}"
         return None if key in MULTIMODAL_HONOURED else multimodal_reason(key)
     for feature in FEATURES:
         if key in feature.keys:
