@@ -98,9 +98,9 @@ class ChatEngine:
     passes, or `stop()` is called (server shutdown); new tokens are capped to what fits the context."""
 
     def __init__(self, config, job: str = "chat"):
-        self.config = config
-        from tunesmith.infer.loader import load_image_plugin, load_for_inference
+        from tunesmith.infer.loader import load_for_inference, load_image_plugin
 
+        self.config = config
         self.tokenizer, self.template, self.model = load_for_inference(config, job=job)
         self.plugin, self.no_images = load_image_plugin(config, self.template)  # plugin None: text only (why)
         self.tokenizer.padding_side = "left"

@@ -32,8 +32,9 @@ def load_image(source: str, where: str = "image"):
     if scheme == "file":
         return _open_file(_file_url_path(source, where), where)
     if scheme and len(scheme) > 1:  # http, https, ftp, s3, ...; a one-letter "scheme" is a Windows drive (C:\...)
-        raise ImageInputError(f"{where}: {scheme}: URLs are not fetched (tunesmith never downloads images); "
-                              f"{INLINE_HELP}")
+        raise ImageInputError(
+            f"{where}: {scheme}: URLs are not fetched (tunesmith never downloads images); {INLINE_HELP}"
+        )
     return _open_file(Path(source).expanduser(), where)
 
 
@@ -49,8 +50,10 @@ def _decode(url: str, where: str) -> bytes:
     try:
         return base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ImageInputError(f"{where}: the data: URL's base64 does not decode ({exc}); encode the image file's "
-                              "bytes with standard base64") from None
+        raise ImageInputError(
+            f"{where}: the data: URL's base64 does not decode ({exc}); encode the image file's "
+            "bytes with standard base64"
+        ) from None
 
 
 def _file_url_path(url: str, where: str) -> Path:
@@ -59,8 +62,10 @@ def _file_url_path(url: str, where: str) -> Path:
 
     parsed = urlparse(url)
     if parsed.netloc not in ("", "localhost"):
-        raise ImageInputError(f"{where}: file:// URLs must name a file on this machine (file:///path/to/image.png), "
-                              f"not on host {parsed.netloc!r}")
+        raise ImageInputError(
+            f"{where}: file:// URLs must name a file on this machine (file:///path/to/image.png), "
+            f"not on host {parsed.netloc!r}"
+        )
     return Path(url2pathname(unquote(parsed.path)))
 
 
@@ -77,6 +82,8 @@ def _open(source, what: str):
         image = Image.open(source)
         image.load()  # decode now: a truncated or corrupt file fails here, not inside generation
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageInputError(f"{what} is not an image PIL can read ({exc.__class__.__name__}: {str(exc)[:120]}); "
-                              "send a PNG, JPEG, GIF, WebP or BMP image") from None
+        raise ImageInputError(
+            f"{what} is not an image PIL can read ({exc.__class__.__name__}: {str(exc)[:120]}); "
+            "send a PNG, JPEG, GIF, WebP or BMP image"
+        ) from None
     return image
