@@ -19,7 +19,8 @@ def _text(content) -> str:
 def _images(content) -> list[str]:
     """The image files of a Chatbot message (Gradio's file parts), in order."""
     parts = content if isinstance(content, list) else [content]
-    return [part["file"]["path"] for part in parts if isinstance(part, dict) and part.get("type") == "file"]
+    files = [part["file"] for part in parts if isinstance(part, dict) and part.get("type") == "file"]
+    return [file["path"] if isinstance(file, dict) else str(file) for file in files]  # a client holds a plain path
 
 
 def to_turns(history) -> tuple[list[dict], list[str]]:
