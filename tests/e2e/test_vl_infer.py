@@ -130,6 +130,16 @@ def test_a_text_model_refuses_images(tiny_model_dir, vl_data_dir):
     assert text.prepare([{"role": "user", "content": QUESTION}]).vision == {}  # <image> is plain text there
 
 
+def test_a_vl_model_with_a_text_template_chats_in_text_only(tiny_vl_model_dir, vl_data_dir):
+    from tunesmith.infer.engine import ChatEngine
+    from tunesmith.infer.images import ImageInputError
+
+    engine = ChatEngine(vl_config(tiny_vl_model_dir, template="qwen"))
+    assert not engine.takes_images and engine.chat([{"role": "user", "content": "hi"}])[0].completion_tokens >= 1
+    with pytest.raises(ImageInputError, match="has no image support; for a vision-language model set `template:`"):
+        engine.prepare([{"role": "user", "content": QUESTION}], images=[str(vl_data_dir / "images" / "red.png")])
+
+
 def test_chat_cli_attaches_an_image(engine, tiny_vl_model_dir, vl_data_dir, tmp_path, monkeypatch, capsys):
     red = vl_data_dir / "images" / "red.png"
     cfg = tmp_path / "chat.yaml"
