@@ -138,7 +138,8 @@ class ChatEngine:
         limit = self.max_input_tokens
         # every message costs at least one token (its role markers), however short its text
         chars = len(system or "") + len(tools or "") + sum(len(m["content"] or "") + CHARS_PER_TOKEN
-                                                            for m in messages) + len(images) * TOKENS_PER_IMAGE * CHARS_PER_TOKEN
+                                                            for m in messages)
+        chars += len(images) * TOKENS_PER_IMAGE * CHARS_PER_TOKEN
         if limit and chars > limit * CHARS_PER_TOKEN:
             raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages hold "
                                      f"about {chars} characters, far more than {limit} tokens; shorten them")
@@ -210,8 +211,8 @@ class ChatEngine:
              stop: list[str] | None = None, *, images: list | None = None, prompt: Prompt | None = None,
              cancel: threading.Event | None = None, deadline: float | None = None, **generation) -> list[Reply]:
         """n complete replies to a conversation that ends with a user (or observation) turn; `images` go where its
-        <image> placeholders are; `prompt`: the conversation already prepared (then messages, system, tools and
-        images are not read)."""
+        <image> placeholders are; `prompt`: the conversation already prepared by `prepare` (then messages, system
+        and images are not read; `tools` still says whether to look for tool calls in the reply)."""
         import torch
 
         prompt = prompt if prompt is not None else self.prepare(messages, system, tools, images)
