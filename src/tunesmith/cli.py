@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo config's)")
 
-    chat = jobs.add_parser("chat", help="chat with a model (base + adapters) in the terminal")
+    chat = jobs.add_parser("chat", help="chat with a model (base + adapters) in the terminal; "
+                           "`/image PATH` attaches an image (VL models)")
     _add_config(chat)
     api = jobs.add_parser("api", help="serve an OpenAI-compatible API (default http://127.0.0.1:8000/v1)")
     _add_config(api)

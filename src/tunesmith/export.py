@@ -1,4 +1,5 @@
-"""`tunesmith export`: merge LoRA adapters into the base model and save it, sharded, with its tokenizer."""
+"""`tunesmith export`: merge LoRA adapters into the base model and save it, sharded, with its tokenizer (and a
+vision-language model's image processor)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def run_export(config) -> int:
                 to_legacy_format(staging)
             tokenizer.padding_side = "left"  # for generation with the exported model
             tokenizer.save_pretrained(str(staging))
+            save_processor_files(config, staging)
         publish(staging, export_dir, replace=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
@@ -81,6 +83,26 @@ def run_export(config) -> int:
             raise ModelError(f"export saved locally, but pushing to {config.export.export_hub_model_id} failed: "
                              f"{exc}") from None
     return 0
+
+
+# A VL model's processor files besides preprocessor_config.json, copied as they are when the base folder has them.
+PROCESSOR_FILES = ("processor_config.json", "video_preprocessor_config.json", "chat_template.json")
+
+
+def save_processor_files(config, folder: Path) -> None:
+    """A vision-language model's image processor (preprocessor_config.json, with the base's settings) and its other
+    processor files, so the merged folder reloads with its processor; nothing for a text model."""
+    from tunesmith.model.load import load_image_processor
+
+    image_processor = load_image_processor(config.model)
+    if image_processor is None:
+        return
+    image_processor.save_pretrained(str(folder))
+    base = Path(config.model.model_name_or_path)
+    for name in PROCESSOR_FILES:
+        if (base / name).is_file() and not (folder / name).exists():
+            shutil.copy2(base / name, folder / name)
+    log.info("saved the image processor (%s) with the merged model", type(image_processor).__name__)
 
 
 def to_legacy_format(folder: Path) -> None:

@@ -172,14 +172,14 @@ def test_malformed_requests_get_openai_errors(small, name, request_args, status,
 
 
 def test_an_unexpected_failure_is_an_openai_shaped_500(small, small_engine, monkeypatch):
-    encode = small_engine.encode
+    prepare = small_engine.prepare  # what the API calls to encode a request
 
-    def failing(messages, system=None, tools=None):
+    def failing(messages, system=None, tools=None, images=None):
         if messages[-1]["content"] == "fail":
             raise RuntimeError("a bug")
-        return encode(messages, system, tools)
+        return prepare(messages, system, tools, images)
 
-    monkeypatch.setattr(small_engine, "encode", failing)
+    monkeypatch.setattr(small_engine, "prepare", failing)
     error = is_openai_error(chat(small, messages=[{"role": "user", "content": "fail"}]), 500)
     assert error["type"] == "server_error" and "a bug" not in error["message"]
     assert chat(small).status_code == 200

@@ -10,130 +10,14 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
-
-from tunesmith.data.records import ASSISTANT, FUNCTION, OBSERVATION, USER
+from tunesmith.api.messages import ApiError, ChatRequest, to_conversation
 
 log = logging.getLogger(__name__)
 
 MAX_STOP = 4  # as OpenAI
 MAX_STOP_CHARS = 256
-
-
-class ApiError(Exception):
-    """An OpenAI-style error: HTTP status, message, type and the offending parameter."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-class FunctionSpec(BaseModel):
-    name: str
-    arguments: str | dict | None = None
-
-
-class ToolCall(BaseModel):
-    id: str | None = None
-    type: str = "function"
-    function: FunctionSpec
-
-
-class Message(BaseModel):
-    role: Literal["system", "user", "assistant", "tool", "function"]
-    content: str | list[dict] | None = None
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-
-
-class ChatRequest(BaseModel):
-    model: str
-    messages: list[Message] = Field(min_length=1)
-    tools: list[dict] | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=8)
-    stream: bool = False
-
-
-def _text(content, where: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise ApiError(400, f"{where}: only text content parts are supported, got {part.get('type')!r}",
-                           param=where)
-        if not isinstance(part.get("text"), str):
-            raise ApiError(400, f"{where}: a text part needs a string `text`, got {part.get('text')!r:.80}",
-                           param=where)
-        parts.append(part["text"])
-    return "".join(parts)
-
-
-def _arguments(arguments, where: str) -> dict:
-    """A tool call's arguments: a JSON object, given as one or as JSON text."""
-    if isinstance(arguments, dict):
-        return arguments
-    if not arguments:
-        return {}
-    try:
-        value = json.loads(arguments)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"{where}: `arguments` is not valid JSON ({exc.msg} at character {exc.pos}); send a "
-                            "JSON object as text, e.g. '{\"city\": \"Paris\"}'", param=where) from None
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{where}: `arguments` must be a JSON object, got {arguments!r:.80}", param=where)
-    return value
-
-
-def to_conversation(request: ChatRequest) -> tuple[list[dict], str, str]:
-    """OpenAI messages -> (canonical turns, system text, tools JSON); rejects what a template cannot encode."""
-    system, turns = "", []
-    messages = list(request.messages)
-    if messages[0].role == "system":
-        system = _text(messages.pop(0).content, "messages[0].content")
-    first = len(request.messages) - len(messages)
-    for number, message in enumerate(messages, start=first):
-        where = f"messages[{number}]"
-        if message.role == "system":
-            raise ApiError(400, "a system message is only allowed first", param="messages")
-        if message.role == "assistant" and message.tool_calls:
-            calls = [{"name": call.function.name,
-                      "arguments": _arguments(call.function.arguments, f"{where}.tool_calls[{index}].function")}
-                     for index, call in enumerate(message.tool_calls)]
-            turn = {"role": FUNCTION, "content": json.dumps(calls, ensure_ascii=False)}
-        elif message.role in ("tool", "function"):
-            turn = {"role": OBSERVATION, "content": _text(message.content, f"{where}.content")}
-            if turns and turns[-1]["role"] == OBSERVATION:  # several tool results answer one call turn
-                turns[-1]["content"] += "\n</tool_response>\n<tool_response>\n" + turn["content"]
-                continue
-        else:
-            turn = {"role": USER if message.role == "user" else ASSISTANT,
-                    "content": _text(message.content, f"{where}.content")}
-        turns.append(turn)
-    for index, turn in enumerate(turns):
-        expected = (USER, OBSERVATION) if index % 2 == 0 else (ASSISTANT, FUNCTION)
-        if turn["role"] not in expected:
-            raise ApiError(400, f"messages must alternate user/tool and assistant turns; message {index} has role "
-                                f"{turn['role']!r}", param="messages")
-    if len(turns) % 2 == 0:
-        raise ApiError(400, "the last message must be from the user (or a tool result)", param="messages")
-    tools = json.dumps([tool.get("function", tool) if tool.get("type") == "function" else tool
-                        for tool in request.tools], ensure_ascii=False) if request.tools else ""
-    return turns, system, tools
 
 
 def _tool_calls(calls) -> list[dict]:
@@ -218,6 +102,7 @@ def create_app(engine, api_key: str | None = None, settings=None):
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
+    from tunesmith.data.media import IMAGE_PLACEHOLDER, count_placeholders
     from tunesmith.errors import TunesmithError
     from tunesmith.infer.engine import ContextLengthError, EngineBusy
 
@@ -295,14 +180,30 @@ def create_app(engine, api_key: str | None = None, settings=None):
 
         return release
 
-    def encode(turns, system, tools):
+    def encode(turns, system, tools, image_urls):
+        """The prepared prompt (images decoded here, in a worker thread, not on the event loop)."""
+        from tunesmith.infer.images import ImageInputError, load_image
+
         try:
-            return engine.encode(turns, system, tools)
+            images = [load_image(url, where) for url, where in image_urls]
+        except ImageInputError as exc:
+            raise ApiError(400, str(exc), param="messages", code="invalid_image") from None
+        try:
+            return engine.prepare(turns, system, tools, images)
         except (KeyError, TypeError, AttributeError) as exc:
             if not tools:
                 raise
             raise ApiError(400, f"tools: a tool cannot be written in the template's tool format ({exc!r:.120}); "
                                 "each needs a name, a description and JSON-schema parameters", param="tools") from None
+
+    def check_images(turns, image_urls):
+        """Images need a vision-language model, and there a text that holds <image> itself would be ambiguous."""
+        if image_urls and not engine.takes_images:
+            raise ApiError(400, f"{image_urls[0][1]}: {engine.no_images}", param="messages",
+                           code="model_not_multimodal")
+        if engine.takes_images and count_placeholders(turns) != len(image_urls):
+            raise ApiError(400, f"the messages' text holds {IMAGE_PLACEHOLDER}, this model's image placeholder; send "
+                                "images as image_url content parts and keep the text free of it", param="messages")
 
     @app.get("/health")
     async def health():
@@ -315,7 +216,8 @@ def create_app(engine, api_key: str | None = None, settings=None):
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
-        turns, system, tools = to_conversation(body)
+        turns, system, tools, image_urls = to_conversation(body)
+        check_images(turns, image_urls)
         stop = _stop_words(body.stop)
         if body.stream and body.n != 1:
             raise ApiError(400, "streaming supports n=1 only", param="n")
@@ -325,8 +227,8 @@ def create_app(engine, api_key: str | None = None, settings=None):
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
         release = take_place(cancel)
         try:
-            prompt_ids = await run_in_threadpool(encode, turns, system, tools)
-            options = {"system": system, "tools": tools, "stop": stop, "prompt_ids": prompt_ids, "cancel": cancel,
+            prompt = await run_in_threadpool(encode, turns, system, tools, image_urls)
+            options = {"system": system, "tools": tools, "stop": stop, "prompt": prompt, "cancel": cancel,
                        "deadline": deadline, **generation}
             if not body.stream:
                 replies = await _until_done(request, cancel, lambda: engine.chat(turns, n=body.n, **options))

@@ -75,12 +75,13 @@ def record_images(values, messages: list[dict], media_dir: str | None, fail) -> 
     return paths
 
 
-def regularize(path: str, max_pixels: int, min_pixels: int):
+def regularize(path, max_pixels: int, min_pixels: int):
     """LLaMA-Factory 0.9.5's image preprocessing for Qwen-VL (BasePlugin + Qwen2VLPlugin._preprocess_image): scale
-    down to max_pixels, up to min_pixels, RGB, sides at least 28, aspect ratio at most 200."""
+    down to max_pixels, up to min_pixels, RGB, sides at least 28, aspect ratio at most 200. `path`: a file path or
+    an already opened PIL image (inference's decoded uploads), which is not changed."""
     from PIL import Image
 
-    image = Image.open(path)
+    image = path if isinstance(path, Image.Image) else Image.open(path)
     if image.width * image.height > max_pixels:
         factor = math.sqrt(max_pixels / (image.width * image.height))
         image = image.resize((int(image.width * factor), int(image.height * factor)))

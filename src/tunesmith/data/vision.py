@@ -43,21 +43,24 @@ class ImagePlugin:
     def merge_length(self) -> int:
         return int(getattr(self.image_processor, "merge_size", 1)) ** 2
 
-    def inputs(self, paths: list[str]) -> dict:
-        """pixel_values and image_grid_thw of the images (empty dict when there are none)."""
+    def inputs(self, paths: list) -> dict:
+        """pixel_values and image_grid_thw of the images (file paths or PIL images; empty dict when none)."""
         if not paths:
             return {}
         images = [regularize(path, self.max_pixels, self.min_pixels) for path in paths]
         return dict(self.image_processor(images=images, return_tensors="pt"))
 
-    def expand(self, messages: list[dict], paths: list[str]) -> list[dict]:
+    def expand(self, messages: list[dict], paths: list) -> list[dict]:
         """The messages with each <image> replaced by its vision tokens, as LF's process_messages does."""
         if count_placeholders(messages) != len(paths):
             raise DataError(
                 f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
-                f"images ({', '.join(paths[:3])})"
+                f"images ({', '.join(str(path) for path in paths[:3])})"
             )
-        grids = self.inputs(paths).get("image_grid_thw", [])
+        return self.expand_grids(messages, self.inputs(paths).get("image_grid_thw", []))
+
+    def expand_grids(self, messages: list[dict], grids) -> list[dict]:
+        """expand() for images already processed: one image_grid_thw row per <image>, in order."""
         messages, index = copy.deepcopy(messages), 0
         for message in messages:
             content = message["content"]

@@ -8,8 +8,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tunesmith.data.media import IMAGE_PLACEHOLDER, count_placeholders
 from tunesmith.data.records import ASSISTANT
 from tunesmith.errors import TunesmithError
+from tunesmith.infer.images import ImageInputError
 from tunesmith.infer.loader import generation_kwargs
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,8 @@ log = logging.getLogger(__name__)
 # A prompt longer than this many characters per allowed token is refused without tokenizing it (ordinary text is
 # 1-5 characters a token), so an enormous message costs no tokenizer time.
 CHARS_PER_TOKEN = 8
+# An image costs at least this many tokens (<|vision_start|>, one <|image_pad|>, <|vision_end|>) in that estimate.
+TOKENS_PER_IMAGE = 3
 
 
 class ContextLengthError(TunesmithError):
@@ -25,6 +29,14 @@ class ContextLengthError(TunesmithError):
 
 class EngineBusy(TunesmithError):
     """The model did not become free before the request's deadline, or the engine is shutting down."""
+
+
+@dataclasses.dataclass
+class Prompt:
+    """An encoded prompt: its token ids and, with images, the model's vision inputs (pixel_values, image_grid_thw)."""
+
+    ids: list[int]
+    vision: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -86,10 +98,11 @@ class ChatEngine:
     passes, or `stop()` is called (server shutdown); new tokens are capped to what fits the context."""
 
     def __init__(self, config, job: str = "chat"):
-        from tunesmith.infer.loader import load_for_inference
+        from tunesmith.infer.loader import load_for_inference, load_image_plugin
 
         self.config = config
         self.tokenizer, self.template, self.model = load_for_inference(config, job=job)
+        self.plugin, self.no_images = load_image_plugin(config, self.template)  # plugin None: text only (why)
         self.tokenizer.padding_side = "left"
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -105,30 +118,62 @@ class ChatEngine:
         """Ends every running and waiting generation at its next token (server shutdown); the engine stays stopped."""
         self.stopping.set()
 
-    def encode(self, messages: list[dict], system: str | None = None, tools: str | None = None) -> list[int]:
-        """The prompt's token ids; ContextLengthError when it cannot fit (refused by length before tokenizing)."""
+    @property
+    def takes_images(self) -> bool:
+        return self.plugin is not None
+
+    def encode(self, messages: list[dict], system: str | None = None, tools: str | None = None,
+               images: list | None = None) -> list[int]:
+        """The prompt's token ids (see prepare)."""
+        return self.prepare(messages, system, tools, images).ids
+
+    def prepare(self, messages: list[dict], system: str | None = None, tools: str | None = None,
+                images: list | None = None) -> Prompt:
+        """The encoded prompt; ContextLengthError when it cannot fit (refused by length before tokenizing).
+
+        images (file paths or PIL images, in order) go where the messages' <image> placeholders are, one each, and
+        are encoded as training encodes them: resized by image_max_pixels/image_min_pixels, each <image> expanded
+        to the model's vision tokens; ImageInputError for a text-only model or a count that does not match."""
+        images = list(images or [])
         limit = self.max_input_tokens
         # every message costs at least one token (its role markers), however short its text
         chars = len(system or "") + len(tools or "") + sum(len(m["content"] or "") + CHARS_PER_TOKEN
                                                             for m in messages)
+        chars += len(images) * TOKENS_PER_IMAGE * CHARS_PER_TOKEN
         if limit and chars > limit * CHARS_PER_TOKEN:
             raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages hold "
                                      f"about {chars} characters, far more than {limit} tokens; shorten them")
-        conversation = [*messages, {"role": ASSISTANT, "content": ""}]
+        conversation, vision = [*messages, {"role": ASSISTANT, "content": ""}], {}
+        if images or (self.plugin is not None and count_placeholders(messages)):
+            if self.plugin is None:
+                raise ImageInputError(self.no_images)
+            placeholders = count_placeholders(messages)
+            if placeholders != len(images):
+                raise ImageInputError(f"the messages hold {placeholders} {IMAGE_PLACEHOLDER} placeholders but "
+                                      f"{len(images)} images were given: each image needs one {IMAGE_PLACEHOLDER} "
+                                      "where it goes in the text")
+            vision = self.plugin.inputs(images)
+            conversation = self.plugin.expand_grids(conversation, vision["image_grid_thw"])
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, conversation, system, tools)
         if limit and len(prompt_ids) > limit:
             raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages are "
-                                     f"{len(prompt_ids)} tokens; shorten them")
-        return prompt_ids
+                                     f"{len(prompt_ids)} tokens; shorten them" + (" or send smaller images (or "
+                                     "lower image_max_pixels)" if images else ""))
+        return Prompt(ids=prompt_ids, vision=vision)
 
-    def _inputs(self, prompt_ids: list[int], generation: dict, watch):
+    def _inputs(self, prompt: Prompt, generation: dict, watch):
         import torch
 
-        inputs = torch.tensor([prompt_ids], device=self.model.device)
+        inputs = torch.tensor([prompt.ids], device=self.model.device)
         kwargs = {**generation_kwargs(self.config.generation, self.tokenizer, self.template, generation),
                   "attention_mask": torch.ones_like(inputs), "stopping_criteria": [watch]}
+        if prompt.vision:  # as the training collator passes them (mm_token_type_ids: transformers 5's M-RoPE input)
+            device, dtype = self.model.device, self.model.dtype
+            kwargs.update({key: value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+                           for key, value in prompt.vision.items()})
+            kwargs["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, inputs)
         if self.context_length:
-            kwargs["max_new_tokens"] = max(1, min(kwargs["max_new_tokens"], self.context_length - len(prompt_ids)))
+            kwargs["max_new_tokens"] = max(1, min(kwargs["max_new_tokens"], self.context_length - len(prompt.ids)))
         return inputs, kwargs
 
     def _watch(self, prompt_len: int, should_stop, stop: list[str] | None):
@@ -163,12 +208,15 @@ class ChatEngine:
                      completion_tokens=watch.generated)
 
     def chat(self, messages: list[dict], system: str | None = None, tools: str | None = None, n: int = 1,
-             stop: list[str] | None = None, *, prompt_ids: list[int] | None = None,
+             stop: list[str] | None = None, *, images: list | None = None, prompt: Prompt | None = None,
              cancel: threading.Event | None = None, deadline: float | None = None, **generation) -> list[Reply]:
-        """n complete replies to a conversation that ends with a user (or observation) turn."""
+        """n complete replies to a conversation that ends with a user (or observation) turn; `images` go where its
+        <image> placeholders are; `prompt`: the conversation already prepared by `prepare` (then messages, system
+        and images are not read; `tools` still says whether to look for tool calls in the reply)."""
         import torch
 
-        prompt_ids = prompt_ids if prompt_ids is not None else self.encode(messages, system, tools)
+        prompt = prompt if prompt is not None else self.prepare(messages, system, tools, images)
+        prompt_ids = prompt.ids
         replies = []
         should_stop = self._should_stop(cancel, deadline)
         self._acquire(should_stop)
@@ -176,7 +224,7 @@ class ChatEngine:
             with torch.no_grad():
                 for _ in range(n):
                     watch = self._watch(len(prompt_ids), should_stop, stop)
-                    inputs, kwargs = self._inputs(prompt_ids, generation, watch)
+                    inputs, kwargs = self._inputs(prompt, generation, watch)
                     output = self.model.generate(inputs, **kwargs)[0, inputs.shape[1]:]
                     ids = [t for t in output.tolist() if t != self.tokenizer.pad_token_id]
                     text = self.tokenizer.decode(ids, skip_special_tokens=self.config.generation.skip_special_tokens)
@@ -186,20 +234,22 @@ class ChatEngine:
         return replies
 
     def stream(self, messages: list[dict], system: str | None = None, tools: str | None = None,
-               stop: list[str] | None = None, *, prompt_ids: list[int] | None = None,
+               stop: list[str] | None = None, *, images: list | None = None, prompt: Prompt | None = None,
                cancel: threading.Event | None = None, deadline: float | None = None, result: list | None = None,
                **generation) -> Iterator[str]:
         """Yields the reply's text piece by piece as it is generated; the finished Reply is appended to `result`.
+        images and prompt: as for chat.
 
         Closing the iterator early (or setting `cancel`) stops the generation."""
         import torch
         from transformers import TextIteratorStreamer
 
-        prompt_ids = prompt_ids if prompt_ids is not None else self.encode(messages, system, tools)
+        prompt = prompt if prompt is not None else self.prepare(messages, system, tools, images)
+        prompt_ids = prompt.ids
         cancel = cancel or threading.Event()
         should_stop = self._should_stop(cancel, deadline)
         watch = self._watch(len(prompt_ids), should_stop, stop)
-        inputs, kwargs = self._inputs(prompt_ids, generation, watch)
+        inputs, kwargs = self._inputs(prompt, generation, watch)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
                                         skip_special_tokens=self.config.generation.skip_special_tokens)
         errors = []

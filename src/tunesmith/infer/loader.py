@@ -1,5 +1,6 @@
-"""The one way a model is loaded for inference (chat, api, web chat, eval, predict, export, demo) and the one
-place model.generate's keyword arguments are built from the generation keys."""
+"""The one way a model is loaded for inference (chat, api, web chat, eval, predict, export, demo), with a
+vision-language model's image plugin, and the one place model.generate's keyword arguments are built from the
+generation keys."""
 
 from __future__ import annotations
 
@@ -24,12 +25,31 @@ def load_for_inference(config, *, place: bool = True, job: str = "chat"):
     if config.lf_model.infer_dtype != "auto":  # LLaMA-Factory's dtype for inference jobs, in place of `dtype`
         model_args = model_args.model_copy(update={"dtype": config.lf_model.infer_dtype})
     model = load_model(model_args, config.method, tokenizer, is_trainable=False, cutoff_len=config.data.cutoff_len,
-                       lf_model=config.lf_model, lf_method=config.lf_method)
+                       lf_model=config.lf_model, lf_method=config.lf_method, multimodal=config.multimodal)
     if not config.lf_model.use_kv_cache:  # LLaMA-Factory's switch: generate without the key/value cache
         model.generation_config.use_cache = model.config.use_cache = False
     if place:
         model = place_on_device(model)
     return tokenizer, template, model
+
+
+def load_image_plugin(config, template):
+    """(plugin, why_not): a vision-language model's image plugin (its image processor, the template's image tokens
+    and the config's image_max_pixels/image_min_pixels, exactly as training encodes images) and None; for a text
+    model, or a VL model with a text template, None and the reason images cannot be used."""
+    from tunesmith.data.vision import make_plugin
+    from tunesmith.errors import DataError
+    from tunesmith.model.load import load_image_processor
+
+    image_processor = load_image_processor(config.model)
+    if image_processor is None:
+        return None, (f"{config.model.model_name_or_path} is a text-only model: it cannot take images; chat with a "
+                      "vision-language model (e.g. Qwen2-VL) to send images")
+    try:
+        return make_plugin(template, image_processor, config.multimodal), None
+    except DataError as exc:  # a VL model with a text template still chats in text
+        log.warning("images are off for this chat: %s", exc)
+        return None, str(exc)
 
 
 def place_on_device(model):

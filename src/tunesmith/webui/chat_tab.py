@@ -1,8 +1,10 @@
-"""The Chat tab: loads the Train tab's model (and adapters) into the one inference engine and streams replies; the
-sampling sliders start from the config schema's GenerationArgs defaults."""
+"""The Chat tab: loads the Train tab's model (and adapters) into the one inference engine and streams replies, with
+an image upload for vision-language models; the sampling sliders start from the config schema's GenerationArgs
+defaults."""
 
 from __future__ import annotations
 
+from tunesmith.data.media import IMAGE_PLACEHOLDER
 from tunesmith.errors import TunesmithError
 from tunesmith.webui.texts import label, ui
 
@@ -12,6 +14,24 @@ def _text(content) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return str(content or "")
+
+
+def _images(content) -> list[str]:
+    """The image files of a Chatbot message (Gradio's file parts), in order."""
+    parts = content if isinstance(content, list) else [content]
+    files = [part["file"] for part in parts if isinstance(part, dict) and part.get("type") == "file"]
+    return [file["path"] if isinstance(file, dict) else str(file) for file in files]  # a client holds a plain path
+
+
+def to_turns(history) -> tuple[list[dict], list[str]]:
+    """The Chatbot history as the engine's turns and images: a user message's images become <image> placeholders in
+    front of its text, as `tunesmith chat` and LLaMA-Factory's image data put them."""
+    turns, images = [], []
+    for message in history:
+        found = _images(message["content"]) if message["role"] == "user" else []
+        turns.append({"role": message["role"], "content": IMAGE_PLACEHOLDER * len(found) + _text(message["content"])})
+        images += found
+    return turns, images
 
 
 def generation_defaults() -> dict:
@@ -47,6 +67,8 @@ def build_chat_tab(gr, texts, train, workspace) -> tuple:
                                          "max_new_tokens")
         chatbot = gr.Chatbot(height=300, elem_id="chatbot")
         with gr.Row():
+            image = texts.label(gr.Image(type="filepath", label=ui("en", "chat_image"), sources=["upload"],
+                                         height=120, scale=1, elem_id="chat_image"), "chat_image")
             query = texts.label(gr.Textbox(label=ui("en", "chat_input"), scale=4, elem_id="chat_input"),
                                 "chat_input")
             send = texts.value(gr.Button(ui("en", "chat_send"), variant="primary", elem_id="chat_send"),
@@ -67,24 +89,38 @@ def build_chat_tab(gr, texts, train, workspace) -> tuple:
         state.pop("engine", None)
         return ui(texts.lang, "chat_unloaded")
 
-    def respond(message, history, system_text, tools_text, temp, nucleus, limit):
+    def respond(message, history, system_text, tools_text, temp, nucleus, limit, image_path=None):
+        """Streams the reply; an uploaded image goes with this message (a VL model) and is then cleared."""
+        from tunesmith.infer.images import ImageInputError, load_image
+
         engine = state.get("engine")
         history = list(history or [])
         if engine is None:
             history.append({"role": "assistant", "content": ui(texts.lang, "chat_need_model")})
-            yield history, ""
+            yield history, "", image_path
             return
-        turns = [{"role": m["role"], "content": _text(m["content"])} for m in history] + [
-            {"role": "user", "content": message}]
-        history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        for piece in engine.stream(turns, system=system_text or None, tools=tools_text or None,
+        turns, paths = to_turns(history)
+        new = [image_path] if image_path else []
+        turns.append({"role": "user", "content": IMAGE_PLACEHOLDER * len(new) + message})
+        try:
+            if new and not engine.takes_images:
+                raise ImageInputError(engine.no_images)
+            prompt = engine.prepare(turns, system_text or None, tools_text or None,
+                                    [load_image(path, "image") for path in paths + new])
+        except TunesmithError as exc:  # a text-only model, an unreadable image, a prompt too long: said in the chat
+            history.append({"role": "assistant", "content": f"**{ui(texts.lang, 'status_failed')}**: {exc}"})
+            yield history, message, image_path
+            return
+        shown = [*({"path": path} for path in new), message] if new else message
+        history += [{"role": "user", "content": shown}, {"role": "assistant", "content": ""}]
+        for piece in engine.stream(turns, system=system_text or None, tools=tools_text or None, prompt=prompt,
                                    temperature=temp, top_p=nucleus, max_new_tokens=int(limit)):
             history[-1]["content"] += piece
-            yield history, ""
+            yield history, "", None
 
     chat_load.click(load_chat, train.inputs, chat_state, api_name="chat_load")
     chat_unload.click(unload_chat, None, chat_state, api_name="chat_unload")
-    send.click(respond, [query, chatbot, system, tools, temperature, top_p, max_new_tokens], [chatbot, query],
-               api_name="chat")
+    send.click(respond, [query, chatbot, system, tools, temperature, top_p, max_new_tokens, image],
+               [chatbot, query, image], api_name="chat")
     clear.click(list, None, chatbot)
     return load_chat, train.inputs, chat_state
