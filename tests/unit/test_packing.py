@@ -120,3 +120,54 @@ def test_fast_paths_give_the_padded_loss_and_gradients(tokenizer, model, packing
 
 def test_factory_uses_the_fast_collator_for_llama(tokenizer, model):
     assert isinstance(causal_lm_collator(tokenizer, model, capacity=64), CausalLMCollator)
+
+
+@pytest.fixture()
+def packed_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.model.packed_attention import NAME, use_packed_attention
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model.train()
+    assert use_packed_attention(model) and model.config._attn_implementation == NAME
+    return model
+
+
+def test_per_example_attention_gives_the_masked_rows_loss_and_gradients(tokenizer, packed_model, monkeypatch):
+    from tunesmith.model import packed_attention
+
+    feats = features([17, 40, 9, 25, 33], seed=2)
+    batch = CausalLMCollator(tokenizer, packed_model, capacity=64, label_logits=True)(feats)
+    seen = []
+    segments = packed_attention._segments
+    monkeypatch.setattr(packed_attention, "_segments", lambda *a: seen.append(segments(*a)) or seen[-1])
+    loss, grads = loss_and_grads(packed_model, batch)
+    # rows of 40+17+1 padding, 33+25, 9+49 padding: each example (and each row's padding) attends on its own
+    assert seen[0] == [[(0, 40), (40, 57), (57, 58)], [(0, 33), (33, 58)], [(0, 9), (9, 58)]]
+    packed_model.set_attn_implementation("sdpa")  # the block-diagonal mask over whole rows, as transformers builds it
+    reference_loss, reference_grads = loss_and_grads(packed_model, batch)
+    assert float(loss) == pytest.approx(float(reference_loss), rel=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_per_example_attention_leaves_other_batches_and_the_saved_config_alone(tokenizer, packed_model, tmp_path):
+    import json
+
+    from tunesmith.model.packed_attention import _segments
+
+    one_per_row = torch.arange(12).reshape(2, 6) % 6  # two rows, one example each
+    query = torch.zeros(2, 4, 6, 8)
+    assert _segments(one_per_row, query, query, {}, None) is None  # sdpa's own causal path
+    packed = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    assert _segments(packed, query[:1], query[:1, :, :3], {}, None) is None  # decoding with a cache
+    assert _segments(packed, query[:1], query[:1], {"sliding_window": 4}, None) is None  # sliding-window layers
+    padded_batch = padded(tokenizer, packed_model, features([7, 12], seed=3))  # eval-style batch with a mask
+    with torch.no_grad():
+        ours = packed_model(**padded_batch).logits
+        packed_model.set_attn_implementation("sdpa")
+        plain = packed_model(**padded_batch).logits
+    torch.testing.assert_close(ours, plain)
+    packed_model.save_pretrained(tmp_path)
+    assert "tunesmith" not in json.dumps(json.loads((tmp_path / "config.json").read_text()))

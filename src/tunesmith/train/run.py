@@ -87,6 +87,7 @@ def _run_training(config: Config) -> dict:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
     from tunesmith.data.collate import configure
+    from tunesmith.model.packed_attention import use_packed_attention
 
     if data.plugin is not None:  # a VL model: padded batches with pixel_values (no packing, see data/vision.py)
         from tunesmith.data.vision import vision_collator
@@ -95,6 +96,8 @@ def _run_training(config: Config) -> dict:
     else:
         collator = spec.make_collator(tokenizer, model)
     configure(collator, config)  # sft: padding-free packing unless `packing: false`, rows of at most cutoff_len
+    if getattr(collator, "packing", False):  # each packed example attends on its own, through sdpa's causal kernel
+        use_packed_attention(model)
     trainer = spec.make_trainer(
         config=config,
         model=model,
