@@ -48,7 +48,8 @@ def test_llamafactory_defaults_load():
     ("key", "value", "hardware"),
     [
         ("shift_attn", True, False),
-        ("mixture_of_depths", "convert", False),
+        ("mixture_of_depths", "convert", True),
+        ("mixture_of_depths", "load", True),
         ("use_kt", True, True),
         ("fp8", True, True),
         ("infer_backend", "vllm", True),

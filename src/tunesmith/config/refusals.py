@@ -70,7 +70,15 @@ FEATURES = [
     Feature(("ppo_score_norm",), "TRL 1.12's PPO does not normalise reward scores; remove it"),
     # model loading and tokens
     Feature(("shift_attn",), f"LongLoRA shift attention {NOT_YET}"),
-    Feature(("mixture_of_depths",), f"Mixture-of-Depths {NOT_YET}"),
+    Feature(
+        ("mixture_of_depths",),
+        "Mixture-of-Depths needs LLaMA-Factory's MoD library, the mixture-of-depth package (1.2.0, 2024), which is "
+        "written for transformers 4.x while tunesmith runs transformers 5: `import MoD` fails (cannot import name "
+        "'TRANSFORMERS_CACHE' from 'transformers'), and its MoD layer's forward still requires transformers 4's "
+        "`past_key_value` and `output_attentions` arguments, which transformers 5's decoder loop no longer passes "
+        "(TypeError on the first forward); remove mixture_of_depths to train the model without it",
+        hardware=True,
+    ),
     Feature(
         ("use_unsloth_gc",), "Unsloth's gradient checkpointing needs a CUDA GPU and the unsloth package", hardware=True
     ),
