@@ -29,7 +29,7 @@ def demo_config(base_dir: Path, out_dir: Path, steps: int | None) -> dict:
         "plot_loss": True,
         "per_device_train_batch_size": 4,
         "learning_rate": 5e-3,
-        "num_train_epochs": 60,
+        "num_train_epochs": 90,
         "lr_scheduler_type": "constant_with_warmup",
         "warmup_steps": 10,
         "logging_steps": 20,
