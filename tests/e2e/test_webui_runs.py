@@ -87,10 +87,17 @@ def test_two_runs_overlay_their_loss_curves(view, root):
     assert view.toggle(["saves/a", "saves/b"], [["saves/b"]], 0) == ["saves/a"]  # a second click removes it
 
 
-def test_an_interrupted_run_is_resumed_to_completion(view, root):
+def test_an_interrupted_run_is_resumed_to_completion(view, root, monkeypatch):
+    from tunesmith.webui.runner import CliJob
+
     assert "Only an interrupted or failed run" in view.resume(".", ["saves/a"])
+    polls, start = [], CliJob.start
+    # the page's 2-second timer polls beside the click: one arriving while the process starts must not end the job
+    # (it did on a loaded machine: the job was published before its process existed, polled "idle", and forgotten)
+    monkeypatch.setattr(CliJob, "start", lambda job: (polls.append(view.poll()), start(job)))
     started = view.resume(".", ["saves/c"])
     assert started.startswith("**Resuming** saves/c (checkpoint-2)"), started
+    assert polls == [("", "", False)]
     deadline = time.monotonic() + 300
     status, log, ended = view.poll()
     while not ended and time.monotonic() < deadline:

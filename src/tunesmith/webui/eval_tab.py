@@ -75,8 +75,7 @@ def build_eval_tab(gr, texts, fields: dict, lang, config_path, train_inputs: lis
         eval_path.parent.mkdir(parents=True, exist_ok=True)
         eval_path.write_text(form.to_yaml(config), encoding="utf-8")
         state["folder"] = Path(config["save_dir"])
-        state["run"] = CliJob(eval_path, state["folder"], job="eval", cwd=workspace.root)
-        state["run"].start()
+        state["run"] = CliJob(eval_path, state["folder"], job="eval", cwd=workspace.root).started()
         return f"**{ui(texts.lang, 'eval_running')}**: `{form.command_line(eval_path, 'eval')}`", config["save_dir"], ""
 
     def abort():

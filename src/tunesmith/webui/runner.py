@@ -27,6 +27,12 @@ class CliJob:
                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                         cwd=self.cwd)
 
+    def started(self) -> CliJob:
+        """Starts the process and returns the job: a page publishes a job only once its process exists, so a timer's
+        poll running beside the click never sees it "idle" (before its process) and takes it for ended."""
+        self.start()
+        return self
+
     def abort(self) -> None:
         if self.running():
             self.aborted = True

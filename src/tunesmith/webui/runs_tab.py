@@ -158,8 +158,7 @@ class RunsView:
             return f"**{self._t('runs_resume_failed')}**: {error}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(form.to_yaml(config), encoding="utf-8")
-        self.run = CliJob(path, run.path, cwd=self.workspace.root)
-        self.run.start()
+        self.run = CliJob(path, run.path, cwd=self.workspace.root).started()
         where = run.checkpoint or "step 0"
         return f"**{self._t('runs_resuming')}** {run.name} ({where}): `{form.command_line(path)}`"
 

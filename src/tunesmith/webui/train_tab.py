@@ -192,8 +192,7 @@ def build_train_tab(gr, texts, fields: dict, lang, timer, workspace) -> TrainFor
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(form.to_yaml(config), encoding="utf-8")
         output_dir = Path(config.get("output_dir") or workspace.root / "saves" / "run")
-        state["run"] = CliJob(path, output_dir, cwd=workspace.root)
-        state["run"].start()
+        state["run"] = CliJob(path, output_dir, cwd=workspace.root).started()
         return f"**{ui(texts.lang, 'status_running')}**: `{form.command_line(path)}`", ""
 
     def abort():
