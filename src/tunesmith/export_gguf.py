@@ -185,9 +185,9 @@ def _rope_theta(config) -> float:
 
 def write_gguf(model, tokenizer, path: Path, quantization: str = "f16", name: str = "model") -> Path:
     """Write `model` (a merged, full-precision HF causal LM) with `tokenizer` as one GGUF file at `path`."""
-    gguf = _gguf()
     config = model.config
-    spec = check_arch(config)
+    spec = check_arch(config)  # a multimodal model is refused whether or not the gguf package is installed
+    gguf = _gguf()
     if quantization not in QUANTIZATIONS:
         raise ModelError(f"export_quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

@@ -143,8 +143,8 @@ def run_predict(config) -> int:
     import transformers
 
     from tunesmith.config.load import require
-    from tunesmith.evaluate.metrics import corpus_similarity, require_packages
     from tunesmith.data.vision import ENCODED_IMAGES
+    from tunesmith.evaluate.metrics import corpus_similarity, require_packages
     from tunesmith.infer.loader import generation_kwargs, load_for_inference, load_image_plugin
 
     if not config.train.predict_with_generate:
