@@ -4,6 +4,7 @@ that cuts into the image tokens and unusable images are refused; a text benchmar
 with the model's own M-RoPE probabilities; GGUF export of a VL model is refused (llama.cpp needs an mmproj file)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from tunesmith.cli import main
 from tunesmith.config.load import load_config
 
 MAX_NEW = 6
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_vl_lora.yaml"
 LONG_QUESTION = (
     "<image>Describe the colour of this picture in one long sentence, with as much detail as you can, "
     "and say whether it is warm or cold."
@@ -270,3 +272,48 @@ def test_gguf_export_of_a_vl_model_is_refused(tiny_vl_model_dir, tmp_path, capsy
     with pytest.raises(ModelError, match="mmproj"):  # the writer itself refuses too, before writing anything
         write_gguf(model, None, tmp_path / "m.gguf")
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_do_predict_after_training_answers_with_the_trained_model(tiny_vl_model_dir, vl_data_dir, tmp_path, capsys):
+    """do_train + do_predict (LLaMA-Factory's sft workflow): after training, the in-memory model answers eval_dataset
+    as `tunesmith eval` does on the saved run; the predict metrics join all_results.json."""
+    out = tmp_path / "run"
+    train = [
+        "train",
+        str(EXAMPLE),
+        f"model_name_or_path={tiny_vl_model_dir}",
+        f"dataset_dir={vl_data_dir}",
+        "max_steps=3",
+        "learning_rate=0.05",
+        "warmup_ratio=0",
+        "save_steps=1000",
+        "do_train=true",  # with do_predict: train, then predict (without: LF's predict-only YAML)
+        "eval_dataset=mllm_demo",
+        "do_predict=true",
+        f"max_new_tokens={MAX_NEW}",
+        "per_device_eval_batch_size=2",
+    ]
+    # refused before any training: no predict_with_generate, no eval_dataset
+    assert main([*train, f"output_dir={out}"]) == 2
+    assert "predict_with_generate: true" in capsys.readouterr().err and not out.exists()
+    assert main([*train[:-4], "do_predict=true", "predict_with_generate=true", f"output_dir={out}"]) == 2
+    assert "answers the prompts of `eval_dataset`" in capsys.readouterr().err and not out.exists()
+
+    assert main([*train, "predict_with_generate=true", f"output_dir={out}"]) == 0
+    lines = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(line["prompt"].count("<|image_pad|>") for line in lines)
+    results = json.loads((out / "all_results.json").read_text())
+    assert (
+        results["predict_samples"] == 3
+        and results["predict_bleu-4"] == json.loads((out / "predict_results.json").read_text())["predict_bleu-4"]
+    )
+    code, again = predict(
+        tiny_vl_model_dir,
+        vl_data_dir,
+        tmp_path / "again",
+        f"adapter_name_or_path={out}",
+        "per_device_eval_batch_size=1",
+    )
+    assert code == 0 and again == lines
+    code, base = predict(tiny_vl_model_dir, vl_data_dir, tmp_path / "base")
+    assert code == 0 and [line["predict"] for line in base] != [line["predict"] for line in lines]  # it trained

@@ -138,24 +138,65 @@ def to_model(tensor, model):
     return tensor.to(model.device)
 
 
-def run_predict(config) -> int:
-    """Generates, writes generated_predictions.jsonl (prompt, predict, label) and predict_results.json."""
-    import transformers
-
-    from tunesmith.config.load import require
-    from tunesmith.data.vision import ENCODED_IMAGES
-    from tunesmith.evaluate.metrics import corpus_similarity, require_packages
-    from tunesmith.infer.loader import generation_kwargs, load_for_inference, load_image_plugin
-
+def check_predict(config) -> None:
+    """What predict needs from the config, checked before any model loads (and before training, for do_train)."""
     if not config.train.predict_with_generate:
         raise ConfigError(f"{config.source}: do_predict needs `predict_with_generate: true` (answers are generated "
                           "and scored with BLEU/ROUGE)")
-    require(config, "model_name_or_path", job="eval")
     if not (config.data.eval_dataset or config.data.dataset):
         raise ConfigError(f"{config.source}: predict needs `eval_dataset` (or `dataset`): the prompts to answer")
+
+
+def check_after_training(config, world_size: int) -> None:
+    """do_train with do_predict: predict runs on the trained model in this process once training is done (as
+    LLaMA-Factory's sft workflow does), so its checks come before training starts."""
+    from tunesmith.evaluate.metrics import require_packages
+
+    check_predict(config)
+    if not config.data.eval_dataset:
+        raise ConfigError(f"{config.source}: do_predict after training answers the prompts of `eval_dataset`; set it "
+                          "(a val_size split is not used for predict)")
+    if world_size > 1:
+        raise ConfigError(f"{config.source}: do_predict after training runs in one process, not {world_size}; remove "
+                          "do_predict and run `tunesmith eval OUTPUT_DIR do_predict=true predict_with_generate=true "
+                          "eval_dataset=...` on the trained run afterwards")
+    require_packages()
+
+
+def run_predict(config) -> int:
+    """Loads the model, generates, writes generated_predictions.jsonl (prompt, predict, label) and
+    predict_results.json."""
+    from tunesmith.config.load import require
+    from tunesmith.evaluate.metrics import require_packages
+    from tunesmith.infer.loader import load_for_inference
+
+    check_predict(config)
+    require(config, "model_name_or_path", job="eval")
     folder = output_folder(config)
     require_packages()  # a missing metrics package fails before the model loads
     tokenizer, template, model = load_for_inference(config, job="eval")
+    predict_with(config, tokenizer, template, model, folder)
+    return 0
+
+
+def predict_after_training(config, tokenizer, model, output_dir) -> dict:
+    """do_train + do_predict: the trained model (adapters unmerged) answers eval_dataset; the files go in output_dir
+    and the predict_* metrics are returned for all_results.json."""
+    from tunesmith.data.pipeline import resolve_template
+
+    model.eval()
+    model.config.use_cache = True
+    return predict_with(config, tokenizer, resolve_template(config.data, tokenizer), model, Path(output_dir))
+
+
+def predict_with(config, tokenizer, template, model, folder: Path) -> dict:
+    """Encodes the prompts (with a VL model's images), generates, writes the two files in folder; the metrics."""
+    import transformers
+
+    from tunesmith.data.vision import ENCODED_IMAGES
+    from tunesmith.evaluate.metrics import corpus_similarity
+    from tunesmith.infer.loader import generation_kwargs, load_image_plugin
+
     plugin, no_images = load_image_plugin(config, template)  # None for a text model (no_images says why)
     encoded = encode_prompts(config, tokenizer, template, plugin, no_images)
     images = encoded.get(ENCODED_IMAGES)
@@ -180,4 +221,4 @@ def run_predict(config) -> int:
     for key, value in results.items():
         print(f"  {key} = {value}")
     print(f"predictions written to {folder / PREDICTIONS}")
-    return 0
+    return results
