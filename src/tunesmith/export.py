@@ -14,12 +14,12 @@ from tunesmith.staging import new_staging, publish
 log = logging.getLogger(__name__)
 
 
-def _model_type(config) -> str:
+def _model_config(config):
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(config.model.model_name_or_path, trust_remote_code=config.model.trust_remote_code,
-                                          cache_dir=config.model.cache_dir).model_type
+                                          cache_dir=config.model.cache_dir)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the config of {config.model.model_name_or_path}: {exc}") from None
 
@@ -42,7 +42,7 @@ def run_export(config) -> int:
     if config.export.export_format == "gguf":
         from tunesmith.export_gguf import check_arch
 
-        check_arch(_model_type(config))  # before any weights load
+        check_arch(_model_config(config))  # before any weights load
         if config.export.export_hub_model_id:
             raise ConfigError("export_hub_model_id pushes safetensors exports only; remove it for export_format: gguf")
     # export_device auto (LLaMA-Factory's device_map auto): the merged model goes to the detected accelerator to be cast

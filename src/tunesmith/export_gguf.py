@@ -32,7 +32,24 @@ def _gguf():
     return gguf
 
 
-def check_arch(model_type: str) -> dict:
+# A multimodal model's sub-config -> the encoder llama.cpp keeps outside the language model's GGUF, in its mmproj file
+MEDIA_ENCODERS = {"vision_config": "vision encoder and projector", "audio_config": "audio encoder and projector"}
+
+
+def check_arch(config) -> dict:
+    """How llama.cpp writes this model (a transformers config, or its model_type); refuses what is not mapped,
+    multimodal models first: their encoder belongs in a separate mmproj GGUF that this export does not write."""
+    model_type = config if isinstance(config, str) else config.model_type
+    encoders = [what for key, what in MEDIA_ENCODERS.items() if getattr(config, key, None) is not None]
+    if encoders:
+        raise ModelError(
+            f"GGUF export of a multimodal model ({model_type}) is not supported: llama.cpp runs it from two files, "
+            f"the language model's GGUF and a separate mmproj GGUF holding its {' and '.join(encoders)} (made by "
+            "llama.cpp's convert_hf_to_gguf.py --mmproj, loaded with llama-mtmd-cli --mmproj), and tunesmith writes "
+            "neither the mmproj file nor this model's language part. Export safetensors instead (export_format: "
+            "safetensors, the default: the merged model with its processor files) and run convert_hf_to_gguf.py "
+            "on that folder twice, once without and once with --mmproj"
+        )
     if model_type not in ARCHS:
         raise ModelError(
             f"GGUF export does not map model_type {model_type!r} yet; mapped: {', '.join(ARCHS)}. "
@@ -168,9 +185,9 @@ def _rope_theta(config) -> float:
 
 def write_gguf(model, tokenizer, path: Path, quantization: str = "f16", name: str = "model") -> Path:
     """Write `model` (a merged, full-precision HF causal LM) with `tokenizer` as one GGUF file at `path`."""
-    gguf = _gguf()
     config = model.config
-    spec = check_arch(config.model_type)
+    spec = check_arch(config)  # a multimodal model is refused whether or not the gguf package is installed
+    gguf = _gguf()
     if quantization not in QUANTIZATIONS:
         raise ModelError(f"export_quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -240,7 +257,7 @@ def write_modelfile(folder: Path, gguf_name: str, template, tokenizer) -> Path:
 
 def export_gguf(model, tokenizer, template, folder: Path, quantization: str) -> Path:
     """model-<quantization>.gguf and an Ollama Modelfile in `folder`; returns the GGUF's path."""
-    check_arch(model.config.model_type)
+    check_arch(model.config)
     gguf_name = f"model-{quantization}.gguf"
     path = write_gguf(model, tokenizer, folder / gguf_name, quantization)
     write_modelfile(folder, gguf_name, template, tokenizer)

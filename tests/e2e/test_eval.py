@@ -159,3 +159,27 @@ def test_predict_refusals(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "generated_predictions.jsonl").write_text("")
     assert main([*base, "predict_with_generate=true", f"output_dir={tmp_path}"]) == 2
     assert "overwrite_output_dir" in capsys.readouterr().err
+
+
+def test_do_predict_after_training(tiny_model_dir, tmp_path, capsys):
+    """do_train + do_predict, as LLaMA-Factory's sft workflow: the trained model answers eval_dataset in the same run
+    (as `tunesmith eval` on the saved adapter does); a multi-process run is refused before training."""
+    from tunesmith.config.load import load_config
+    from tunesmith.errors import ConfigError
+    from tunesmith.evaluate.predict import check_after_training
+
+    out = tmp_path / "run"
+    args = ["dataset=tunesmith_identity", "eval_dataset=tunesmith_identity", f"dataset_dir={DEMO_DATA}",
+            "template=chatml", "max_samples=4", "max_new_tokens=6", "per_device_eval_batch_size=2"]
+    assert main(["train", f"model_name_or_path={tiny_model_dir}", "stage=sft", "finetuning_type=lora", "do_train=true",
+                 "do_predict=true", "predict_with_generate=true", "max_steps=2", "learning_rate=0.05",
+                 "report_to=none", f"output_dir={out}", *args]) == 0
+    lines = (out / "generated_predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads((out / "all_results.json").read_text())["predict_samples"] == 4
+    assert main(["eval", f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={out}", "do_predict=true",
+                 "predict_with_generate=true", f"output_dir={tmp_path / 'again'}", *args]) == 0
+    assert (tmp_path / "again" / "generated_predictions.jsonl").read_text().splitlines() == lines
+    config = load_config(None, {"model_name_or_path": str(tiny_model_dir), "do_train": True, "do_predict": True,
+                                "predict_with_generate": True, "eval_dataset": "tunesmith_identity"})
+    with pytest.raises(ConfigError, match="runs in one process, not 2"):
+        check_after_training(config, world_size=2)

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, DataError
 
 PREDICTIONS = "generated_predictions.jsonl"
 RESULTS = "predict_results.json"
@@ -30,36 +30,100 @@ def output_folder(config) -> Path:
     return folder
 
 
-def encode_prompts(config, tokenizer, template) -> dict:
-    """Prompt ids and reference answer ids of every record of eval_dataset (or dataset), cut to cutoff_len."""
+def encode_prompts(config, tokenizer, template, plugin=None, no_images: str = "") -> dict:
+    """Prompt ids and reference answer ids of every record of eval_dataset (or dataset), cut to cutoff_len. With a
+    VL model's image plugin, each <image> becomes the model's vision tokens exactly as training encodes it and each
+    example keeps its image paths (ENCODED_IMAGES); `no_images`: why images cannot be used (plugin None)."""
+    from functools import partial
+
     from tunesmith.data.encode import encode_unsupervised
     from tunesmith.data.loader import load_records
+    from tunesmith.data.media import IMAGES
 
     data = config.data
     records = load_records(data.eval_dataset or data.dataset, data.dataset_dir, "sft", max_samples=data.max_samples,
                            seed=config.train.seed, num_proc=data.preprocessing_num_workers,
-                           cache_dir=config.model.cache_dir)
-    encoded = encode_unsupervised(records.to_dict(), template, tokenizer, data.cutoff_len)
+                           cache_dir=config.model.cache_dir, media_dir=config.multimodal.media_dir)
+    encode = partial(encode_unsupervised, template=template, tokenizer=tokenizer, cutoff_len=data.cutoff_len)
+    if IMAGES in records.column_names and any(records[IMAGES]):
+        if plugin is None:
+            raise DataError(f"{config.source}: the predict data holds images (an `images` column) but they "
+                            f"cannot be used: {no_images}")
+        encoded = encode_with_images(records, encode, plugin, tokenizer, data.cutoff_len)
+    else:
+        encoded = encode(records.to_dict())
     if not encoded["input_ids"]:
         raise ConfigError(f"{config.source}: none of the {len(records)} records has a prompt to answer")
     return encoded
 
 
+def encode_with_images(records, encode, plugin, tokenizer, cutoff_len: int) -> dict:
+    """encode() through data.vision.with_images, record by record so that a prompt whose vision tokens cutoff_len
+    cuts (the model would find fewer image tokens than image features) is refused by its record number."""
+    import torch
+
+    from tunesmith.data.vision import ENCODED_IMAGES, with_images
+
+    wrapped, whole = with_images(encode, plugin), None
+    out: dict = {}
+    for index in range(len(records)):
+        one = records[index: index + 1]
+        encoded = wrapped(one)
+        for ids, labels, paths in zip(encoded["input_ids"], encoded["labels"], encoded[ENCODED_IMAGES], strict=True):
+            if paths and len(ids) + len(labels) >= cutoff_len:  # shorter: nothing was cut (see infer_seqlen)
+                whole = whole or with_images(partial_uncut(encode), plugin)
+                full = whole(one)["input_ids"][0]
+                kept, needed = (int(plugin.token_type_ids(tokenizer, torch.tensor(row)).ne(0).sum())
+                                for row in (ids, full))
+                if kept != needed:
+                    raise DataError(f"predict data record {index}: cutoff_len={cutoff_len} cuts its prompt inside the "
+                                    f"image tokens ({kept} of its {needed} kept; the whole prompt is {len(full)} "
+                                    "tokens); raise cutoff_len or lower image_max_pixels")
+        for key, values in encoded.items():
+            out.setdefault(key, []).extend(values)
+    return out
+
+
+def partial_uncut(encode):
+    """The same encoder with no cutoff (to count the vision tokens of a whole prompt)."""
+    from functools import partial
+
+    return partial(encode.func, *encode.args, **{**encode.keywords, "cutoff_len": 10**9})
+
+
 def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs: dict,
-             skip_special_tokens: bool) -> list[str]:
-    """Decoded answers to each prompt, batched with left padding; kwargs: infer.loader.generation_kwargs."""
+             skip_special_tokens: bool, images: list[list] | None = None, plugin=None) -> list[str]:
+    """Decoded answers to each prompt, batched with left padding; kwargs: infer.loader.generation_kwargs. With a VL
+    model's image plugin, `images` (each prompt's image paths) go in through the training collator (VisionCollator:
+    pixel_values, image_grid_thw, mm_token_type_ids), left-padded; Qwen-VL's M-RoPE positions are computed by the
+    model from the attention mask, so padding does not shift them."""
     import torch
     from tqdm.auto import tqdm
 
     from tunesmith.evaluate.scoring import left_pad
 
     pad_id = kwargs["pad_token_id"]
+    collate = None
+    if plugin is not None:
+        from tunesmith.data.vision import ENCODED_IMAGES, VisionCollator
+
+        tokenizer.padding_side = "left"  # generation continues each row at its end, as LLaMA-Factory's predict does
+        collator = VisionCollator(tokenizer, None, plugin)
+
+        def collate(start: int, stop: int) -> dict:
+            return collator([{"input_ids": ids, "attention_mask": [1] * len(ids), ENCODED_IMAGES: paths}
+                             for ids, paths in zip(prompts[start:stop], images[start:stop], strict=True)])
     answers = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="predict", unit="batch"):
-        input_ids, attention_mask, _ = left_pad(prompts[start: start + batch_size], pad_id)
+        if collate is None:
+            input_ids, attention_mask, _ = left_pad(prompts[start: start + batch_size], pad_id)
+            inputs = {"attention_mask": attention_mask}
+        else:
+            inputs = collate(start, start + batch_size)
+            input_ids = inputs.pop("input_ids")
+        inputs = {key: to_model(value, model) for key, value in inputs.items() if value is not None}  # labels: None
         with torch.inference_mode():
-            output = model.generate(input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-                                    **kwargs)
+            output = model.generate(input_ids.to(model.device), **inputs, **kwargs)
         for row in output[:, input_ids.shape[1]:].tolist():
             while row and row[-1] == pad_id:
                 row.pop()  # generation pads finished rows; the stop token itself is dropped by decode
@@ -67,30 +131,81 @@ def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs
     return answers
 
 
-def run_predict(config) -> int:
-    """Generates, writes generated_predictions.jsonl (prompt, predict, label) and predict_results.json."""
-    import transformers
+def to_model(tensor, model):
+    """The tensor on the model's device; floating ones (pixel_values) in its dtype, as the chat engine passes them."""
+    if tensor.is_floating_point():
+        return tensor.to(model.device, dtype=model.dtype)
+    return tensor.to(model.device)
 
-    from tunesmith.config.load import require
-    from tunesmith.evaluate.metrics import corpus_similarity, require_packages
-    from tunesmith.infer.loader import generation_kwargs, load_for_inference
 
+def check_predict(config) -> None:
+    """What predict needs from the config, checked before any model loads (and before training, for do_train)."""
     if not config.train.predict_with_generate:
         raise ConfigError(f"{config.source}: do_predict needs `predict_with_generate: true` (answers are generated "
                           "and scored with BLEU/ROUGE)")
-    require(config, "model_name_or_path", job="eval")
     if not (config.data.eval_dataset or config.data.dataset):
         raise ConfigError(f"{config.source}: predict needs `eval_dataset` (or `dataset`): the prompts to answer")
+
+
+def check_after_training(config, world_size: int) -> None:
+    """do_train with do_predict: predict runs on the trained model in this process once training is done (as
+    LLaMA-Factory's sft workflow does), so its checks come before training starts."""
+    from tunesmith.evaluate.metrics import require_packages
+
+    check_predict(config)
+    if not config.data.eval_dataset:
+        raise ConfigError(f"{config.source}: do_predict after training answers the prompts of `eval_dataset`; set it "
+                          "(a val_size split is not used for predict)")
+    if world_size > 1:
+        raise ConfigError(f"{config.source}: do_predict after training runs in one process, not {world_size}; remove "
+                          "do_predict and run `tunesmith eval OUTPUT_DIR do_predict=true predict_with_generate=true "
+                          "eval_dataset=...` on the trained run afterwards")
+    require_packages()
+
+
+def run_predict(config) -> int:
+    """Loads the model, generates, writes generated_predictions.jsonl (prompt, predict, label) and
+    predict_results.json."""
+    from tunesmith.config.load import require
+    from tunesmith.evaluate.metrics import require_packages
+    from tunesmith.infer.loader import load_for_inference
+
+    check_predict(config)
+    require(config, "model_name_or_path", job="eval")
     folder = output_folder(config)
     require_packages()  # a missing metrics package fails before the model loads
     tokenizer, template, model = load_for_inference(config, job="eval")
-    encoded = encode_prompts(config, tokenizer, template)
+    predict_with(config, tokenizer, template, model, folder)
+    return 0
+
+
+def predict_after_training(config, tokenizer, model, output_dir) -> dict:
+    """do_train + do_predict: the trained model (adapters unmerged) answers eval_dataset; the files go in output_dir
+    and the predict_* metrics are returned for all_results.json."""
+    from tunesmith.data.pipeline import resolve_template
+
+    model.eval()
+    model.config.use_cache = True
+    return predict_with(config, tokenizer, resolve_template(config.data, tokenizer), model, Path(output_dir))
+
+
+def predict_with(config, tokenizer, template, model, folder: Path) -> dict:
+    """Encodes the prompts (with a VL model's images), generates, writes the two files in folder; the metrics."""
+    import transformers
+
+    from tunesmith.data.vision import ENCODED_IMAGES
+    from tunesmith.evaluate.metrics import corpus_similarity
+    from tunesmith.infer.loader import generation_kwargs, load_image_plugin
+
+    plugin, no_images = load_image_plugin(config, template)  # None for a text model (no_images says why)
+    encoded = encode_prompts(config, tokenizer, template, plugin, no_images)
+    images = encoded.get(ENCODED_IMAGES)
     transformers.set_seed(config.train.seed)
     started = time.perf_counter()
     # predictions are compared with references: greedy (reproducible) unless the config sets do_sample
     kwargs = generation_kwargs(config.generation, tokenizer, template, greedy="do_sample" not in config.given)
     predictions = generate(model, tokenizer, encoded["input_ids"], config.train.per_device_eval_batch_size, kwargs,
-                           config.generation.skip_special_tokens)
+                           config.generation.skip_special_tokens, images, plugin if images else None)
     seconds = time.perf_counter() - started
     labels = [tokenizer.decode(ids, skip_special_tokens=True) for ids in encoded["labels"]]
     prompts = [tokenizer.decode(ids, skip_special_tokens=False) for ids in encoded["input_ids"]]
@@ -106,4 +221,4 @@ def run_predict(config) -> int:
     for key, value in results.items():
         print(f"  {key} = {value}")
     print(f"predictions written to {folder / PREDICTIONS}")
-    return 0
+    return results

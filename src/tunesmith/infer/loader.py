@@ -43,12 +43,12 @@ def load_image_plugin(config, template):
 
     image_processor = load_image_processor(config.model)
     if image_processor is None:
-        return None, (f"{config.model.model_name_or_path} is a text-only model: it cannot take images; chat with a "
-                      "vision-language model (e.g. Qwen2-VL) to send images")
+        return None, (f"{config.model.model_name_or_path} is a text-only model: it cannot take images; use a "
+                      "vision-language model (e.g. Qwen2-VL) for images")
     try:
         return make_plugin(template, image_processor, config.multimodal), None
     except DataError as exc:  # a VL model with a text template still chats in text
-        log.warning("images are off for this chat: %s", exc)
+        log.warning("images are off: %s", exc)
         return None, str(exc)
 
 

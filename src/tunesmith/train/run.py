@@ -65,6 +65,10 @@ def _run_training(config: Config) -> dict:
         extra["remove_unused_columns"] = False  # each example's image paths reach the collator
     args = training_arguments(config, resume_from_checkpoint=resume_path, do_train=True, **extra)
     set_seed(args.seed)
+    if config.train.do_predict:  # predict runs after training (below): its checks come before any training
+        from tunesmith.evaluate.predict import check_after_training
+
+        check_after_training(config, args.world_size)
 
     # config -> data -> model -> trainer -> outputs
     tokenizer = load_tokenizer(config.model, config.lf_model)
@@ -137,6 +141,10 @@ def _run_training(config: Config) -> dict:
     metrics.update(train_samples=len(data.train), dropped_examples=data.dropped)
     if data.eval is not None:
         metrics.update(trainer.evaluate(), eval_samples=len(data.eval))
+    if config.train.do_predict:  # as LLaMA-Factory's sft workflow: the trained model answers eval_dataset
+        from tunesmith.evaluate.predict import predict_after_training
+
+        metrics.update(predict_after_training(config, tokenizer, model, output_dir))
     if not main_process:
         return metrics
     trainer.save_state()
