@@ -97,6 +97,10 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
         import tunesmith.data.collate
 
         tunesmith.data.collate.add_label_logits = lambda batch: None
+    if config.pop("bench_peft_lora", False):  # bench-only switch: peft's own LoRA forward (no merged-weight matmul)
+        import tunesmith.model.fast_lora
+
+        tunesmith.model.fast_lora.use_fast_lora = lambda model: 0
     if tool == "tunesmith":
         from tunesmith.config.load import build_config
         from tunesmith.train.run import run_training
@@ -290,7 +294,7 @@ def main() -> None:
         "--ts-extra",
         nargs="*",
         default=[],
-        help="key=value added to tunesmith's config (bench_plain_logits=true: logits everywhere)",
+        help="key=value added to tunesmith's config (bench_plain_logits=true: logits everywhere; bench_peft_lora=true: peft LoRA forward)",
     )
     parser.add_argument("--lf-extra", nargs="*", default=[], help="key=value added to LF's config")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)

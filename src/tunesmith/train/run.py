@@ -91,6 +91,7 @@ def _run_training(config: Config) -> dict:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
     from tunesmith.data.collate import configure
+    from tunesmith.model.fast_lora import use_fast_lora
     from tunesmith.model.packed_attention import use_packed_attention
 
     if data.plugin is not None:  # a VL model: padded batches with pixel_values (no packing, see data/vision.py)
@@ -102,6 +103,8 @@ def _run_training(config: Config) -> dict:
     configure(collator, config)  # sft: padding-free packing unless `packing: false`, rows of at most cutoff_len
     if getattr(collator, "packing", False):  # each packed example attends on its own, through sdpa's causal kernel
         use_packed_attention(model)
+    if not args.deepspeed and not args.fsdp:  # ZeRO-3/FSDP gather a weight only when its own module runs
+        use_fast_lora(model)
     trainer = spec.make_trainer(
         config=config,
         model=model,
