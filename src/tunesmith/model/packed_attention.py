@@ -30,7 +30,8 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
     import torch
 
     # split, not slicing: the backward of a slice writes its gradient into a zero-filled copy of the whole tensor,
-    # once per example and per row, where split's backward is a single cat (measured: 9 % of a LoRA step).
+    # once per example and per row, where split's backward is a single cat (those fills and copies were 7 % of a
+    # LoRA step's profile; a 4 x 512 packed batch's attention forward+backward went from 70 to 56 ms, 1 thread).
     rows = []
     for bounds, q_row, k_row, v_row in zip(segments, query.split(1), key.split(1), value.split(1)):
         sizes = [end - start for start, end in bounds]
