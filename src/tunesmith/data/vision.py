@@ -20,6 +20,11 @@ PLUGINS = {
     },
 }
 PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
+# template mm_plugin -> "module:class" of the other families' plugins, each with make(image_processor, multimodal)
+# and the interface of ImagePlugin (inputs, expand, prepare, batch_inputs, image_processor, image_token)
+PLUGIN_CLASSES = {
+    "gemma3": "tunesmith.data.vision_gemma3:Gemma3Plugin",
+}
 IMAGE_ENCODINGS = ("supervised", "pairwise")  # encodings whose examples may carry images (stages: IMAGE_STAGES)
 IMAGE_STAGES = ("sft", "dpo")
 # The encoded examples' column of image paths. Not "images": TRL's DPOTrainer takes a dataset with an "images" column
@@ -72,6 +77,15 @@ class ImagePlugin:
             message["content"] = content
         return messages
 
+    def prepare(self, messages: list[dict], images: list) -> tuple[list[dict], dict]:
+        """Inference: the messages expanded for the images and the model's inputs for them, processed once."""
+        vision = self.inputs(images)
+        return self.expand_grids(messages, vision["image_grid_thw"]), vision
+
+    def batch_inputs(self, tokenizer, input_ids) -> dict:
+        """The per-token model inputs a batch of ids needs besides the image tensors."""
+        return {"mm_token_type_ids": self.token_type_ids(tokenizer, input_ids)}
+
     def token_type_ids(self, tokenizer, input_ids):
         """transformers 5's mm_token_type_ids for M-RoPE: 1 at image tokens, 2 at video tokens, 0 elsewhere."""
         image = tokenizer.convert_tokens_to_ids(self.image_token)
@@ -83,6 +97,11 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
     """The plugin of a VL template (`mm_plugin` in templates.yaml) for this image processor and the config's
     image_max_pixels/image_min_pixels."""
     name = getattr(template, "mm_plugin", None)
+    if name in PLUGIN_CLASSES:
+        import importlib
+
+        module, cls = PLUGIN_CLASSES[name].split(":")
+        return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
     if name not in PLUGINS:
         from tunesmith.data.template import template_table
 
@@ -92,6 +111,13 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
             f"vision-language model set `template:` to one of {', '.join(vl)}"
         )
     bounds = {}
+    if multimodal is not None and multimodal.image_do_pan_and_scan:
+        from tunesmith.errors import ConfigError
+
+        raise ConfigError(
+            f"image_do_pan_and_scan is Gemma 3's (template gemma3); template {getattr(template, 'name', None)} ({name}) has no "
+            "pan-and-scan: remove image_do_pan_and_scan or set it to false"
+        )
     if multimodal is not None:
         bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
     return ImagePlugin(image_processor, **PLUGINS[name], **bounds)
@@ -154,7 +180,7 @@ class VisionCollator:
         text = [{key: value for key, value in feature.items() if key != ENCODED_IMAGES} for feature in features]
         batch = self.padded(text)
         batch.update(self.plugin.inputs(paths))
-        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        batch.update(self.plugin.batch_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 
@@ -172,7 +198,7 @@ class PairwiseVisionCollator:
         paths = [path for feature in features for path in (feature.get(ENCODED_IMAGES) or [])]
         batch = self.text([{k: v for k, v in feature.items() if k != ENCODED_IMAGES} for feature in features])
         batch.update(self.plugin.inputs(paths + paths))
-        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        batch.update(self.plugin.batch_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 
