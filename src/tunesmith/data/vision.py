@@ -115,8 +115,8 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
         from tunesmith.errors import ConfigError
 
         raise ConfigError(
-            f"image_do_pan_and_scan is Gemma 3's (template gemma3); template {getattr(template, 'name', None)} ({name}) has no "
-            "pan-and-scan: remove image_do_pan_and_scan or set it to false"
+            f"image_do_pan_and_scan is Gemma 3's (template gemma3); template {getattr(template, 'name', None)} "
+            f"({name} images) has no pan-and-scan: remove image_do_pan_and_scan or set it to false"
         )
     if multimodal is not None:
         bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
