@@ -208,6 +208,18 @@ def test_the_engine_encodes_and_answers_as_training_and_generate_do(engine, gemm
     assert not torch.allclose(*logits)
 
 
+def test_the_api_answers_an_image_as_the_engine_does(engine, data_dir):
+    from tests.e2e.test_vl_api import ask, data_url, serving
+
+    red = (data_dir / "images" / "red.png").absolute()
+    expected = engine.chat([{"role": "user", "content": QUESTION}], images=[str(red)])[0]
+    with serving(engine) as url:
+        response = ask(url, data_url(red))
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == expected.text
+    assert response.json()["usage"]["prompt_tokens"] == expected.prompt_tokens
+
+
 def test_the_engine_does_pan_and_scan_as_training(gemma3_dir, data_dir):
     from tunesmith.infer.engine import ChatEngine
 
