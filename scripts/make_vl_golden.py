@@ -1,6 +1,6 @@
 """Writes tests/assets/golden_vl/<template>.json: LLaMA-Factory 0.9.5's image encodings (input_ids, labels, the
 expanded image token runs, pixel_values' shape and image_grid_thw / token_type_ids) for the VL templates (Qwen-VL,
-Gemma 3), for our golden test.
+Gemma 3, InternVL), for our golden test.
 
 Dev tool only; it runs in the LF venv like scripts/make_golden.py (whose text records and stubs it reuses):
 
@@ -15,6 +15,9 @@ attributes (boi_token, full_image_sequence, image_token_id, image_seq_length). W
 Gemma3Plugin reads num_crops as transformers 4 returned it ([[crops of image 0, of image 1, ...]]: it indexes
 num_crops[0][i]); transformers 5's image processor returns a flat tensor, on which LF 0.9.5 itself fails (IndexError),
 so the processor here hands LF the transformers 4 layout (NestedCrops) and LF's code runs unchanged.
+
+InternVL: the tiny PIL GOT-OCR2 image processor (model/tiny_internvl.py) with image_seq_length and crop_to_patches
+set as LF's loader sets them on InternVLProcessor (whose video processor needs torchvision, so it is not built).
 """
 
 import copy
@@ -32,10 +35,11 @@ from llamafactory.hparams import DataArguments
 
 from tunesmith.model.tiny import build_tokenizer, fingerprint
 from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
+from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
 from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
-TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "gemma3"]
+TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "gemma3", "intern_vl"]
 IMAGES = {
     "red.png": ((64, 48), (220, 30, 30)),
     "blue.png": ((40, 72), (30, 30, 220)),
@@ -80,6 +84,11 @@ TEMPLATE_CASES = {
         "pan_and_scan_batch": (["one_image", "wide_image", "two_images_two_turns"], {"image_do_pan_and_scan": True}),
         "pan_and_scan_big_max_pixels": (["big_image"], {"image_do_pan_and_scan": True, "image_max_pixels": 512 * 256}),
     },
+    "intern_vl": {
+        "crop_to_patches_wide": (["wide_image"], {"crop_to_patches": True}),
+        "crop_to_patches_batch": (["one_image", "wide_image", "two_images_two_turns"], {"crop_to_patches": True}),
+        "crop_to_patches_big_max_pixels": (["big_image"], {"crop_to_patches": True, "image_max_pixels": 128 * 128}),
+    },
 }
 
 
@@ -114,6 +123,16 @@ def make_processor(name, options):
             image_seq_length=length,
             full_image_sequence="\n\n<start_of_image>" + "<image_soft_token>" * length + "<end_of_image>\n\n",
             image_do_pan_and_scan=options.get("image_do_pan_and_scan", False),
+            **bounds,
+        )
+        return tokenizer, processor
+    if name == "intern_vl":
+        add_internvl_tokens(tokenizer)
+        image_processor = tiny_internvl_image_processor()
+        processor = types.SimpleNamespace(
+            image_processor=image_processor,
+            image_seq_length=image_processor.image_seq_length,
+            crop_to_patches=options.get("crop_to_patches", False),
             **bounds,
         )
         return tokenizer, processor

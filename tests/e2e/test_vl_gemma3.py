@@ -119,7 +119,7 @@ def test_other_families_keys_and_wrong_counts_are_refused(gemma3_dir, data_dir, 
     base = [f"dataset_dir={data_dir}", "max_steps=1", "save_steps=1000"]
     qwen = [f"model_name_or_path={tiny_vl_model_dir}", *base, f"output_dir={tmp_path / 'q'}"]
     assert main(["train", str(EXAMPLE), *qwen, "image_do_pan_and_scan=true"]) == 2
-    assert "image_do_pan_and_scan is Gemma 3's (template gemma3); template qwen2_vl" in capsys.readouterr().err
+    assert "image_do_pan_and_scan is Gemma 3's pan-and-scan (template gemma3); template qwen2_vl" in capsys.readouterr().err
     gemma = [f"model_name_or_path={gemma3_dir}", *base, f"output_dir={tmp_path / 'g'}"]
     assert main(["train", str(EXAMPLE), *gemma, "template=gemma3", "crop_to_patches=true"]) == 2
     assert "crop-to-patches" in capsys.readouterr().err

@@ -99,8 +99,7 @@ def test_image_and_video_audio_keys_load_and_other_families_keys_are_refused_wit
     assert "which are refused: video training needs a video decoder" in reason_of("video_fps")
     assert "audio training" in reason_of("use_audio_in_video")
     assert load_config(None, {"image_do_pan_and_scan": True}).multimodal.image_do_pan_and_scan  # Gemma 3's
-    with pytest.raises(ConfigError, match="crop-to-patches"):
-        load_config(None, {"crop_to_patches": True})
+    assert load_config(None, {"crop_to_patches": True}).multimodal.crop_to_patches  # InternVL's
 
 
 def test_eval_num_beams_sets_the_generation_beams():

@@ -18,12 +18,16 @@ def family(name):
     """(tokenizer with the family's image tokens, tiny PIL image processor) of a VL template."""
     from tunesmith.model.tiny import build_tokenizer
     from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
+    from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
     from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
     tokenizer = build_tokenizer()
     if name == "gemma3":
         add_gemma3_tokens(tokenizer)
         return tokenizer, tiny_gemma3_image_processor()
+    if name == "intern_vl":
+        add_internvl_tokens(tokenizer)
+        return tokenizer, tiny_internvl_image_processor()
     add_vl_tokens(tokenizer)
     return tokenizer, tiny_image_processor()
 
@@ -52,6 +56,7 @@ def test_image_encoding_matches_llamafactory(name, case_name):
         image_max_pixels=options.get("image_max_pixels", 768 * 768),
         image_min_pixels=options.get("image_min_pixels", 32 * 32),
         image_do_pan_and_scan=options.get("image_do_pan_and_scan", False),
+        crop_to_patches=options.get("crop_to_patches", False),
     )
     plugin = make_plugin(template, image_processor, bounds)
     records = [golden["records"][n] for n in case["records"]]

@@ -24,6 +24,12 @@ PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos di
 # and the interface of ImagePlugin (inputs, expand, prepare, batch_inputs, image_processor, image_token)
 PLUGIN_CLASSES = {
     "gemma3": "tunesmith.data.vision_gemma3:Gemma3Plugin",
+    "intern_vl": "tunesmith.data.vision_internvl:InternVLPlugin",
+}
+# multimodal keys only one family reads: key -> (its mm_plugin, what it is)
+FAMILY_KEYS = {
+    "image_do_pan_and_scan": ("gemma3", "Gemma 3's pan-and-scan"),
+    "crop_to_patches": ("intern_vl", "InternVL's crop-to-patches"),
 }
 IMAGE_ENCODINGS = ("supervised", "pairwise")  # encodings whose examples may carry images (stages: IMAGE_STAGES)
 IMAGE_STAGES = ("sft", "dpo")
@@ -95,14 +101,9 @@ class ImagePlugin:
 
 def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
     """The plugin of a VL template (`mm_plugin` in templates.yaml) for this image processor and the config's
-    image_max_pixels/image_min_pixels."""
+    image_max_pixels/image_min_pixels (and the family's own keys, FAMILY_KEYS)."""
     name = getattr(template, "mm_plugin", None)
-    if name in PLUGIN_CLASSES:
-        import importlib
-
-        module, cls = PLUGIN_CLASSES[name].split(":")
-        return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
-    if name not in PLUGINS:
+    if name not in PLUGINS and name not in PLUGIN_CLASSES:
         from tunesmith.data.template import template_table
 
         vl = [key for key, entry in template_table().items() if entry.get("mm_plugin")]
@@ -110,17 +111,29 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
             f"template {getattr(template, 'name', 'from the tokenizer')} has no image support; for a "
             f"vision-language model set `template:` to one of {', '.join(vl)}"
         )
-    bounds = {}
-    if multimodal is not None and multimodal.image_do_pan_and_scan:
-        from tunesmith.errors import ConfigError
+    check_family_keys(template, name, multimodal)
+    if name in PLUGIN_CLASSES:
+        import importlib
 
-        raise ConfigError(
-            f"image_do_pan_and_scan is Gemma 3's (template gemma3); template {getattr(template, 'name', None)} "
-            f"({name} images) has no pan-and-scan: remove image_do_pan_and_scan or set it to false"
-        )
+        module, cls = PLUGIN_CLASSES[name].split(":")
+        return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
+    bounds = {}
     if multimodal is not None:
         bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
     return ImagePlugin(image_processor, **PLUGINS[name], **bounds)
+
+
+def check_family_keys(template, name: str, multimodal) -> None:
+    """A family's own image key (Gemma 3's pan-and-scan, InternVL's crop-to-patches) set for another family is an
+    error rather than ignored."""
+    from tunesmith.errors import ConfigError
+
+    for key, (family, what) in FAMILY_KEYS.items():
+        if multimodal is not None and getattr(multimodal, key) and name != family:
+            raise ConfigError(
+                f"{key} is {what} (template {family}); template {getattr(template, 'name', None)} ({name} images) "
+                f"does not have it: remove {key} or set it to false"
+            )
 
 
 def with_images(base, plugin: ImagePlugin):

@@ -135,8 +135,11 @@ def load_image_processor(model_args: ModelArgs):
         raise ModelError(f"{name} is a vision-language model ({config.model_type}) but its image processor does not "
                          f"load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
                          ) from None
-    if getattr(config, "mm_tokens_per_image", None):  # Gemma 3: soft tokens per image, as its processor's config has
-        processor.image_seq_length = config.mm_tokens_per_image
+    from tunesmith.model.vision import image_seq_length
+
+    length = image_seq_length(config)  # Gemma 3 / InternVL: tokens per image (or crop), as their processors hold it
+    if length:
+        processor.image_seq_length = length
     return processor
 
 
