@@ -146,8 +146,8 @@ def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     return collapse_media(text)
 
 
-MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>")
-IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>")  # Qwen-VL's, Gemma 3's
+MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")
+IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")  # Qwen-VL's, Gemma 3's, InternVL's
 
 
 def collapse_media(text: str) -> str:
@@ -162,8 +162,8 @@ def collapse_media(text: str) -> str:
 def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
     """Where each image's tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"; with Gemma 3's
     pan-and-scan an image and its crops are several runs, listed as "image run k"."""
-    token = next((t for t in IMAGE_TOKENS if tokenizer.convert_tokens_to_ids(t) in input_ids), IMAGE_TOKENS[0])
-    pad = tokenizer.convert_tokens_to_ids(token)
+    pad_token = next((t for t in IMAGE_TOKENS if tokenizer.convert_tokens_to_ids(t) in input_ids), IMAGE_TOKENS[0])
+    pad = tokenizer.convert_tokens_to_ids(pad_token)
     spans, start = [], None
     for position, token in enumerate([*input_ids, None]):
         if token == pad and start is None:
@@ -172,9 +172,9 @@ def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
             spans.append((start, position - 1))
             start = None
     if len(spans) > len(paths):  # crops: runs are not one per image
-        return [f"image run {i}: tokens {a}-{b} ({b - a + 1} {token})" for i, (a, b) in enumerate(spans)]
+        return [f"image run {i}: tokens {a}-{b} ({b - a + 1} {pad_token})" for i, (a, b) in enumerate(spans)]
     return [f"image {i} ({Path(paths[i]).name if i < len(paths) else '?'}): tokens {a}-{b} "
-            f"({b - a + 1} {token})" for i, (a, b) in enumerate(spans)]
+            f"({b - a + 1} {pad_token})" for i, (a, b) in enumerate(spans)]
 
 
 def preview(config, n: int = 3) -> int:

@@ -5,6 +5,7 @@ the merged export reloads with its image processor."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -268,7 +269,14 @@ def test_data_preview_marks_the_image_tokens(gemma3_dir, data_dir, tmp_path, cap
                    f"dataset_dir: {data_dir}\ntemplate: gemma3\n")
     assert main(["data", "preview", str(cfg), "-n", "3"]) == 0
     out = capsys.readouterr().out
-    assert f"<start_of_image>{SOFT}\u00d74<end_of_image>" in out and "image 0 (red.png): tokens" in out
+    assert f"<start_of_image>{SOFT}\u00d74<end_of_image>" in out
+    assert re.search(rf"image 0 \(red.png\): tokens \d+-\d+ \(4 {SOFT}\)", out)
+    # pan-and-scan: the wide image and its 3 crops are 4 runs
+    cfg.write_text(f"model_name_or_path: {gemma3_dir}\nstage: sft\ndataset: vl_wide\ndataset_dir: {data_dir}\n"
+                   "template: gemma3\nimage_do_pan_and_scan: true\n")
+    assert main(["data", "preview", str(cfg), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Here is the original image" in out and "image run 3: tokens" in out and "image run 4" not in out
 
 
 def test_tiny_gemma3_folder_loads_back(tmp_path):

@@ -109,6 +109,15 @@ def test_the_engine_encodes_and_answers_as_training_and_generate_do(internvl_dir
     assert reply.text == engine.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
+def test_data_preview_marks_the_image_tokens(internvl_dir, data_dir, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model_name_or_path: {internvl_dir}\nstage: sft\ndataset: mllm_demo\n"
+                   f"dataset_dir: {data_dir}\ntemplate: intern_vl\n")
+    assert main(["data", "preview", str(cfg), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"<img>{CONTEXT}\u00d74</img>" in out and f"(4 {CONTEXT})" in out and "image 0 (red.png)" in out
+
+
 def test_tiny_internvl_folder_loads_back(tmp_path):
     from tunesmith.model.load import load_image_processor
 
