@@ -127,6 +127,9 @@ def test_other_families_keys_and_wrong_counts_are_refused(gemma3_dir, data_dir, 
     assert main(["train", str(EXAMPLE), *gemma, "template=gemma"]) == 2
     err = capsys.readouterr().err
     assert "has no image support" in err and "gemma3" in err
+    assert main(["train", str(EXAMPLE), *gemma, "template=qwen2_vl"]) == 2  # another family's VL template
+    assert "template qwen2_vl expands images for Qwen-VL models, but this model's image processor is Gemma3" in (
+        capsys.readouterr().err)
     red = str(data_dir / "images" / "red.png")
     with pytest.raises(DataError, match="2 <image> placeholders in its messages but 1 images"):
         record_images([red], [{"role": "user", "content": "<image><image>"}], None, DataError)

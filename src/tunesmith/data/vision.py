@@ -117,10 +117,21 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
 
         module, cls = PLUGIN_CLASSES[name].split(":")
         return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
+    if not hasattr(image_processor, "merge_size"):
+        raise wrong_family(name, "Qwen-VL", image_processor)
     bounds = {}
     if multimodal is not None:
         bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
     return ImagePlugin(image_processor, **PLUGINS[name], **bounds)
+
+
+def wrong_family(name: str, family: str, image_processor) -> DataError:
+    """The error for a VL template whose plugin cannot use this model's image processor (another family's)."""
+    return DataError(
+        f"template {name} expands images for {family} models, but this model's image processor is "
+        f"{type(image_processor).__name__} (another family's): set `template:` to the model's own VL template "
+        "(e.g. qwen2_vl for Qwen2-VL, gemma3 for Gemma 3, intern_vl for InternVL)"
+    )
 
 
 def check_family_keys(template, name: str, multimodal) -> None:

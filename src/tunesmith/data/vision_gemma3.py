@@ -57,6 +57,10 @@ class Gemma3Plugin:
     def make(cls, image_processor, multimodal=None) -> Gemma3Plugin:
         """The plugin for this image processor (its image_seq_length: the model's mm_tokens_per_image, which
         model/load.py's load_image_processor sets from config.json) and the config's multimodal keys."""
+        if not callable(getattr(image_processor, "pan_and_scan", None)):  # not Gemma 3's image processor
+            from tunesmith.data.vision import wrong_family
+
+            raise wrong_family("gemma3", "Gemma 3", image_processor)
         length = getattr(image_processor, "image_seq_length", None)
         if not length:
             raise ModelError(

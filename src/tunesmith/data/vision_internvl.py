@@ -32,6 +32,10 @@ class InternVLPlugin:
     def make(cls, image_processor, multimodal=None) -> InternVLPlugin:
         """The plugin for this image processor (its image_seq_length: the model config's, which model/load.py's
         load_image_processor sets) and the config's multimodal keys."""
+        if not hasattr(image_processor, "max_patches"):  # not InternVL's (GOT-OCR2's) image processor
+            from tunesmith.data.vision import wrong_family
+
+            raise wrong_family("intern_vl", "InternVL", image_processor)
         length = getattr(image_processor, "image_seq_length", None)
         if not length:
             raise ModelError(
