@@ -36,19 +36,31 @@ def data_dir(tmp_path_factory) -> Path:
 
     folder = write_vl_dataset(tmp_path_factory.mktemp("gemma3-data"))
     Image.new("RGB", (1200, 400), (200, 30, 200)).save(folder / "images" / "wide.png")
-    rows = [{"instruction": "<image>Read the banner.", "input": "", "output": "Purple.", "images": ["images/wide.png"]},
-            {"instruction": "<image>Name the colour.", "input": "", "output": "red", "images": ["images/red.png"]}]
+    rows = [
+        {"instruction": "<image>Read the banner.", "input": "", "output": "Purple.", "images": ["images/wide.png"]},
+        {"instruction": "<image>Name the colour.", "input": "", "output": "red", "images": ["images/red.png"]},
+    ]
     (folder / "vl_wide.json").write_text(json.dumps(rows))
     info = json.loads((folder / "dataset_info.json").read_text())
-    info["vl_wide"] = {"file_name": "vl_wide.json", "columns": {"prompt": "instruction", "query": "input",
-                                                                "response": "output", "images": "images"}}
+    info["vl_wide"] = {
+        "file_name": "vl_wide.json",
+        "columns": {"prompt": "instruction", "query": "input", "response": "output", "images": "images"},
+    }
     (folder / "dataset_info.json").write_text(json.dumps(info))
     return folder
 
 
 def train(model_dir, data_dir, out, *extra):
-    args = [f"model_name_or_path={model_dir}", f"dataset_dir={data_dir}", f"output_dir={out}", "template=gemma3",
-            "save_steps=1000", "warmup_ratio=0", "report_to=none", *extra]
+    args = [
+        f"model_name_or_path={model_dir}",
+        f"dataset_dir={data_dir}",
+        f"output_dir={out}",
+        "template=gemma3",
+        "save_steps=1000",
+        "warmup_ratio=0",
+        "report_to=none",
+        *extra,
+    ]
     return main(["train", str(EXAMPLE), *args])
 
 
@@ -80,8 +92,17 @@ def encoded(model_dir, data_dir, dataset, **keys):
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.load import load_image_processor, load_tokenizer
 
-    config = load_config(None, {"model_name_or_path": str(model_dir), "template": "gemma3", "stage": "sft",
-                                "dataset": dataset, "dataset_dir": str(data_dir), **keys})
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(model_dir),
+            "template": "gemma3",
+            "stage": "sft",
+            "dataset": dataset,
+            "dataset_dir": str(data_dir),
+            **keys,
+        },
+    )
     tokenizer = load_tokenizer(config.model, config.lf_model)
     data = build_datasets(config, tokenizer, "supervised", image_processor=load_image_processor(config.model))
     return tokenizer, data
@@ -107,8 +128,19 @@ def test_pan_and_scan_adds_the_crops_and_trains(gemma3_dir, data_dir, tmp_path):
 
 def test_dpo_with_images_trains(gemma3_dir, data_dir, tmp_path):
     out = tmp_path / "dpo"
-    assert train(gemma3_dir, data_dir, out, "stage=dpo", "dataset=vl_dpo", "max_steps=3", "learning_rate=0.05",
-                 "per_device_train_batch_size=2") == 0
+    assert (
+        train(
+            gemma3_dir,
+            data_dir,
+            out,
+            "stage=dpo",
+            "dataset=vl_dpo",
+            "max_steps=3",
+            "learning_rate=0.05",
+            "per_device_train_batch_size=2",
+        )
+        == 0
+    )
     assert [math.isfinite(loss) for loss in logged_losses(out)] == [True] * 3
     assert (out / "adapter_model.safetensors").is_file()
 
@@ -120,7 +152,10 @@ def test_other_families_keys_and_wrong_counts_are_refused(gemma3_dir, data_dir, 
     base = [f"dataset_dir={data_dir}", "max_steps=1", "save_steps=1000"]
     qwen = [f"model_name_or_path={tiny_vl_model_dir}", *base, f"output_dir={tmp_path / 'q'}"]
     assert main(["train", str(EXAMPLE), *qwen, "image_do_pan_and_scan=true"]) == 2
-    assert "image_do_pan_and_scan is Gemma 3's pan-and-scan (template gemma3); template qwen2_vl" in capsys.readouterr().err
+    assert (
+        "image_do_pan_and_scan is Gemma 3's pan-and-scan (template gemma3); template qwen2_vl"
+        in capsys.readouterr().err
+    )
     gemma = [f"model_name_or_path={gemma3_dir}", *base, f"output_dir={tmp_path / 'g'}"]
     assert main(["train", str(EXAMPLE), *gemma, "template=gemma3", "crop_to_patches=true"]) == 2
     assert "crop-to-patches" in capsys.readouterr().err
@@ -129,7 +164,8 @@ def test_other_families_keys_and_wrong_counts_are_refused(gemma3_dir, data_dir, 
     assert "has no image support" in err and "gemma3" in err
     assert main(["train", str(EXAMPLE), *gemma, "template=qwen2_vl"]) == 2  # another family's VL template
     assert "template qwen2_vl expands images for Qwen-VL models, but this model's image processor is Gemma3" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
     red = str(data_dir / "images" / "red.png")
     with pytest.raises(DataError, match="2 <image> placeholders in its messages but 1 images"):
         record_images([red], [{"role": "user", "content": "<image><image>"}], None, DataError)
@@ -156,13 +192,20 @@ def test_freeze_keys_decide_which_parameters_train(gemma3_dir):
     assert parts(lora_vision) == {"language_model", "vision_tower"}
     # Gemma 3 ties lm_head to the embeddings: the language model is every trained parameter
     assert parts(trainable(gemma3_dir, finetuning_type="full")) == {"language_model"}
-    assert parts(trainable(gemma3_dir, finetuning_type="full", freeze_vision_tower=False,
-                           freeze_multi_modal_projector=False, freeze_language_model=True)) == {
-        "vision_tower", "multi_modal_projector"}
+    assert parts(
+        trainable(
+            gemma3_dir,
+            finetuning_type="full",
+            freeze_vision_tower=False,
+            freeze_multi_modal_projector=False,
+            freeze_language_model=True,
+        )
+    ) == {"vision_tower", "multi_modal_projector"}
     freeze = trainable(gemma3_dir, finetuning_type="freeze", freeze_trainable_layers=1)
     assert freeze and all("language_model.layers.1." in name for name in freeze)
-    projector = trainable(gemma3_dir, finetuning_type="freeze", freeze_trainable_layers=1,
-                          freeze_multi_modal_projector=False)
+    projector = trainable(
+        gemma3_dir, finetuning_type="freeze", freeze_trainable_layers=1, freeze_multi_modal_projector=False
+    )
     assert parts(projector) == {"language_model", "multi_modal_projector"}
 
 
@@ -170,8 +213,11 @@ def test_freeze_keys_decide_which_parameters_train(gemma3_dir):
 def engine(gemma3_dir):
     from tunesmith.infer.engine import ChatEngine
 
-    return ChatEngine(load_config(None, {"model_name_or_path": str(gemma3_dir), "template": "gemma3",
-                                         "do_sample": False, "max_new_tokens": 6}))
+    return ChatEngine(
+        load_config(
+            None, {"model_name_or_path": str(gemma3_dir), "template": "gemma3", "do_sample": False, "max_new_tokens": 6}
+        )
+    )
 
 
 def training_prompt(tokenizer, data, image: Path) -> tuple[list[int], list[str]]:
@@ -192,7 +238,7 @@ def test_the_engine_encodes_and_answers_as_training_and_generate_do(engine, gemm
     assert prompt.ids == ids
     tokens = engine.tokenizer.convert_ids_to_tokens(prompt.ids)
     start = tokens.index("<start_of_image>")
-    assert tokens[start: start + 6] == ["<start_of_image>", *[SOFT] * 4, "<end_of_image>"]
+    assert tokens[start : start + 6] == ["<start_of_image>", *[SOFT] * 4, "<end_of_image>"]
     assert set(prompt.vision) == {"pixel_values"} and prompt.vision["pixel_values"].shape == (1, 3, 32, 32)
 
     messages = [{"role": "user", "content": QUESTION}]
@@ -200,15 +246,21 @@ def test_the_engine_encodes_and_answers_as_training_and_generate_do(engine, gemm
     assert reply.completion_tokens >= 1 and "".join(engine.stream(messages, images=[str(red)])) == reply.text
     inputs = torch.tensor([ids])
     with torch.no_grad():
-        out = engine.model.generate(inputs, attention_mask=torch.ones_like(inputs), **engine.plugin.inputs(paths),
-                                    token_type_ids=(inputs == engine.tokenizer.convert_tokens_to_ids(SOFT)).long(),
-                                    **generation_kwargs(engine.config.generation, engine.tokenizer, engine.template))
-    assert reply.text == engine.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        out = engine.model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            **engine.plugin.inputs(paths),
+            token_type_ids=(inputs == engine.tokenizer.convert_tokens_to_ids(SOFT)).long(),
+            **generation_kwargs(engine.config.generation, engine.tokenizer, engine.template),
+        )
+    assert reply.text == engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
     # the image reaches the model: another image, another first-token distribution
     blue = str((data_dir / "images" / "blue.png").absolute())
     with torch.no_grad():
-        logits = [engine.model(input_ids=torch.tensor([p.ids]), **p.vision).logits[0, -1]
-                  for p in (prompt, engine.prepare(messages, images=[blue]))]
+        logits = [
+            engine.model(input_ids=torch.tensor([p.ids]), **p.vision).logits[0, -1]
+            for p in (prompt, engine.prepare(messages, images=[blue]))
+        ]
     assert not torch.allclose(*logits)
 
 
@@ -227,8 +279,17 @@ def test_the_api_answers_an_image_as_the_engine_does(engine, data_dir):
 def test_the_engine_does_pan_and_scan_as_training(gemma3_dir, data_dir):
     from tunesmith.infer.engine import ChatEngine
 
-    engine = ChatEngine(load_config(None, {"model_name_or_path": str(gemma3_dir), "template": "gemma3",
-                                           "image_do_pan_and_scan": True, "max_new_tokens": 2}))
+    engine = ChatEngine(
+        load_config(
+            None,
+            {
+                "model_name_or_path": str(gemma3_dir),
+                "template": "gemma3",
+                "image_do_pan_and_scan": True,
+                "max_new_tokens": 2,
+            },
+        )
+    )
     wide = (data_dir / "images" / "wide.png").absolute()
     prompt = engine.prepare([{"role": "user", "content": "<image>Read the banner."}], images=[str(wide)])
     tokenizer, data = encoded(gemma3_dir, data_dir, "vl_wide", image_do_pan_and_scan=True)
@@ -244,8 +305,20 @@ def test_merged_export_reloads_with_its_processor_and_equal_logits(adapter, gemm
     from tunesmith.infer.engine import ChatEngine
 
     export_dir = tmp_path / "merged"
-    assert main(["export", str(EXAMPLE), f"model_name_or_path={gemma3_dir}", "template=gemma3",
-                 f"adapter_name_or_path={adapter}", f"export_dir={export_dir}", "export_dtype=float32"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(EXAMPLE),
+                f"model_name_or_path={gemma3_dir}",
+                "template=gemma3",
+                f"adapter_name_or_path={adapter}",
+                f"export_dir={export_dir}",
+                "export_dtype=float32",
+            ]
+        )
+        == 0
+    )
     base_processor = json.loads((Path(gemma3_dir) / "preprocessor_config.json").read_text())
     assert json.loads((export_dir / "preprocessor_config.json").read_text()) == base_processor
 
@@ -253,8 +326,12 @@ def test_merged_export_reloads_with_its_processor_and_equal_logits(adapter, gemm
     red = str((data_dir / "images" / "red.png").absolute())
     prompt = merged.prepare([{"role": "user", "content": QUESTION}], images=[red])
     ids = torch.tensor([prompt.ids])
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **prompt.vision,
-              **merged.plugin.batch_inputs(merged.tokenizer, ids)}
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        **prompt.vision,
+        **merged.plugin.batch_inputs(merged.tokenizer, ids),
+    }
     assert AutoImageProcessor.from_pretrained(export_dir).to_dict() == merged.plugin.image_processor.to_dict()
     reloaded = AutoModelForImageTextToText.from_pretrained(export_dir, dtype=torch.float32).eval()
     base = AutoModelForImageTextToText.from_pretrained(gemma3_dir, dtype=torch.float32)
@@ -268,15 +345,18 @@ def test_merged_export_reloads_with_its_processor_and_equal_logits(adapter, gemm
 
 def test_data_preview_marks_the_image_tokens(gemma3_dir, data_dir, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model_name_or_path: {gemma3_dir}\nstage: sft\ndataset: mllm_demo\n"
-                   f"dataset_dir: {data_dir}\ntemplate: gemma3\n")
+    cfg.write_text(
+        f"model_name_or_path: {gemma3_dir}\nstage: sft\ndataset: mllm_demo\ndataset_dir: {data_dir}\ntemplate: gemma3\n"
+    )
     assert main(["data", "preview", str(cfg), "-n", "3"]) == 0
     out = capsys.readouterr().out
     assert f"<start_of_image>{SOFT}\u00d74<end_of_image>" in out
     assert re.search(rf"image 0 \(red.png\): tokens \d+-\d+ \(4 {SOFT}\)", out)
     # pan-and-scan: the wide image and its 3 crops are 4 runs
-    cfg.write_text(f"model_name_or_path: {gemma3_dir}\nstage: sft\ndataset: vl_wide\ndataset_dir: {data_dir}\n"
-                   "template: gemma3\nimage_do_pan_and_scan: true\n")
+    cfg.write_text(
+        f"model_name_or_path: {gemma3_dir}\nstage: sft\ndataset: vl_wide\ndataset_dir: {data_dir}\n"
+        "template: gemma3\nimage_do_pan_and_scan: true\n"
+    )
     assert main(["data", "preview", str(cfg), "-n", "1"]) == 0
     out = capsys.readouterr().out
     assert "Here is the original image" in out and "image run 3: tokens" in out and "image run 4" not in out

@@ -35,8 +35,16 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def train(model_dir, data_dir, out, *extra):
-    args = [f"model_name_or_path={model_dir}", f"dataset_dir={data_dir}", f"output_dir={out}", "template=intern_vl",
-            "save_steps=1000", "warmup_ratio=0", "report_to=none", *extra]
+    args = [
+        f"model_name_or_path={model_dir}",
+        f"dataset_dir={data_dir}",
+        f"output_dir={out}",
+        "template=intern_vl",
+        "save_steps=1000",
+        "warmup_ratio=0",
+        "report_to=none",
+        *extra,
+    ]
     return main(["train", str(EXAMPLE), *args])
 
 
@@ -50,8 +58,19 @@ def test_lora_sft_and_dpo_train(internvl_dir, data_dir, tmp_path):
     assert targets and all("language_model" in name for name in targets)
 
     dpo = tmp_path / "dpo"
-    assert train(internvl_dir, data_dir, dpo, "stage=dpo", "dataset=vl_dpo", "max_steps=2",
-                 "per_device_train_batch_size=2", "crop_to_patches=true") == 0
+    assert (
+        train(
+            internvl_dir,
+            data_dir,
+            dpo,
+            "stage=dpo",
+            "dataset=vl_dpo",
+            "max_steps=2",
+            "per_device_train_batch_size=2",
+            "crop_to_patches=true",
+        )
+        == 0
+    )
     assert [math.isfinite(loss) for loss in logged_losses(dpo)] == [True, True]
 
 
@@ -59,10 +78,21 @@ def encoded(model_dir, data_dir, **keys):
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.load import load_image_processor, load_tokenizer
 
-    config = load_config(None, {"model_name_or_path": str(model_dir), "template": "intern_vl", "stage": "sft",
-                                "dataset": "mllm_demo", "dataset_dir": str(data_dir), **keys})
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(model_dir),
+            "template": "intern_vl",
+            "stage": "sft",
+            "dataset": "mllm_demo",
+            "dataset_dir": str(data_dir),
+            **keys,
+        },
+    )
     tokenizer = load_tokenizer(config.model, config.lf_model)
-    return tokenizer, build_datasets(config, tokenizer, "supervised", image_processor=load_image_processor(config.model))
+    return tokenizer, build_datasets(
+        config, tokenizer, "supervised", image_processor=load_image_processor(config.model)
+    )
 
 
 def test_crop_to_patches_expands_each_tile(internvl_dir, data_dir):
@@ -81,38 +111,51 @@ def test_freeze_keys_decide_which_parameters_train(internvl_dir):
     lora = trainable(internvl_dir, finetuning_type="lora")
     assert parts(lora) == {"language_model"} and all("lora_" in name for name in lora)
     assert parts(trainable(internvl_dir, finetuning_type="lora", freeze_multi_modal_projector=False)) == {
-        "language_model", "multi_modal_projector"}
+        "language_model",
+        "multi_modal_projector",
+    }
     assert parts(trainable(internvl_dir, finetuning_type="full")) == {"language_model", "lm_head"}
-    assert parts(trainable(internvl_dir, finetuning_type="full", freeze_vision_tower=False,
-                           freeze_language_model=True)) == {"vision_tower"}
+    assert parts(
+        trainable(internvl_dir, finetuning_type="full", freeze_vision_tower=False, freeze_language_model=True)
+    ) == {"vision_tower"}
 
 
 def test_the_engine_encodes_and_answers_as_training_and_generate_do(internvl_dir, data_dir):
     from tunesmith.infer.engine import ChatEngine
     from tunesmith.infer.loader import generation_kwargs
 
-    engine = ChatEngine(load_config(None, {"model_name_or_path": str(internvl_dir), "template": "intern_vl",
-                                           "do_sample": False, "max_new_tokens": 6}))
+    engine = ChatEngine(
+        load_config(
+            None,
+            {"model_name_or_path": str(internvl_dir), "template": "intern_vl", "do_sample": False, "max_new_tokens": 6},
+        )
+    )
     red = (data_dir / "images" / "red.png").absolute()
     prompt = engine.prepare([{"role": "user", "content": QUESTION}], images=[str(red)])
     ids, paths = training_prompt(*encoded(internvl_dir, data_dir), red)
     assert prompt.ids == ids and set(prompt.vision) == {"pixel_values"}
     tokens = engine.tokenizer.convert_ids_to_tokens(prompt.ids)
     start = tokens.index("<img>")
-    assert tokens[start: start + 6] == ["<img>", *[CONTEXT] * 4, "</img>"]
+    assert tokens[start : start + 6] == ["<img>", *[CONTEXT] * 4, "</img>"]
     reply = engine.chat([{"role": "user", "content": QUESTION}], images=[str(red)])[0]
     inputs = torch.tensor([ids])
     with torch.no_grad():
-        out = engine.model.generate(inputs, attention_mask=torch.ones_like(inputs), **engine.plugin.inputs(paths),
-                                    **generation_kwargs(engine.config.generation, engine.tokenizer, engine.template))
+        out = engine.model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            **engine.plugin.inputs(paths),
+            **generation_kwargs(engine.config.generation, engine.tokenizer, engine.template),
+        )
     assert reply.completion_tokens >= 1
-    assert reply.text == engine.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    assert reply.text == engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
 
 def test_data_preview_marks_the_image_tokens(internvl_dir, data_dir, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model_name_or_path: {internvl_dir}\nstage: sft\ndataset: mllm_demo\n"
-                   f"dataset_dir: {data_dir}\ntemplate: intern_vl\n")
+    cfg.write_text(
+        f"model_name_or_path: {internvl_dir}\nstage: sft\ndataset: mllm_demo\n"
+        f"dataset_dir: {data_dir}\ntemplate: intern_vl\n"
+    )
     assert main(["data", "preview", str(cfg), "-n", "1"]) == 0
     out = capsys.readouterr().out
     assert f"<img>{CONTEXT}\u00d74</img>" in out and f"(4 {CONTEXT})" in out and "image 0 (red.png)" in out

@@ -83,6 +83,7 @@ def test_image_encoding_matches_llamafactory(name, case_name):
         if "token_type_ids" in media:  # Gemma 3
             import torch
 
-            assert plugin.batch_inputs(tokenizer, torch.tensor([ids]))["token_type_ids"][0].tolist() == (
-                media["token_type_ids"]
+            assert (
+                plugin.batch_inputs(tokenizer, torch.tensor([ids]))["token_type_ids"][0].tolist()
+                == (media["token_type_ids"])
             )

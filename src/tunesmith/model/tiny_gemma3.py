@@ -27,8 +27,9 @@ def tiny_gemma3_image_processor() -> Any:
     carries image_seq_length as real Gemma 3 checkpoints' preprocessor_config.json does."""
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
-    return Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-                                   image_seq_length=MM_TOKENS_PER_IMAGE)
+    return Gemma3ImageProcessorPil(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_seq_length=MM_TOKENS_PER_IMAGE
+    )
 
 
 def tiny_gemma3(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -> Any:
@@ -86,8 +87,7 @@ def save_tiny_gemma3(out: Any, tokenizer: Any, seed: int = 0) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = tiny_gemma3(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     tiny_gemma3_image_processor().save_pretrained(out)

@@ -27,8 +27,7 @@ def tiny_internvl_image_processor() -> Any:
     size, with image_seq_length (the model config's) as the plugin reads it."""
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    return GotOcr2ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-                                    image_seq_length=IMAGE_SEQ_LENGTH)
+    return GotOcr2ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_seq_length=IMAGE_SEQ_LENGTH)
 
 
 def tiny_internvl(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -> Any:
@@ -57,9 +56,15 @@ def tiny_internvl(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -
         "image_size": [IMAGE_SIZE, IMAGE_SIZE],
         "patch_size": [PATCH_SIZE, PATCH_SIZE],
     }
-    config = InternVLConfig(text_config=text, vision_config=vision, image_token_id=ids[CONTEXT],
-                            image_seq_length=IMAGE_SEQ_LENGTH, downsample_ratio=0.5, tie_word_embeddings=False,
-                            **ends)
+    config = InternVLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids[CONTEXT],
+        image_seq_length=IMAGE_SEQ_LENGTH,
+        downsample_ratio=0.5,
+        tie_word_embeddings=False,
+        **ends,
+    )
     return InternVLForConditionalGeneration(config)
 
 
@@ -73,8 +78,7 @@ def save_tiny_internvl(out: Any, tokenizer: Any, seed: int = 0) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = tiny_internvl(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     tiny_internvl_image_processor().save_pretrained(out)
