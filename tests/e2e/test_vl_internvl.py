@@ -73,6 +73,31 @@ def test_lora_sft_and_dpo_train(internvl_dir, data_dir, tmp_path):
     )
     assert [math.isfinite(loss) for loss in logged_losses(dpo)] == [True, True]
 
+    # the merged export reloads with its image processor and chats with an image as base + adapter does
+    from tunesmith.infer.engine import ChatEngine
+
+    merged = tmp_path / "merged"
+    export = [f"model_name_or_path={internvl_dir}", "template=intern_vl", f"adapter_name_or_path={out}"]
+    assert main(["export", str(EXAMPLE), *export, f"export_dir={merged}", "export_dtype=float32"]) == 0
+    engines = [
+        ChatEngine(
+            load_config(
+                None,
+                {
+                    "model_name_or_path": str(path),
+                    "template": "intern_vl",
+                    "do_sample": False,
+                    "max_new_tokens": 4,
+                    **extra,
+                },
+            )
+        )
+        for path, extra in ((merged, {}), (internvl_dir, {"adapter_name_or_path": str(out)}))
+    ]
+    red = str((data_dir / "images" / "red.png").absolute())
+    replies = [engine.chat([{"role": "user", "content": QUESTION}], images=[red])[0] for engine in engines]
+    assert engines[0].takes_images and replies[0] == replies[1]
+
 
 def encoded(model_dir, data_dir, **keys):
     from tunesmith.data.pipeline import build_datasets
