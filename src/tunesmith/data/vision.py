@@ -249,8 +249,9 @@ def vision_collator(config, tokenizer, model, plugin: ImagePlugin):
     """The sft/dpo collator of a VL model; `packing: true` is refused (packed position_ids break Qwen-VL's M-RoPE)."""
     if config.data.packing:
         raise DataError(
-            "packing: true cannot be used with a vision-language model (its M-RoPE positions come from "
-            "the padded sequence and the image tokens); remove `packing` or set it to false"
+            "packing: true cannot be used with a vision-language model (Qwen-VL's M-RoPE positions and "
+            "Gemma 3's image attention come from the padded sequence and the image tokens); remove `packing` or "
+            "set it to false"
         )
     if config.method.stage == "dpo":
         return PairwiseVisionCollator(tokenizer, model, plugin)
