@@ -225,6 +225,8 @@ class Unused:
             return f"<unused {name}>"
         if name.endswith("merge_size"):  # Qwen-VL plugins size image token runs by it up front
             return 1
+        if name.endswith("seq_length"):  # InternVL's plugin reads image_seq_length up front
+            return 1
         raise AttributeError(f"text-only golden run: LF asked a processor for {name!r}")
 
 

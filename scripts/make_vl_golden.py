@@ -1,5 +1,6 @@
 """Writes tests/assets/golden_vl/<template>.json: LLaMA-Factory 0.9.5's image encodings (input_ids, labels, the
-expanded <|image_pad|> runs, pixel_values' shape and image_grid_thw) for the Qwen-VL templates, for our golden test.
+expanded image token runs, pixel_values' shape and image_grid_thw / token_type_ids) for the VL templates (Qwen-VL,
+Gemma 3, InternVL), for our golden test.
 
 Dev tool only; it runs in the LF venv like scripts/make_golden.py (whose text records and stubs it reuses):
 
@@ -8,6 +9,15 @@ Dev tool only; it runs in the LF venv like scripts/make_golden.py (whose text re
 The images are tests/assets/golden_vl/images/*.png (written here, once, if absent). The processor is tunesmith's
 tiny PIL Qwen2-VL image processor (model/vision.py), which LF's mm_plugin calls as it would a model's, after its
 own resizing (image_max_pixels/image_min_pixels, set on the processor as LF's loader does).
+
+Gemma 3: the tiny PIL Gemma 3 image processor (model/tiny_gemma3.py) behind a processor with Gemma3Processor's
+attributes (boi_token, full_image_sequence, image_token_id, image_seq_length). With image_do_pan_and_scan, LF 0.9.5's
+Gemma3Plugin reads num_crops as transformers 4 returned it ([[crops of image 0, of image 1, ...]]: it indexes
+num_crops[0][i]); transformers 5's image processor returns a flat tensor, on which LF 0.9.5 itself fails (IndexError),
+so the processor here hands LF the transformers 4 layout (NestedCrops) and LF's code runs unchanged.
+
+InternVL: the tiny PIL GOT-OCR2 image processor (model/tiny_internvl.py) with image_seq_length and crop_to_patches
+set as LF's loader sets them on InternVLProcessor (whose video processor needs torchvision, so it is not built).
 """
 
 import copy
@@ -24,15 +34,18 @@ from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
 from tunesmith.model.tiny import build_tokenizer, fingerprint
+from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
+from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
 from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
-TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink"]
+TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "gemma3", "intern_vl"]
 IMAGES = {
     "red.png": ((64, 48), (220, 30, 30)),
     "blue.png": ((40, 72), (30, 30, 220)),
     "big.png": ((900, 700), (30, 200, 30)),
     "tiny.png": ((20, 10), (200, 200, 30)),
+    "wide.png": ((1200, 400), (200, 30, 200)),  # pan-and-scan: 3 crops of 400x400
 }
 msg = make_golden.msg
 RECORDS = {
@@ -44,12 +57,14 @@ RECORDS = {
     ),
     "big_image": make_golden.record([msg("user", "Describe <image> please.")], [msg("assistant", "Green.")]),
     "tiny_image": make_golden.record([msg("user", "<image>")], [msg("assistant", "Yellow.")]),
+    "wide_image": make_golden.record([msg("user", "<image>Read the banner.")], [msg("assistant", "Purple.")]),
 }
 IMAGES_OF = {
     "one_image": ["red.png"],
     "two_images_two_turns": ["red.png", "blue.png"],
     "big_image": ["big.png"],
     "tiny_image": ["tiny.png"],
+    "wide_image": ["wide.png"],
 }
 # case -> (records, options: cutoff_len, train_on_prompt, image_max_pixels, image_min_pixels)
 CASES = {
@@ -61,6 +76,75 @@ CASES = {
     "batch_train_on_prompt": (["one_image", "two_images_two_turns"], {"train_on_prompt": True}),
     "truncated": (["two_images_two_turns"], {"cutoff_len": 40}),
 }
+# template -> its own cases (keys only that family has)
+TEMPLATE_CASES = {
+    "gemma3": {
+        "pan_and_scan_wide": (["wide_image"], {"image_do_pan_and_scan": True}),
+        # crops for the wide image, none for the others (LF still writes its sentence around them)
+        "pan_and_scan_batch": (["one_image", "wide_image", "two_images_two_turns"], {"image_do_pan_and_scan": True}),
+        "pan_and_scan_big_max_pixels": (["big_image"], {"image_do_pan_and_scan": True, "image_max_pixels": 512 * 256}),
+    },
+    "intern_vl": {
+        "crop_to_patches_wide": (["wide_image"], {"crop_to_patches": True}),
+        "crop_to_patches_batch": (["one_image", "wide_image", "two_images_two_turns"], {"crop_to_patches": True}),
+        "crop_to_patches_big_max_pixels": (["big_image"], {"crop_to_patches": True, "image_max_pixels": 128 * 128}),
+    },
+}
+
+
+class NestedCrops:
+    """An image processor whose num_crops comes in transformers 4's layout, [[per image]], as LF 0.9.5 reads it."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, images, **kwargs):
+        out = self.image_processor(images, **kwargs)
+        if "num_crops" in out:
+            out["num_crops"] = [out["num_crops"].tolist()]
+        return out
+
+
+def make_processor(name, options):
+    """The tokenizer with the family's image tokens and an LF processor stand-in for it."""
+    tokenizer = build_tokenizer()
+    bounds = {
+        "image_max_pixels": options.get("image_max_pixels", 768 * 768),
+        "image_min_pixels": options.get("image_min_pixels", 32 * 32),
+    }
+    if name == "gemma3":
+        ids = add_gemma3_tokens(tokenizer)
+        image_processor = tiny_gemma3_image_processor()
+        length = image_processor.image_seq_length
+        processor = types.SimpleNamespace(
+            image_processor=NestedCrops(image_processor),
+            boi_token="<start_of_image>",
+            image_token_id=ids["<image_soft_token>"],
+            image_seq_length=length,
+            full_image_sequence="\n\n<start_of_image>" + "<image_soft_token>" * length + "<end_of_image>\n\n",
+            image_do_pan_and_scan=options.get("image_do_pan_and_scan", False),
+            **bounds,
+        )
+        return tokenizer, processor
+    if name == "intern_vl":
+        add_internvl_tokens(tokenizer)
+        image_processor = tiny_internvl_image_processor()
+        processor = types.SimpleNamespace(
+            image_processor=image_processor,
+            image_seq_length=image_processor.image_seq_length,
+            crop_to_patches=options.get("crop_to_patches", False),
+            **bounds,
+        )
+        return tokenizer, processor
+    add_vl_tokens(tokenizer)
+    image_processor = tiny_image_processor()
+    processor = types.SimpleNamespace(
+        image_processor=image_processor,
+        video_processor=image_processor,
+        model_input_names=["pixel_values", "image_grid_thw"],
+        **bounds,
+    )
+    return tokenizer, processor
 
 
 def write_images() -> None:
@@ -73,21 +157,12 @@ def write_images() -> None:
 
 
 def run_case(name, names, options):
-    tokenizer = build_tokenizer()
-    add_vl_tokens(tokenizer)
+    tokenizer, processor = make_processor(name, options)
     lf_template.TEMPLATES[name] = copy.deepcopy(make_golden.PRISTINE[name])
     args = DataArguments(
         template=name, cutoff_len=options.get("cutoff_len", 1024), train_on_prompt=options.get("train_on_prompt", False)
     )
     template = get_template_and_fix_tokenizer(tokenizer, args)
-    image_processor = tiny_image_processor()
-    processor = types.SimpleNamespace(
-        image_processor=image_processor,
-        video_processor=image_processor,
-        image_max_pixels=options.get("image_max_pixels", 768 * 768),
-        image_min_pixels=options.get("image_min_pixels", 32 * 32),
-        model_input_names=["pixel_values", "image_grid_thw"],
-    )
     batch = {
         "_prompt": [copy.deepcopy(RECORDS[n]["prompt"]) for n in names],
         "_response": [copy.deepcopy(RECORDS[n]["response"]) for n in names],
@@ -105,12 +180,12 @@ def run_case(name, names, options):
         inputs = template.mm_plugin.get_mm_inputs(
             paths, [], [], [len(paths)], [0], [0], [output["input_ids"][row]], processor
         )
-        media.append(
-            {
-                "pixel_values_shape": list(inputs["pixel_values"].shape),
-                "image_grid_thw": inputs["image_grid_thw"].tolist(),
-            }
-        )
+        one = {"pixel_values_shape": list(inputs["pixel_values"].shape)}
+        if "image_grid_thw" in inputs:
+            one["image_grid_thw"] = inputs["image_grid_thw"].tolist()
+        if "token_type_ids" in inputs:
+            one["token_type_ids"] = inputs["token_type_ids"][0]
+        media.append(one)
     return {"input_ids": output["input_ids"], "labels": output["labels"], "media": media}
 
 
@@ -125,7 +200,7 @@ def main(only=None):
             "images_of": IMAGES_OF,
             "cases": [],
         }
-        for case, (names, options) in CASES.items():
+        for case, (names, options) in {**CASES, **TEMPLATE_CASES.get(name, {})}.items():
             golden["cases"].append(
                 {"case": case, "records": names, "options": options, "output": run_case(name, names, options)}
             )

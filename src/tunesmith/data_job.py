@@ -146,7 +146,8 @@ def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     return collapse_media(text)
 
 
-MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>")
+MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")
+IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")  # Qwen-VL's, Gemma 3's, InternVL's
 
 
 def collapse_media(text: str) -> str:
@@ -159,8 +160,10 @@ def collapse_media(text: str) -> str:
 
 
 def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
-    """Where each image's tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"."""
-    pad = tokenizer.convert_tokens_to_ids(MEDIA_TOKENS[0])
+    """Where each image's tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"; with Gemma 3's
+    pan-and-scan an image and its crops are several runs, listed as "image run k"."""
+    pad_token = next((t for t in IMAGE_TOKENS if tokenizer.convert_tokens_to_ids(t) in input_ids), IMAGE_TOKENS[0])
+    pad = tokenizer.convert_tokens_to_ids(pad_token)
     spans, start = [], None
     for position, token in enumerate([*input_ids, None]):
         if token == pad and start is None:
@@ -168,8 +171,10 @@ def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
         elif token != pad and start is not None:
             spans.append((start, position - 1))
             start = None
+    if len(spans) > len(paths):  # crops: runs are not one per image
+        return [f"image run {i}: tokens {a}-{b} ({b - a + 1} {pad_token})" for i, (a, b) in enumerate(spans)]
     return [f"image {i} ({Path(paths[i]).name if i < len(paths) else '?'}): tokens {a}-{b} "
-            f"({b - a + 1} {MEDIA_TOKENS[0]})" for i, (a, b) in enumerate(spans)]
+            f"({b - a + 1} {pad_token})" for i, (a, b) in enumerate(spans)]
 
 
 def preview(config, n: int = 3) -> int:

@@ -98,8 +98,8 @@ def test_image_and_video_audio_keys_load_and_other_families_keys_are_refused_wit
     assert (config.multimodal.video_max_pixels, config.multimodal.audio_sampling_rate) == (16384, 8000)
     assert "which are refused: video training needs a video decoder" in reason_of("video_fps")
     assert "audio training" in reason_of("use_audio_in_video")
-    with pytest.raises(ConfigError, match="pan-and-scan"):
-        load_config(None, {"image_do_pan_and_scan": True})
+    assert load_config(None, {"image_do_pan_and_scan": True}).multimodal.image_do_pan_and_scan  # Gemma 3's
+    assert load_config(None, {"crop_to_patches": True}).multimodal.crop_to_patches  # InternVL's
 
 
 def test_eval_num_beams_sets_the_generation_beams():

@@ -14,6 +14,24 @@ CASES = [
 ]
 
 
+def family(name):
+    """(tokenizer with the family's image tokens, tiny PIL image processor) of a VL template."""
+    from tunesmith.model.tiny import build_tokenizer
+    from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
+    from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
+    from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
+
+    tokenizer = build_tokenizer()
+    if name == "gemma3":
+        add_gemma3_tokens(tokenizer)
+        return tokenizer, tiny_gemma3_image_processor()
+    if name == "intern_vl":
+        add_internvl_tokens(tokenizer)
+        return tokenizer, tiny_internvl_image_processor()
+    add_vl_tokens(tokenizer)
+    return tokenizer, tiny_image_processor()
+
+
 def test_every_vl_template_has_a_golden_file():
     from tunesmith.data.template import template_table
 
@@ -27,20 +45,20 @@ def test_image_encoding_matches_llamafactory(name, case_name):
     from tunesmith.data.template import get_template
     from tunesmith.data.vision import make_plugin, with_images
     from tunesmith.model.tiny import build_tokenizer, fingerprint
-    from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
     golden = json.loads((GOLDEN / f"{name}.json").read_text())
     assert golden["llamafactory"] == "0.9.5" and golden["tokenizer_fingerprint"] == fingerprint(build_tokenizer())
     case = next(c for c in golden["cases"] if c["case"] == case_name)
     options = case["options"]
-    tokenizer = build_tokenizer()
-    add_vl_tokens(tokenizer)
+    tokenizer, image_processor = family(name)
     template = get_template(name, tokenizer, train_on_prompt=options.get("train_on_prompt", False))
     bounds = SimpleNamespace(
         image_max_pixels=options.get("image_max_pixels", 768 * 768),
         image_min_pixels=options.get("image_min_pixels", 32 * 32),
+        image_do_pan_and_scan=options.get("image_do_pan_and_scan", False),
+        crop_to_patches=options.get("crop_to_patches", False),
     )
-    plugin = make_plugin(template, tiny_image_processor(), bounds)
+    plugin = make_plugin(template, image_processor, bounds)
     records = [golden["records"][n] for n in case["records"]]
     batch = {key: [r[key] for r in records] for key in ("prompt", "response", "system", "tools", "kto_tag")}
     batch["images"] = [[str(GOLDEN / "images" / image) for image in golden["images_of"][n]] for n in case["records"]]
@@ -56,7 +74,16 @@ def test_image_encoding_matches_llamafactory(name, case_name):
     expected = case["output"]
     assert output["input_ids"] == expected["input_ids"]
     assert output["labels"] == expected["labels"]
-    for paths, media in zip(output["image_paths"], expected["media"]):
+    assert len(output["image_paths"]) == len(expected["media"])
+    for paths, ids, media in zip(output["image_paths"], output["input_ids"], expected["media"]):
         inputs = plugin.inputs(paths)
         assert list(inputs["pixel_values"].shape) == media["pixel_values_shape"]
-        assert inputs["image_grid_thw"].tolist() == media["image_grid_thw"]
+        if "image_grid_thw" in media:
+            assert inputs["image_grid_thw"].tolist() == media["image_grid_thw"]
+        if "token_type_ids" in media:  # Gemma 3
+            import torch
+
+            assert (
+                plugin.batch_inputs(tokenizer, torch.tensor([ids]))["token_type_ids"][0].tolist()
+                == (media["token_type_ids"])
+            )

@@ -91,14 +91,15 @@ class EvalArgs(Group):
 
 
 class MultimodalArgs(Group):
-    """LLaMA-Factory's image/video/audio keys, with its defaults: the image and freeze keys are honoured (Qwen-VL
-    models); video/audio keys, pan-and-scan and crop-to-patches are refused off their defaults, with the reason."""
+    """LLaMA-Factory's image/video/audio keys, with its defaults: the image and freeze keys are honoured (Qwen-VL,
+    Gemma 3 and InternVL models; pan-and-scan on Gemma 3, crop-to-patches on InternVL); video/audio keys are refused
+    off their defaults, with the reason."""
 
     media_dir: str | None = Field(None, description="Folder of the images/videos/audios (default dataset_dir).")
     image_max_pixels: int = Field(768 * 768, description="Largest image, in pixels.")
     image_min_pixels: int = Field(32 * 32, description="Smallest image, in pixels.")
-    image_do_pan_and_scan: bool = Field(False, description="Gemma 3 pan-and-scan.")
-    crop_to_patches: bool = Field(False, description="InternVL: crop images to patches.")
+    image_do_pan_and_scan: bool = Field(False, description="Gemma 3 pan-and-scan: wide or tall images add crops.")
+    crop_to_patches: bool = Field(False, description="InternVL: crop images to 1-12 tiles and a thumbnail.")
     video_max_pixels: int = Field(256 * 256, description="Largest video frame, in pixels.")
     video_min_pixels: int = Field(16 * 16, description="Smallest video frame, in pixels.")
     video_fps: float = Field(2.0, description="Video frames sampled per second.")

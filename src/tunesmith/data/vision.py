@@ -20,6 +20,17 @@ PLUGINS = {
     },
 }
 PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
+# template mm_plugin -> "module:class" of the other families' plugins, each with make(image_processor, multimodal)
+# and the interface of ImagePlugin (inputs, expand, prepare, batch_inputs, image_processor, image_token)
+PLUGIN_CLASSES = {
+    "gemma3": "tunesmith.data.vision_gemma3:Gemma3Plugin",
+    "intern_vl": "tunesmith.data.vision_internvl:InternVLPlugin",
+}
+# multimodal keys only one family reads: key -> (its mm_plugin, what it is)
+FAMILY_KEYS = {
+    "image_do_pan_and_scan": ("gemma3", "Gemma 3's pan-and-scan"),
+    "crop_to_patches": ("intern_vl", "InternVL's crop-to-patches"),
+}
 IMAGE_ENCODINGS = ("supervised", "pairwise")  # encodings whose examples may carry images (stages: IMAGE_STAGES)
 IMAGE_STAGES = ("sft", "dpo")
 # The encoded examples' column of image paths. Not "images": TRL's DPOTrainer takes a dataset with an "images" column
@@ -72,6 +83,15 @@ class ImagePlugin:
             message["content"] = content
         return messages
 
+    def prepare(self, messages: list[dict], images: list) -> tuple[list[dict], dict]:
+        """Inference: the messages expanded for the images and the model's inputs for them, processed once."""
+        vision = self.inputs(images)
+        return self.expand_grids(messages, vision["image_grid_thw"]), vision
+
+    def batch_inputs(self, tokenizer, input_ids) -> dict:
+        """The per-token model inputs a batch of ids needs besides the image tensors."""
+        return {"mm_token_type_ids": self.token_type_ids(tokenizer, input_ids)}
+
     def token_type_ids(self, tokenizer, input_ids):
         """transformers 5's mm_token_type_ids for M-RoPE: 1 at image tokens, 2 at video tokens, 0 elsewhere."""
         image = tokenizer.convert_tokens_to_ids(self.image_token)
@@ -81,9 +101,9 @@ class ImagePlugin:
 
 def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
     """The plugin of a VL template (`mm_plugin` in templates.yaml) for this image processor and the config's
-    image_max_pixels/image_min_pixels."""
+    image_max_pixels/image_min_pixels (and the family's own keys, FAMILY_KEYS)."""
     name = getattr(template, "mm_plugin", None)
-    if name not in PLUGINS:
+    if name not in PLUGINS and name not in PLUGIN_CLASSES:
         from tunesmith.data.template import template_table
 
         vl = [key for key, entry in template_table().items() if entry.get("mm_plugin")]
@@ -91,10 +111,40 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
             f"template {getattr(template, 'name', 'from the tokenizer')} has no image support; for a "
             f"vision-language model set `template:` to one of {', '.join(vl)}"
         )
+    check_family_keys(template, name, multimodal)
+    if name in PLUGIN_CLASSES:
+        import importlib
+
+        module, cls = PLUGIN_CLASSES[name].split(":")
+        return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
+    if not hasattr(image_processor, "merge_size"):
+        raise wrong_family(name, "Qwen-VL", image_processor)
     bounds = {}
     if multimodal is not None:
         bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
     return ImagePlugin(image_processor, **PLUGINS[name], **bounds)
+
+
+def wrong_family(name: str, family: str, image_processor) -> DataError:
+    """The error for a VL template whose plugin cannot use this model's image processor (another family's)."""
+    return DataError(
+        f"template {name} expands images for {family} models, but this model's image processor is "
+        f"{type(image_processor).__name__} (another family's): set `template:` to the model's own VL template "
+        "(e.g. qwen2_vl for Qwen2-VL, gemma3 for Gemma 3, intern_vl for InternVL)"
+    )
+
+
+def check_family_keys(template, name: str, multimodal) -> None:
+    """A family's own image key (Gemma 3's pan-and-scan, InternVL's crop-to-patches) set for another family is an
+    error rather than ignored."""
+    from tunesmith.errors import ConfigError
+
+    for key, (family, what) in FAMILY_KEYS.items():
+        if multimodal is not None and getattr(multimodal, key) and name != family:
+            raise ConfigError(
+                f"{key} is {what} (template {family}); template {getattr(template, 'name', None)} ({name} images) "
+                f"does not have it: remove {key} or set it to false"
+            )
 
 
 def with_images(base, plugin: ImagePlugin):
@@ -154,7 +204,7 @@ class VisionCollator:
         text = [{key: value for key, value in feature.items() if key != ENCODED_IMAGES} for feature in features]
         batch = self.padded(text)
         batch.update(self.plugin.inputs(paths))
-        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        batch.update(self.plugin.batch_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 
@@ -172,7 +222,7 @@ class PairwiseVisionCollator:
         paths = [path for feature in features for path in (feature.get(ENCODED_IMAGES) or [])]
         batch = self.text([{k: v for k, v in feature.items() if k != ENCODED_IMAGES} for feature in features])
         batch.update(self.plugin.inputs(paths + paths))
-        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        batch.update(self.plugin.batch_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 
@@ -199,8 +249,9 @@ def vision_collator(config, tokenizer, model, plugin: ImagePlugin):
     """The sft/dpo collator of a VL model; `packing: true` is refused (packed position_ids break Qwen-VL's M-RoPE)."""
     if config.data.packing:
         raise DataError(
-            "packing: true cannot be used with a vision-language model (its M-RoPE positions come from "
-            "the padded sequence and the image tokens); remove `packing` or set it to false"
+            "packing: true cannot be used with a vision-language model (Qwen-VL's M-RoPE positions and "
+            "Gemma 3's image attention come from the padded sequence and the image tokens); remove `packing` or "
+            "set it to false"
         )
     if config.method.stage == "dpo":
         return PairwiseVisionCollator(tokenizer, model, plugin)

@@ -130,11 +130,17 @@ def load_image_processor(model_args: ModelArgs):
     if getattr(config, "vision_config", None) is None:
         return None
     try:
-        return AutoImageProcessor.from_pretrained(name, **kwargs)
+        processor = AutoImageProcessor.from_pretrained(name, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelError(f"{name} is a vision-language model ({config.model_type}) but its image processor does not "
                          f"load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
                          ) from None
+    from tunesmith.model.vision import image_seq_length
+
+    length = image_seq_length(config)  # Gemma 3 / InternVL: tokens per image (or crop), as their processors hold it
+    if length:
+        processor.image_seq_length = length
+    return processor
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -80,7 +80,8 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "phi3": ("Phi3Config", {}),
 }
 
-VISION_ARCHS = ("qwen2_vl",)  # tiny vision-language models (model/vision.py)
+# tiny vision-language models (model/vision.py, model/tiny_gemma3.py, model/tiny_internvl.py)
+VISION_ARCHS = ("qwen2_vl", "gemma3", "internvl")
 
 # Training text of the tiny tokenizer: English, a little code and JSON, some Chinese.
 CORPUS = """\
@@ -266,6 +267,11 @@ def save_tiny_model(
     tokenizer.model_max_length = max_position_embeddings
     if arch in VISION_ARCHS:  # fixed tiny sizes (model/vision.py): a Qwen2-VL with its vision tokens and processor
         from tunesmith.model.vision import save_tiny_vl
+
+        if arch == "gemma3":
+            from tunesmith.model.tiny_gemma3 import save_tiny_gemma3 as save_tiny_vl
+        if arch == "internvl":
+            from tunesmith.model.tiny_internvl import save_tiny_internvl as save_tiny_vl
 
         tmp = new_staging(out)
         try:

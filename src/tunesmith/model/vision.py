@@ -86,6 +86,17 @@ COMPOSITE = {
 }
 COMPOSITE["qwen2_5_vl"] = COMPOSITE["qwen2_vl"]
 COMPOSITE["qwen3_vl"] = {**COMPOSITE["qwen2_vl"], "projector": ("visual.merger", "visual.deepstack_merger_list")}
+COMPOSITE["gemma3"] = {"vision": ("vision_tower",), "projector": ("multi_modal_projector",),
+                       "language": ("language_model", "lm_head"), "lora_conflict": ()}  # LF's registration defaults
+COMPOSITE["internvl"] = COMPOSITE["gemma3"]
+# model type -> the config.json key of the image tokens per image (or crop/patch) that its plugin expands <image> to
+SEQ_LENGTH_KEYS = {"gemma3": "mm_tokens_per_image", "internvl": "image_seq_length"}
+
+
+def image_seq_length(config: Any) -> int | None:
+    """Gemma 3's / InternVL's tokens per image from the model config (None for the other families)."""
+    key = SEQ_LENGTH_KEYS.get(getattr(config, "model_type", None))
+    return getattr(config, key, None) if key else None
 
 
 def is_vision_model(model_or_config: Any) -> bool:
