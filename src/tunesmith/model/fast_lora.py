@@ -29,16 +29,17 @@ def _function():
 
         @staticmethod
         def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
-            merged = torch.addmm(weight, lora_b, lora_a, alpha=scaling)
-            ctx.save_for_backward(x, merged, lora_a, lora_b)
+            ctx.save_for_backward(x, weight, lora_a, lora_b)  # not the merged weight: a copy of W per layer
             ctx.scaling = scaling
-            return torch.nn.functional.linear(x, merged, bias)
+            return torch.nn.functional.linear(x, torch.addmm(weight, lora_b, lora_a, alpha=scaling), bias)
 
         @staticmethod
         def backward(ctx, grad):
-            x, merged, lora_a, lora_b = ctx.saved_tensors
+            x, weight, lora_a, lora_b = ctx.saved_tensors
             x2, grad2 = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
-            grad_x = grad @ merged if ctx.needs_input_grad[0] else None
+            grad_x = None
+            if ctx.needs_input_grad[0]:  # merged again: out x in x r flops, against keeping it for the whole step
+                grad_x = grad @ torch.addmm(weight, lora_b, lora_a, alpha=ctx.scaling)
             # (r, tokens) @ (tokens, features): the layouts MKL runs fast for a small r
             grad_a = (grad2 @ lora_b).t() @ x2 * ctx.scaling if ctx.needs_input_grad[3] else None
             grad_b = ((x2 @ lora_a.t()).t() @ grad2).t() * ctx.scaling if ctx.needs_input_grad[4] else None

@@ -93,6 +93,7 @@ def _run_training(config: Config) -> dict:
     from tunesmith.data.collate import configure
     from tunesmith.model.fast_lora import use_fast_lora
     from tunesmith.model.packed_attention import use_packed_attention
+    from tunesmith.model.swiglu import use_recomputed_swiglu
 
     if data.plugin is not None:  # a VL model: padded batches with pixel_values (no packing, see data/vision.py)
         from tunesmith.data.vision import vision_collator
@@ -105,6 +106,7 @@ def _run_training(config: Config) -> dict:
         use_packed_attention(model)
     if not args.deepspeed and not args.fsdp:  # ZeRO-3/FSDP gather a weight only when its own module runs
         use_fast_lora(model)
+    use_recomputed_swiglu(model)  # one (tokens, intermediate) activation fewer per MLP
     trainer = spec.make_trainer(
         config=config,
         model=model,
