@@ -1,13 +1,16 @@
 """Writes tests/assets/golden_vl/<template>.json: LLaMA-Factory 0.9.5's image encodings (input_ids, labels, the
-expanded <|image_pad|> runs, pixel_values' shape and image_grid_thw) for the Qwen-VL templates, for our golden test.
+expanded image token runs, pixel_values' shape and image_grid_thw / image_sizes) for the VL templates (Qwen-VL,
+LLaVA, LLaVA-NeXT), for our golden test.
 
 Dev tool only; it runs in the LF venv like scripts/make_golden.py (whose text records and stubs it reuses):
 
     PYTHONPATH=src /work/venvs/lf/bin/python scripts/make_vl_golden.py [TEMPLATE ...]   # default: all VL ones
 
 The images are tests/assets/golden_vl/images/*.png (written here, once, if absent). The processor is tunesmith's
-tiny PIL Qwen2-VL image processor (model/vision.py), which LF's mm_plugin calls as it would a model's, after its
-own resizing (image_max_pixels/image_min_pixels, set on the processor as LF's loader does).
+tiny PIL image processor of the family (model/vision.py, model/vision_llava.py), which LF's mm_plugin calls as it
+would a model's, after its own resizing (image_max_pixels/image_min_pixels, set on the processor as LF's loader
+does); for LLaVA(-NeXT) it sits in transformers' own LlavaProcessor / LlavaNextProcessor with the tiny models'
+processor settings (patch_size, num_additional_image_tokens, vision_feature_select_strategy), as LF loads it.
 """
 
 import copy
@@ -24,10 +27,12 @@ from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
 from tunesmith.model.tiny import build_tokenizer, fingerprint
+from tunesmith.model import vision_llava
 from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
-TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink"]
+TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "llava", "llava_next"]
+LLAVA = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}  # template -> its family's processor class
 IMAGES = {
     "red.png": ((64, 48), (220, 30, 30)),
     "blue.png": ((40, 72), (30, 30, 220)),
@@ -72,22 +77,52 @@ def write_images() -> None:
             Image.new("RGB", size, color).save(OUT / "images" / name)
 
 
+def make_processor(name, tokenizer, options):
+    """The processor LF's plugin gets: the family's tiny image processor (in LLaVA's own processor class) with the
+    resize bounds LF's patch_processor sets on it."""
+    bounds = {
+        "image_max_pixels": options.get("image_max_pixels", 768 * 768),
+        "image_min_pixels": options.get("image_min_pixels", 32 * 32),
+    }
+    if name in LLAVA:
+        import transformers
+
+        image_processor = vision_llava.tiny_image_processor(name)
+        processor = getattr(transformers, LLAVA[name])(
+            image_processor=image_processor, tokenizer=tokenizer, **vision_llava.tiny_settings()
+        )
+        for key, value in bounds.items():
+            setattr(processor, key, value)
+        return processor
+    image_processor = tiny_image_processor()
+    return types.SimpleNamespace(
+        image_processor=image_processor,
+        video_processor=image_processor,
+        model_input_names=["pixel_values", "image_grid_thw"],
+        **bounds,
+    )
+
+
+def media_of(inputs) -> dict:
+    out = {"pixel_values_shape": list(inputs["pixel_values"].shape)}
+    for key in ("image_grid_thw", "image_sizes"):
+        if key in inputs:
+            out[key] = inputs[key].tolist()
+    return out
+
+
 def run_case(name, names, options):
     tokenizer = build_tokenizer()
-    add_vl_tokens(tokenizer)
+    if name in LLAVA:
+        vision_llava.add_image_token(tokenizer)
+    else:
+        add_vl_tokens(tokenizer)
     lf_template.TEMPLATES[name] = copy.deepcopy(make_golden.PRISTINE[name])
     args = DataArguments(
         template=name, cutoff_len=options.get("cutoff_len", 1024), train_on_prompt=options.get("train_on_prompt", False)
     )
     template = get_template_and_fix_tokenizer(tokenizer, args)
-    image_processor = tiny_image_processor()
-    processor = types.SimpleNamespace(
-        image_processor=image_processor,
-        video_processor=image_processor,
-        image_max_pixels=options.get("image_max_pixels", 768 * 768),
-        image_min_pixels=options.get("image_min_pixels", 32 * 32),
-        model_input_names=["pixel_values", "image_grid_thw"],
-    )
+    processor = make_processor(name, tokenizer, options)
     batch = {
         "_prompt": [copy.deepcopy(RECORDS[n]["prompt"]) for n in names],
         "_response": [copy.deepcopy(RECORDS[n]["response"]) for n in names],
@@ -105,12 +140,7 @@ def run_case(name, names, options):
         inputs = template.mm_plugin.get_mm_inputs(
             paths, [], [], [len(paths)], [0], [0], [output["input_ids"][row]], processor
         )
-        media.append(
-            {
-                "pixel_values_shape": list(inputs["pixel_values"].shape),
-                "image_grid_thw": inputs["image_grid_thw"].tolist(),
-            }
-        )
+        media.append(media_of(inputs))
     return {"input_ids": output["input_ids"], "labels": output["labels"], "media": media}
 
 

@@ -97,6 +97,7 @@ def save_processor_files(config, folder: Path) -> None:
     image_processor = load_image_processor(config.model)
     if image_processor is None:
         return
+    vars(image_processor).pop("processor_settings", None)  # LLaVA's, read from processor_config.json (copied below)
     image_processor.save_pretrained(str(folder))
     base = Path(config.model.model_name_or_path)
     for name in PROCESSOR_FILES:

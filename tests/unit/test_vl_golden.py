@@ -21,26 +21,40 @@ def test_every_vl_template_has_a_golden_file():
     assert sorted(path.stem for path in GOLDEN.glob("*.json")) == vl
 
 
+def family(name: str):
+    """(tokenizer, image processor) of a VL template's family, as scripts/make_vl_golden.py builds them."""
+    from tunesmith.model import vision_llava
+    from tunesmith.model.tiny import build_tokenizer
+    from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
+
+    tokenizer = build_tokenizer()
+    if name in vision_llava.ARCHS:
+        vision_llava.add_image_token(tokenizer)
+        image_processor = vision_llava.tiny_image_processor(name)
+        image_processor.processor_settings = vision_llava.tiny_settings()  # as load_image_processor attaches them
+        return tokenizer, image_processor
+    add_vl_tokens(tokenizer)
+    return tokenizer, tiny_image_processor()
+
+
 @pytest.mark.parametrize(("name", "case_name"), CASES, ids=[f"{n}-{c}" for n, c in CASES])
 def test_image_encoding_matches_llamafactory(name, case_name):
     from tunesmith.data.encode import encoder_for
     from tunesmith.data.template import get_template
     from tunesmith.data.vision import make_plugin, with_images
     from tunesmith.model.tiny import build_tokenizer, fingerprint
-    from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
     golden = json.loads((GOLDEN / f"{name}.json").read_text())
     assert golden["llamafactory"] == "0.9.5" and golden["tokenizer_fingerprint"] == fingerprint(build_tokenizer())
     case = next(c for c in golden["cases"] if c["case"] == case_name)
     options = case["options"]
-    tokenizer = build_tokenizer()
-    add_vl_tokens(tokenizer)
+    tokenizer, image_processor = family(name)
     template = get_template(name, tokenizer, train_on_prompt=options.get("train_on_prompt", False))
     bounds = SimpleNamespace(
         image_max_pixels=options.get("image_max_pixels", 768 * 768),
         image_min_pixels=options.get("image_min_pixels", 32 * 32),
     )
-    plugin = make_plugin(template, tiny_image_processor(), bounds)
+    plugin = make_plugin(template, image_processor, bounds)
     records = [golden["records"][n] for n in case["records"]]
     batch = {key: [r[key] for r in records] for key in ("prompt", "response", "system", "tools", "kto_tag")}
     batch["images"] = [[str(GOLDEN / "images" / image) for image in golden["images_of"][n]] for n in case["records"]]
@@ -59,4 +73,5 @@ def test_image_encoding_matches_llamafactory(name, case_name):
     for paths, media in zip(output["image_paths"], expected["media"]):
         inputs = plugin.inputs(paths)
         assert list(inputs["pixel_values"].shape) == media["pixel_values_shape"]
-        assert inputs["image_grid_thw"].tolist() == media["image_grid_thw"]
+        for key in ("image_grid_thw", "image_sizes"):  # Qwen-VL's grids, LLaVA-NeXT's sizes
+            assert (inputs[key].tolist() if key in inputs else None) == media.get(key)

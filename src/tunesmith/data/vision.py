@@ -20,6 +20,11 @@ PLUGINS = {
     },
 }
 PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
+# template mm_plugin -> "module:class" of the plugin of a family kept in its own file (built by its from_processor)
+PLUGIN_CLASSES = {
+    "llava": "tunesmith.data.vision_llava:LlavaPlugin",
+    "llava_next": "tunesmith.data.vision_llava:LlavaNextPlugin",
+}
 IMAGE_ENCODINGS = ("supervised", "pairwise")  # encodings whose examples may carry images (stages: IMAGE_STAGES)
 IMAGE_STAGES = ("sft", "dpo")
 # The encoded examples' column of image paths. Not "images": TRL's DPOTrainer takes a dataset with an "images" column
@@ -47,8 +52,12 @@ class ImagePlugin:
         """pixel_values and image_grid_thw of the images (file paths or PIL images; empty dict when none)."""
         if not paths:
             return {}
-        images = [regularize(path, self.max_pixels, self.min_pixels) for path in paths]
+        images = [self.regularize(path) for path in paths]
         return dict(self.image_processor(images=images, return_tensors="pt"))
+
+    def regularize(self, path):
+        """One image as LF's plugin prepares it for the image processor (Qwen2VLPlugin's resizing)."""
+        return regularize(path, self.max_pixels, self.min_pixels)
 
     def expand(self, messages: list[dict], paths: list) -> list[dict]:
         """The messages with each <image> replaced by its vision tokens, as LF's process_messages does."""
@@ -57,7 +66,11 @@ class ImagePlugin:
                 f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
                 f"images ({', '.join(str(path) for path in paths[:3])})"
             )
-        return self.expand_grids(messages, self.inputs(paths).get("image_grid_thw", []))
+        return self.expand_inputs(messages, self.inputs(paths))
+
+    def expand_inputs(self, messages: list[dict], inputs: dict) -> list[dict]:
+        """expand() for images already processed: `inputs` is what inputs() returned for them."""
+        return self.expand_grids(messages, inputs.get("image_grid_thw", []))
 
     def expand_grids(self, messages: list[dict], grids) -> list[dict]:
         """expand() for images already processed: one image_grid_thw row per <image>, in order."""
@@ -78,12 +91,16 @@ class ImagePlugin:
         video = tokenizer.convert_tokens_to_ids(self.video_token)
         return (input_ids == image).long() + 2 * (input_ids == video).long()
 
+    def model_inputs(self, tokenizer, input_ids) -> dict:
+        """What the model takes besides the ids and the image tensors, computed from the (padded) ids."""
+        return {"mm_token_type_ids": self.token_type_ids(tokenizer, input_ids)}
+
 
 def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
     """The plugin of a VL template (`mm_plugin` in templates.yaml) for this image processor and the config's
     image_max_pixels/image_min_pixels."""
     name = getattr(template, "mm_plugin", None)
-    if name not in PLUGINS:
+    if name not in PLUGINS and name not in PLUGIN_CLASSES:
         from tunesmith.data.template import template_table
 
         vl = [key for key, entry in template_table().items() if entry.get("mm_plugin")]
@@ -94,6 +111,11 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
     bounds = {}
     if multimodal is not None:
         bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
+    if name in PLUGIN_CLASSES:
+        import importlib
+
+        module, cls = PLUGIN_CLASSES[name].split(":")
+        return getattr(importlib.import_module(module), cls).from_processor(image_processor, **bounds)
     return ImagePlugin(image_processor, **PLUGINS[name], **bounds)
 
 
@@ -154,7 +176,7 @@ class VisionCollator:
         text = [{key: value for key, value in feature.items() if key != ENCODED_IMAGES} for feature in features]
         batch = self.padded(text)
         batch.update(self.plugin.inputs(paths))
-        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        batch.update(self.plugin.model_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 
@@ -172,7 +194,7 @@ class PairwiseVisionCollator:
         paths = [path for feature in features for path in (feature.get(ENCODED_IMAGES) or [])]
         batch = self.text([{k: v for k, v in feature.items() if k != ENCODED_IMAGES} for feature in features])
         batch.update(self.plugin.inputs(paths + paths))
-        batch["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, batch["input_ids"])
+        batch.update(self.plugin.model_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 

@@ -153,7 +153,7 @@ class ChatEngine:
                                       f"{len(images)} images were given: each image needs one {IMAGE_PLACEHOLDER} "
                                       "where it goes in the text")
             vision = self.plugin.inputs(images)
-            conversation = self.plugin.expand_grids(conversation, vision["image_grid_thw"])
+            conversation = self.plugin.expand_inputs(conversation, vision)
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, conversation, system, tools)
         if limit and len(prompt_ids) > limit:
             raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages are "
@@ -171,7 +171,7 @@ class ChatEngine:
             device, dtype = self.model.device, self.model.dtype
             kwargs.update({key: value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
                            for key, value in prompt.vision.items()})
-            kwargs["mm_token_type_ids"] = self.plugin.token_type_ids(self.tokenizer, inputs)
+            kwargs.update(self.plugin.model_inputs(self.tokenizer, inputs))
         if self.context_length:
             kwargs["max_new_tokens"] = max(1, min(kwargs["max_new_tokens"], self.context_length - len(prompt.ids)))
         return inputs, kwargs

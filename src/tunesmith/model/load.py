@@ -130,11 +130,16 @@ def load_image_processor(model_args: ModelArgs):
     if getattr(config, "vision_config", None) is None:
         return None
     try:
-        return AutoImageProcessor.from_pretrained(name, **kwargs)
+        image_processor = AutoImageProcessor.from_pretrained(name, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelError(f"{name} is a vision-language model ({config.model_type}) but its image processor does not "
                          f"load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
                          ) from None
+    from tunesmith.model.vision_llava import ARCHS as LLAVA_ARCHS, processor_settings
+
+    if config.model_type in LLAVA_ARCHS:  # LF's llava plugins read these from the model's LlavaProcessor
+        image_processor.processor_settings = processor_settings(name, kwargs, config)
+    return image_processor
 
 
 def resolve_dtype(name: str) -> torch.dtype:

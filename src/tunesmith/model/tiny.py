@@ -80,7 +80,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "phi3": ("Phi3Config", {}),
 }
 
-VISION_ARCHS = ("qwen2_vl",)  # tiny vision-language models (model/vision.py)
+VISION_ARCHS = ("qwen2_vl", "llava", "llava_next")  # tiny vision-language models (model/vision*.py)
 
 # Training text of the tiny tokenizer: English, a little code and JSON, some Chinese.
 CORPUS = """\
@@ -264,12 +264,16 @@ def save_tiny_model(
         )
     tokenizer = build_tokenizer(chat_template)
     tokenizer.model_max_length = max_position_embeddings
-    if arch in VISION_ARCHS:  # fixed tiny sizes (model/vision.py): a Qwen2-VL with its vision tokens and processor
+    if arch in VISION_ARCHS:  # fixed tiny sizes (model/vision*.py): the model, its vision tokens and processor
         from tunesmith.model.vision import save_tiny_vl
+        from tunesmith.model.vision_llava import save_tiny_llava
 
         tmp = new_staging(out)
         try:
-            save_tiny_vl(tmp, tokenizer, seed)
+            if arch == "qwen2_vl":
+                save_tiny_vl(tmp, tokenizer, seed)
+            else:
+                save_tiny_llava(tmp, tokenizer, arch, seed)
             _record_no_pad(tmp / "tokenizer_config.json")
             _publish(tmp, out, overwrite)
         finally:

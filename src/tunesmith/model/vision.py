@@ -86,6 +86,9 @@ COMPOSITE = {
 }
 COMPOSITE["qwen2_5_vl"] = COMPOSITE["qwen2_vl"]
 COMPOSITE["qwen3_vl"] = {**COMPOSITE["qwen2_vl"], "projector": ("visual.merger", "visual.deepstack_merger_list")}
+COMPOSITE["llava"] = {"vision": ("vision_tower",), "projector": ("multi_modal_projector",),
+                      "language": ("language_model", "lm_head"), "lora_conflict": ()}
+COMPOSITE["llava_next"] = COMPOSITE["llava"]
 
 
 def is_vision_model(model_or_config: Any) -> bool:
