@@ -146,7 +146,8 @@ def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     return collapse_media(text)
 
 
-MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>")
+MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image>")  # Qwen-VL's image and video pads, LLaVA's image token
+IMAGE_TOKENS = ("<|image_pad|>", "<image>")
 
 
 def collapse_media(text: str) -> str:
@@ -160,7 +161,9 @@ def collapse_media(text: str) -> str:
 
 def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
     """Where each image's tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"."""
-    pad = tokenizer.convert_tokens_to_ids(MEDIA_TOKENS[0])
+    vocab = tokenizer.get_vocab()
+    image_token = next((token for token in IMAGE_TOKENS if vocab.get(token) in input_ids), IMAGE_TOKENS[0])
+    pad = vocab.get(image_token)
     spans, start = [], None
     for position, token in enumerate([*input_ids, None]):
         if token == pad and start is None:
@@ -169,7 +172,7 @@ def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
             spans.append((start, position - 1))
             start = None
     return [f"image {i} ({Path(paths[i]).name if i < len(paths) else '?'}): tokens {a}-{b} "
-            f"({b - a + 1} {MEDIA_TOKENS[0]})" for i, (a, b) in enumerate(spans)]
+            f"({b - a + 1} {image_token})" for i, (a, b) in enumerate(spans)]
 
 
 def preview(config, n: int = 3) -> int:

@@ -142,6 +142,16 @@ def load_image_processor(model_args: ModelArgs):
     return image_processor
 
 
+def save_image_processor(image_processor, folder) -> None:
+    """save_pretrained (preprocessor_config.json) without the processor settings load_image_processor attached."""
+    settings = vars(image_processor).pop("processor_settings", None)
+    try:
+        image_processor.save_pretrained(str(folder))
+    finally:
+        if settings is not None:
+            image_processor.processor_settings = settings
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     """auto -> float32 on CPU, bfloat16 on an accelerator that supports it, else float16; explicit names as given."""
     import torch
