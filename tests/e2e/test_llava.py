@@ -141,7 +141,10 @@ def test_freeze_keys_decide_which_parameters_train(llava_dirs, arch):
     assert parts(lora) == {"language_model"} and all("lora_" in name for name in lora)
     lora_vision = _trainable(folder, finetuning_type="lora", freeze_vision_tower=False,
                              freeze_multi_modal_projector=False)
-    assert parts(lora_vision) == {"language_model", "vision_tower", "multi_modal_projector"}
+    assert parts(lora_vision) == {"language_model", "vision_tower"}  # LF: lora_target all skips the projector
+    lora_projector = _trainable(folder, finetuning_type="lora", lora_target="linear_1,linear_2,q_proj",
+                                freeze_multi_modal_projector=False)
+    assert parts(lora_projector) == {"language_model", "multi_modal_projector"}
     assert parts(_trainable(folder, finetuning_type="full")) == {"language_model", "lm_head", *newline}
     only_vision = _trainable(folder, finetuning_type="full", freeze_vision_tower=False,
                              freeze_multi_modal_projector=False, freeze_language_model=True)

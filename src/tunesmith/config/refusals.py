@@ -19,8 +19,8 @@ MEGATRON = (
 )
 # LLaMA-Factory's environment switches for backends tunesmith does not have (USE_RAY is honoured: train/ray_launch.py)
 ENV_SWITCHES = {"USE_MCA": MEGATRON, "USE_MEGATRON_BRIDGE": MEGATRON}
-# Multimodal keys tunesmith honours (images on Qwen-VL models: data/vision.py, model/vision.py); the others of the
-# group are refused off their defaults with the reason below.
+# Multimodal keys tunesmith honours (images on Qwen-VL and LLaVA models: data/vision*.py, model/vision*.py); the others
+# of the group are refused off their defaults with the reason below.
 MULTIMODAL_HONOURED = ("media_dir", "image_max_pixels", "image_min_pixels", "freeze_vision_tower",
                        "freeze_multi_modal_projector", "freeze_language_model")
 MULTIMODAL_REASONS = {
@@ -28,9 +28,9 @@ MULTIMODAL_REASONS = {
              "(not installable with torch 2.13 here); tunesmith trains on images only for now",
     "audio": "audio training (Qwen2-Audio / Qwen2.5-Omni) is not supported by tunesmith yet",
     "image_do_pan_and_scan": "Gemma 3's pan-and-scan: Gemma 3 vision models are not supported by tunesmith yet "
-                             "(Qwen2-VL/Qwen3-VL images are)",
+                             "(Qwen2-VL/Qwen3-VL and LLaVA/LLaVA-NeXT images are)",
     "crop_to_patches": "InternVL's crop-to-patches: InternVL models are not supported by tunesmith yet "
-                       "(Qwen2-VL/Qwen3-VL images are)",
+                       "(Qwen2-VL/Qwen3-VL and LLaVA/LLaVA-NeXT images are)",
 }
 
 

@@ -152,6 +152,8 @@ def lora_targets(model: Any, targets: list[str], multimodal: Any) -> list[str]:
         kind = type(module).__name__
         if not name or "Linear" not in kind or any(part in name for part in forbidden):
             continue
+        if everything and any(part in name for part in parts["projector"]):
+            continue  # LF's find_all_linear_modules: "all" never names the projector's layers (name them to adapt it)
         if everything or name.split(".")[-1] in targets:
             names.append(name)
     if not names:
