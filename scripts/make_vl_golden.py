@@ -26,8 +26,8 @@ from llamafactory.data.processor import SupervisedDatasetProcessor
 from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
-from tunesmith.model.tiny import build_tokenizer, fingerprint
 from tunesmith.model import vision_llava
+from tunesmith.model.tiny import build_tokenizer, fingerprint
 from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"

@@ -59,9 +59,10 @@ def test_tiny_folder_loads_back_with_its_processor_settings(llava_dirs, arch):
         assert (folder / name).is_file()
     config = load_config(None, {"model_name_or_path": str(folder)})
     processor = load_image_processor(config.model)
-    assert type(processor).__name__ == {"llava": "LlavaImageProcessorPil", "llava_next": "LlavaNextImageProcessorPil"}[
-        arch
-    ]
+    assert (
+        type(processor).__name__
+        == {"llava": "LlavaImageProcessorPil", "llava_next": "LlavaNextImageProcessorPil"}[arch]
+    )
     assert processor.processor_settings == {
         "patch_size": 14,
         "num_additional_image_tokens": 1,
@@ -91,8 +92,16 @@ def test_settings_fall_back_to_the_model_config_without_processor_config(llava_d
 @pytest.mark.parametrize("arch", ARCHS)
 def test_lora_sft_trains_through_the_cli(llava_dirs, vl_data_dir, tmp_path, arch):
     out = tmp_path / "out"
-    args = train_args(llava_dirs[arch], arch, vl_data_dir, out, "max_steps=6", "learning_rate=0.02",
-                      "lr_scheduler_type=constant", "per_device_train_batch_size=3")  # the whole data each step
+    args = train_args(
+        llava_dirs[arch],
+        arch,
+        vl_data_dir,
+        out,
+        "max_steps=6",
+        "learning_rate=0.02",
+        "lr_scheduler_type=constant",
+        "per_device_train_batch_size=3",
+    )  # the whole data each step
     assert main(args) == 0
     logged = losses(out)
     assert len(logged) == 6 and all(math.isfinite(loss) for loss in logged)
@@ -107,8 +116,17 @@ def test_lora_sft_trains_through_the_cli(llava_dirs, vl_data_dir, tmp_path, arch
 @pytest.mark.parametrize("arch", ARCHS)
 def test_dpo_with_images_trains(llava_dirs, vl_data_dir, tmp_path, arch):
     out = tmp_path / "dpo"
-    args = train_args(llava_dirs[arch], arch, vl_data_dir, out, "stage=dpo", "dataset=vl_dpo", "max_steps=3",
-                      "learning_rate=0.05", "per_device_train_batch_size=2")
+    args = train_args(
+        llava_dirs[arch],
+        arch,
+        vl_data_dir,
+        out,
+        "stage=dpo",
+        "dataset=vl_dpo",
+        "max_steps=3",
+        "learning_rate=0.05",
+        "per_device_train_batch_size=2",
+    )
     assert main(args) == 0
     assert [math.isfinite(loss) for loss in losses(out)] == [True] * 3
     assert (out / "adapter_model.safetensors").is_file()
@@ -139,26 +157,35 @@ def test_freeze_keys_decide_which_parameters_train(llava_dirs, arch):
     newline = {"image_newline"} if arch == "llava_next" else set()  # NeXT's row separator: in no LF key, trains
     lora = _trainable(folder, finetuning_type="lora")
     assert parts(lora) == {"language_model"} and all("lora_" in name for name in lora)
-    lora_vision = _trainable(folder, finetuning_type="lora", freeze_vision_tower=False,
-                             freeze_multi_modal_projector=False)
+    lora_vision = _trainable(
+        folder, finetuning_type="lora", freeze_vision_tower=False, freeze_multi_modal_projector=False
+    )
     assert parts(lora_vision) == {"language_model", "vision_tower"}  # LF: lora_target all skips the projector
-    lora_projector = _trainable(folder, finetuning_type="lora", lora_target="linear_1,linear_2,q_proj",
-                                freeze_multi_modal_projector=False)
+    lora_projector = _trainable(
+        folder, finetuning_type="lora", lora_target="linear_1,linear_2,q_proj", freeze_multi_modal_projector=False
+    )
     assert parts(lora_projector) == {"language_model", "multi_modal_projector"}
     assert parts(_trainable(folder, finetuning_type="full")) == {"language_model", "lm_head", *newline}
-    only_vision = _trainable(folder, finetuning_type="full", freeze_vision_tower=False,
-                             freeze_multi_modal_projector=False, freeze_language_model=True)
+    only_vision = _trainable(
+        folder,
+        finetuning_type="full",
+        freeze_vision_tower=False,
+        freeze_multi_modal_projector=False,
+        freeze_language_model=True,
+    )
     assert parts(only_vision) == {"vision_tower", "multi_modal_projector", *newline}
     freeze = _trainable(folder, finetuning_type="freeze", freeze_trainable_layers=1)
     assert freeze and all("language_model.layers.1." in name for name in freeze)
-    freeze_projector = _trainable(folder, finetuning_type="freeze", freeze_trainable_layers=1,
-                                  freeze_multi_modal_projector=False)
+    freeze_projector = _trainable(
+        folder, finetuning_type="freeze", freeze_trainable_layers=1, freeze_multi_modal_projector=False
+    )
     assert parts(freeze_projector) == {"language_model", "multi_modal_projector"}
 
 
 def chat_config(model_dir, arch, **keys):
-    return load_config(None, {"model_name_or_path": str(model_dir), "template": arch, "do_sample": False,
-                              "max_new_tokens": 6, **keys})
+    return load_config(
+        None, {"model_name_or_path": str(model_dir), "template": arch, "do_sample": False, "max_new_tokens": 6, **keys}
+    )
 
 
 def training_example(model_dir, arch, data_dir, image: Path) -> tuple[list[int], list[str]]:
@@ -168,8 +195,16 @@ def training_example(model_dir, arch, data_dir, image: Path) -> tuple[list[int],
     from tunesmith.data.vision import ENCODED_IMAGES
     from tunesmith.model.load import load_image_processor, load_tokenizer
 
-    config = load_config(None, {"model_name_or_path": str(model_dir), "template": arch, "stage": "sft",
-                                "dataset": "mllm_demo", "dataset_dir": str(data_dir)})
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(model_dir),
+            "template": arch,
+            "stage": "sft",
+            "dataset": "mllm_demo",
+            "dataset_dir": str(data_dir),
+        },
+    )
     tokenizer = load_tokenizer(config.model, config.lf_model)
     data = build_datasets(config, tokenizer, "supervised", image_processor=load_image_processor(config.model))
     row = next(row for row in data.train if row[ENCODED_IMAGES] == [str(image)])
@@ -207,8 +242,9 @@ def test_chat_encodes_as_training_and_answers_as_generate(llava_dirs, vl_data_di
     inputs = torch.tensor([ids])
     kwargs = generation_kwargs(engine.config.generation, engine.tokenizer, engine.template)
     with torch.no_grad():  # model.generate on the training prompt and what the collator makes of its image
-        out = engine.model.generate(inputs, attention_mask=torch.ones_like(inputs), **engine.plugin.inputs(paths),
-                                    **kwargs)
+        out = engine.model.generate(
+            inputs, attention_mask=torch.ones_like(inputs), **engine.plugin.inputs(paths), **kwargs
+        )
     assert reply.text == engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
     with pytest.raises(ImageInputError, match="1 <image> placeholders but 0 images"):
@@ -219,8 +255,8 @@ def test_chat_encodes_as_training_and_answers_as_generate(llava_dirs, vl_data_di
 
 def test_collator_batches_images_of_several_sizes(llava_dirs, vl_data_dir):
     """LLaVA-NeXT: a batch of differently sized images is padded to the most tiles, with each image's size."""
-    from tunesmith.data.vision import ENCODED_IMAGES, VisionCollator, make_plugin
     from tunesmith.data.template import get_template
+    from tunesmith.data.vision import ENCODED_IMAGES, VisionCollator, make_plugin
     from tunesmith.model.load import load_image_processor, load_tokenizer
 
     config = load_config(None, {"model_name_or_path": str(llava_dirs["llava_next"])})
@@ -228,8 +264,9 @@ def test_collator_batches_images_of_several_sizes(llava_dirs, vl_data_dir):
     template = get_template("llava_next", tokenizer)
     plugin = make_plugin(template, load_image_processor(config.model), config.multimodal)
     images = [str(vl_data_dir / "images" / name) for name in ("red.png", "blue.png")]
-    features = [{"input_ids": [1, 2], "attention_mask": [1, 1], "labels": [1, 2], ENCODED_IMAGES: [path]}
-                for path in images]
+    features = [
+        {"input_ids": [1, 2], "attention_mask": [1, 1], "labels": [1, 2], ENCODED_IMAGES: [path]} for path in images
+    ]
     batch = VisionCollator(tokenizer, None, plugin)(features)
     assert batch["image_sizes"].tolist() == [[48, 64], [72, 40]]
     assert batch["pixel_values"].shape[:2] == (2, 5) and "mm_token_type_ids" not in batch
@@ -243,26 +280,54 @@ def test_text_template_and_placeholder_errors(llava_dirs, vl_data_dir, tmp_path,
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "images").symlink_to(vl_data_dir / "images")
-    (bad / "one.json").write_text(json.dumps([{"messages": [
-        {"role": "user", "content": "<image><image>Which?"}, {"role": "assistant", "content": "Red."}],
-        "images": ["images/red.png"]}]))
-    (bad / "dataset_info.json").write_text(json.dumps({"one": {"file_name": "one.json", "formatting": "sharegpt",
-                                                               "columns": {"messages": "messages",
-                                                                           "images": "images"},
-                                                               "tags": {"role_tag": "role",
-                                                                        "content_tag": "content",
-                                                                        "user_tag": "user",
-                                                                        "assistant_tag": "assistant"}}}))
-    args = [f"model_name_or_path={llava_dirs['llava']}", f"dataset_dir={bad}", "dataset=one", "template=llava",
-            "max_steps=1", f"output_dir={tmp_path / 'b'}"]
+    (bad / "one.json").write_text(
+        json.dumps(
+            [
+                {
+                    "messages": [
+                        {"role": "user", "content": "<image><image>Which?"},
+                        {"role": "assistant", "content": "Red."},
+                    ],
+                    "images": ["images/red.png"],
+                }
+            ]
+        )
+    )
+    (bad / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "one": {
+                    "file_name": "one.json",
+                    "formatting": "sharegpt",
+                    "columns": {"messages": "messages", "images": "images"},
+                    "tags": {
+                        "role_tag": "role",
+                        "content_tag": "content",
+                        "user_tag": "user",
+                        "assistant_tag": "assistant",
+                    },
+                }
+            }
+        )
+    )
+    args = [
+        f"model_name_or_path={llava_dirs['llava']}",
+        f"dataset_dir={bad}",
+        "dataset=one",
+        "template=llava",
+        "max_steps=1",
+        f"output_dir={tmp_path / 'b'}",
+    ]
     assert main(["train", str(EXAMPLE), *args]) == 2
     assert "2 <image> placeholders in its messages but 1 images" in capsys.readouterr().err
 
 
 def test_data_preview_marks_the_image_tokens(llava_dirs, vl_data_dir, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model_name_or_path: {llava_dirs['llava']}\nstage: sft\ndataset: mllm_demo\n"
-                   f"dataset_dir: {vl_data_dir}\ntemplate: llava\n")
+    cfg.write_text(
+        f"model_name_or_path: {llava_dirs['llava']}\nstage: sft\ndataset: mllm_demo\n"
+        f"dataset_dir: {vl_data_dir}\ntemplate: llava\n"
+    )
     assert main(["data", "preview", str(cfg), "-n", "1"]) == 0
     out = capsys.readouterr().out
     assert "<image>\u00d79What colour is this?" in out and "image 0 (red.png): tokens" in out and "(9 <image>)" in out
@@ -278,8 +343,20 @@ def test_merged_export_reloads_with_its_processors_and_equal_logits(llava_dirs, 
     adapter = tmp_path / "lora"
     assert main(train_args(base_dir, "llava_next", vl_data_dir, adapter, "max_steps=3", "learning_rate=0.05")) == 0
     export_dir = tmp_path / "merged"
-    assert main(["export", str(EXAMPLE), f"model_name_or_path={base_dir}", f"adapter_name_or_path={adapter}",
-                 f"export_dir={export_dir}", "export_dtype=float32", "template=llava_next"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(EXAMPLE),
+                f"model_name_or_path={base_dir}",
+                f"adapter_name_or_path={adapter}",
+                f"export_dir={export_dir}",
+                "export_dtype=float32",
+                "template=llava_next",
+            ]
+        )
+        == 0
+    )
     for name in ("preprocessor_config.json", "processor_config.json"):
         assert json.loads((export_dir / name).read_text()) == json.loads((base_dir / name).read_text())
 

@@ -135,10 +135,10 @@ def load_image_processor(model_args: ModelArgs):
         raise ModelError(f"{name} is a vision-language model ({config.model_type}) but its image processor does not "
                          f"load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
                          ) from None
-    from tunesmith.model.vision_llava import ARCHS as LLAVA_ARCHS, processor_settings
+    from tunesmith.model import vision_llava
 
-    if config.model_type in LLAVA_ARCHS:  # LF's llava plugins read these from the model's LlavaProcessor
-        image_processor.processor_settings = processor_settings(name, kwargs, config)
+    if config.model_type in vision_llava.ARCHS:  # LF's llava plugins read these from the model's LlavaProcessor
+        image_processor.processor_settings = vision_llava.processor_settings(name, kwargs, config)
     return image_processor
 
 

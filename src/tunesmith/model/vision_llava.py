@@ -95,8 +95,7 @@ def save_tiny_llava(out: Any, tokenizer: Any, arch: str = "llava", seed: int = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = tiny_llava(arch, image_token_id, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     tiny_image_processor(arch).save_pretrained(out)
@@ -111,8 +110,13 @@ def processor_settings(name: str, kwargs: dict, config: Any) -> dict:
     from transformers.utils import cached_file
 
     options = {key: kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only") if key in kwargs}
-    path = cached_file(name, "processor_config.json", _raise_exceptions_for_missing_entries=False,
-                       _raise_exceptions_for_connection_errors=False, **options)
+    path = cached_file(
+        name,
+        "processor_config.json",
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **options,
+    )
     saved = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
     vision = getattr(config, "vision_config", None)
     fallback = {
