@@ -26,13 +26,14 @@ from llamafactory.data.processor import SupervisedDatasetProcessor
 from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
+from tunesmith.data.template import template_table
 from tunesmith.model import vision_llava
 from tunesmith.model.tiny import build_tokenizer, fingerprint
 from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
-TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "llava", "llava_next"]
-LLAVA = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}  # template -> its family's processor class
+TEMPLATES = [name for name, entry in template_table().items() if entry.get("mm_plugin")]
+LLAVA = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}  # mm_plugin -> its family's processor class
 IMAGES = {
     "red.png": ((64, 48), (220, 30, 30)),
     "blue.png": ((40, 72), (30, 30, 220)),
@@ -84,11 +85,12 @@ def make_processor(name, tokenizer, options):
         "image_max_pixels": options.get("image_max_pixels", 768 * 768),
         "image_min_pixels": options.get("image_min_pixels", 32 * 32),
     }
-    if name in LLAVA:
+    plugin = template_table()[name]["mm_plugin"]
+    if plugin in LLAVA:
         import transformers
 
-        image_processor = vision_llava.tiny_image_processor(name)
-        processor = getattr(transformers, LLAVA[name])(
+        image_processor = vision_llava.tiny_image_processor(plugin)
+        processor = getattr(transformers, LLAVA[plugin])(
             image_processor=image_processor, tokenizer=tokenizer, **vision_llava.tiny_settings()
         )
         for key, value in bounds.items():
@@ -113,7 +115,7 @@ def media_of(inputs) -> dict:
 
 def run_case(name, names, options):
     tokenizer = build_tokenizer()
-    if name in LLAVA:
+    if template_table()[name]["mm_plugin"] in LLAVA:
         vision_llava.add_image_token(tokenizer)
     else:
         add_vl_tokens(tokenizer)

@@ -23,14 +23,16 @@ def test_every_vl_template_has_a_golden_file():
 
 def family(name: str):
     """(tokenizer, image processor) of a VL template's family, as scripts/make_vl_golden.py builds them."""
+    from tunesmith.data.template import template_table
     from tunesmith.model import vision_llava
     from tunesmith.model.tiny import build_tokenizer
     from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
     tokenizer = build_tokenizer()
-    if name in vision_llava.ARCHS:
+    plugin = template_table()[name]["mm_plugin"]
+    if plugin in vision_llava.ARCHS:
         vision_llava.add_image_token(tokenizer)
-        image_processor = vision_llava.tiny_image_processor(name)
+        image_processor = vision_llava.tiny_image_processor(plugin)
         image_processor.processor_settings = vision_llava.tiny_settings()  # as load_image_processor attaches them
         return tokenizer, image_processor
     add_vl_tokens(tokenizer)
