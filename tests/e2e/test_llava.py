@@ -247,6 +247,25 @@ def test_chat_encodes_as_training_and_answers_as_generate(llava_dirs, vl_data_di
         )
     assert reply.text == engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
+    # the API: an OpenAI image_url part (a data: URL) is answered as the engine answers the <image> message
+    import base64
+
+    from starlette.testclient import TestClient
+
+    from tunesmith.api.app import create_app
+
+    url = f"data:image/png;base64,{base64.b64encode(red.read_bytes()).decode()}"
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What colour is this?"}]
+    with TestClient(create_app(engine, api_key="k")) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": "Bearer k"},
+            json={"model": "m", "messages": [{"role": "user", "content": content}]},
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == reply.text
+    assert response.json()["usage"]["prompt_tokens"] == len(ids)
+
     with pytest.raises(ImageInputError, match="1 <image> placeholders but 0 images"):
         engine.prepare(messages)
     with pytest.raises(ImageInputError, match="0 <image> placeholders but 1 images"):
