@@ -234,6 +234,7 @@ def test_chat_encodes_as_training_and_answers_as_generate(llava_dirs, vl_data_di
     run = ids.index(IMAGE_ID)
     assert ids[run : run + expected] == [IMAGE_ID] * expected
     assert set(prompt.vision) == ({"pixel_values"} if arch == "llava" else {"pixel_values", "image_sizes"})
+    assert int(engine.plugin.token_type_ids(engine.tokenizer, torch.tensor(ids)).sum()) == expected
     assert engine.prepare(messages, images=[Image.open(red)]).ids == ids  # a PIL image (an API upload) too
 
     reply = engine.chat(messages, images=[str(red)])[0]

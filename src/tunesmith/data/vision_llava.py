@@ -76,6 +76,10 @@ class LlavaPlugin(ImagePlugin):
             message["content"] = parts[0] + "".join(run + part for run, part in zip(runs, parts[1:]))
         return messages
 
+    def token_type_ids(self, tokenizer, input_ids):
+        """1 at image tokens, 0 elsewhere (LLaVA has no video token; the model itself does not take these)."""
+        return (input_ids == tokenizer.convert_tokens_to_ids(self.image_token)).long()
+
     def model_inputs(self, tokenizer, input_ids) -> dict:
         return {}  # LLaVA takes only input_ids, attention_mask and the image processor's tensors
 
