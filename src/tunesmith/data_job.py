@@ -146,8 +146,9 @@ def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     return collapse_media(text)
 
 
-MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")
-IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")  # Qwen-VL's, Gemma 3's, InternVL's
+# Qwen-VL's image and video pads, Gemma 3's soft token, InternVL's context token, LLaVA's image token
+MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>")
+IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>")
 
 
 def collapse_media(text: str) -> str:
@@ -162,8 +163,9 @@ def collapse_media(text: str) -> str:
 def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
     """Where each image's tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"; with Gemma 3's
     pan-and-scan an image and its crops are several runs, listed as "image run k"."""
-    pad_token = next((t for t in IMAGE_TOKENS if tokenizer.convert_tokens_to_ids(t) in input_ids), IMAGE_TOKENS[0])
-    pad = tokenizer.convert_tokens_to_ids(pad_token)
+    vocab = tokenizer.get_vocab()  # not convert_tokens_to_ids: another family's token would be the unk id
+    pad_token = next((token for token in IMAGE_TOKENS if vocab.get(token) in input_ids), IMAGE_TOKENS[0])
+    pad = vocab.get(pad_token)
     spans, start = [], None
     for position, token in enumerate([*input_ids, None]):
         if token == pad and start is None:

@@ -92,12 +92,12 @@ PROCESSOR_FILES = ("processor_config.json", "video_preprocessor_config.json", "c
 def save_processor_files(config, folder: Path) -> None:
     """A vision-language model's image processor (preprocessor_config.json, with the base's settings) and its other
     processor files, so the merged folder reloads with its processor; nothing for a text model."""
-    from tunesmith.model.load import load_image_processor
+    from tunesmith.model.load import load_image_processor, save_image_processor
 
     image_processor = load_image_processor(config.model)
     if image_processor is None:
         return
-    image_processor.save_pretrained(str(folder))
+    save_image_processor(image_processor, folder)
     base = Path(config.model.model_name_or_path)
     for name in PROCESSOR_FILES:
         if (base / name).is_file() and not (folder / name).exists():

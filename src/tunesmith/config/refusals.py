@@ -19,10 +19,10 @@ MEGATRON = (
 )
 # LLaMA-Factory's environment switches for backends tunesmith does not have (USE_RAY is honoured: train/ray_launch.py)
 ENV_SWITCHES = {"USE_MCA": MEGATRON, "USE_MEGATRON_BRIDGE": MEGATRON}
-# Multimodal keys tunesmith honours (images on Qwen-VL, Gemma 3 and InternVL models: data/vision*.py,
-# model/vision.py; image_do_pan_and_scan is Gemma 3's and crop_to_patches InternVL's, each refused with another
-# template by data/vision.py's make_plugin); the others of the group are refused off their defaults with the reason
-# below.
+# Multimodal keys tunesmith honours (images on Qwen-VL, LLaVA/LLaVA-NeXT, Gemma 3 and InternVL models:
+# data/vision*.py, model/vision*.py; image_do_pan_and_scan is Gemma 3's and crop_to_patches InternVL's, each refused
+# with another template by data/vision.py's make_plugin); the others of the group are refused off their defaults with
+# the reason below.
 MULTIMODAL_HONOURED = ("media_dir", "image_max_pixels", "image_min_pixels", "freeze_vision_tower",
                        "freeze_multi_modal_projector", "freeze_language_model", "image_do_pan_and_scan",
                        "crop_to_patches")

@@ -38,7 +38,7 @@ def _run_training(config: Config) -> dict:
 
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
-    from tunesmith.model.load import load_image_processor, load_model, load_tokenizer
+    from tunesmith.model.load import load_image_processor, load_model, load_tokenizer, save_image_processor
     from tunesmith.train import optimizers as custom_optimizers
     from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
     from tunesmith.train.stages import check_stage
@@ -135,7 +135,7 @@ def _run_training(config: Config) -> dict:
     model.config.use_cache = True  # training turned the KV cache off; the saved model is for inference
     outputs.save_final(trainer, tokenizer, output_dir)
     if image_processor is not None and main_process:  # a VL model's outputs reload with their image processor
-        image_processor.save_pretrained(output_dir)
+        save_image_processor(image_processor, output_dir)
     if pissa_convert:
         save_pissa_converted(model, output_dir)
     if resume is not None:
