@@ -81,6 +81,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 VISION_ARCHS = ("qwen2_vl",)  # tiny vision-language models (model/vision.py)
+AUDIO_ARCHS = ("qwen2_audio",)  # tiny audio-language models (model/audio.py)
 
 # Training text of the tiny tokenizer: English, a little code and JSON, some Chinese.
 CORPUS = """\
@@ -252,8 +253,9 @@ def save_tiny_model(
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir).expanduser().absolute()
-    if arch not in (*ARCHS, *VISION_ARCHS):
-        raise ModelError(f"unknown tiny model arch {arch!r}; choose one of: {', '.join((*ARCHS, *VISION_ARCHS))}")
+    if arch not in (*ARCHS, *VISION_ARCHS, *AUDIO_ARCHS):
+        raise ModelError(f"unknown tiny model arch {arch!r}; choose one of: "
+                         f"{', '.join((*ARCHS, *VISION_ARCHS, *AUDIO_ARCHS))}")
     if not overwrite and (_is_built(out) or (out.exists() and any(out.iterdir()))):
         what = "already holds a model" if _is_built(out) else "exists and is not empty"
         raise ModelError(f"{out} {what}; pass overwrite=True (or --overwrite) to replace it")
@@ -264,12 +266,13 @@ def save_tiny_model(
         )
     tokenizer = build_tokenizer(chat_template)
     tokenizer.model_max_length = max_position_embeddings
-    if arch in VISION_ARCHS:  # fixed tiny sizes (model/vision.py): a Qwen2-VL with its vision tokens and processor
+    if arch in (*VISION_ARCHS, *AUDIO_ARCHS):  # fixed tiny sizes: a Qwen2-VL / Qwen2-Audio with its media tokens
+        from tunesmith.model.audio import save_tiny_audio
         from tunesmith.model.vision import save_tiny_vl
 
         tmp = new_staging(out)
         try:
-            save_tiny_vl(tmp, tokenizer, seed)
+            (save_tiny_vl if arch in VISION_ARCHS else save_tiny_audio)(tmp, tokenizer, seed)
             _record_no_pad(tmp / "tokenizer_config.json")
             _publish(tmp, out, overwrite)
         finally:
