@@ -86,11 +86,16 @@ COMPOSITE = {
 }
 COMPOSITE["qwen2_5_vl"] = COMPOSITE["qwen2_vl"]
 COMPOSITE["qwen3_vl"] = {**COMPOSITE["qwen2_vl"], "projector": ("visual.merger", "visual.deepstack_merger_list")}
+# Qwen2-Audio (model/audio.py): freeze_vision_tower stands for its audio tower, as in LF
+COMPOSITE["qwen2_audio"] = {"vision": ("audio_tower",), "projector": ("multi_modal_projector",),
+                            "language": ("language_model", "lm_head"), "lora_conflict": ()}
 
 
 def is_vision_model(model_or_config: Any) -> bool:
+    """A composite multimodal model: vision-language, or audio-language (Qwen2-Audio), whose parts the freeze_*
+    keys choose."""
     config = getattr(model_or_config, "config", model_or_config)
-    return getattr(config, "vision_config", None) is not None
+    return getattr(config, "vision_config", None) is not None or getattr(config, "audio_config", None) is not None
 
 
 def forbidden_parts(model: Any, multimodal: Any) -> set[str]:
