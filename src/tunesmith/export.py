@@ -96,13 +96,17 @@ def save_processor_files(config, folder: Path) -> None:
 
     image_processor = load_image_processor(config.model)
     if image_processor is None:
+        from tunesmith.model.audio import load_feature_extractor
+
+        image_processor = load_feature_extractor(config.model)  # an audio-language model's (Qwen2-Audio)
+    if image_processor is None:
         return
     image_processor.save_pretrained(str(folder))
     base = Path(config.model.model_name_or_path)
     for name in PROCESSOR_FILES:
         if (base / name).is_file() and not (folder / name).exists():
             shutil.copy2(base / name, folder / name)
-    log.info("saved the image processor (%s) with the merged model", type(image_processor).__name__)
+    log.info("saved the processor (%s) with the merged model", type(image_processor).__name__)
 
 
 def to_legacy_format(folder: Path) -> None:
