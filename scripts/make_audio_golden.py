@@ -41,7 +41,8 @@ AUDIOS = {
     "tone.wav": (0.5, 16000, 1, 440.0),
     "stereo.wav": (1.3, 44100, 2, 330.0),
     "long.wav": (3.0, 16000, 1, 220.0),  # longer than the tiny extractor's 2-second window: truncated
-    "blip.wav": (0.05, 8000, 1, 880.0),
+    "blip.wav": (0.05, 8000, 1, 880.0),  # one <|AUDIO|>: LF encodes it, tunesmith refuses it (too short to train)
+    "chirp.wav": (0.25, 8000, 1, 660.0),
 }
 msg = make_golden.msg
 RECORDS = {
@@ -53,6 +54,7 @@ RECORDS = {
     ),
     "long_audio": make_golden.record([msg("user", "Describe <audio> please.")], [msg("assistant", "Long.")]),
     "blip": make_golden.record([msg("user", "<audio>")], [msg("assistant", "Short.")]),
+    "chirp": make_golden.record([msg("user", "Hear <audio>")], [msg("assistant", "A chirp.")]),
     "long_answer": make_golden.record(
         [msg("user", "<audio>Tell me all about it.")],
         [msg("assistant", "It is a pure tone at four hundred and forty hertz, the note A that orchestras tune to, "
@@ -64,6 +66,7 @@ AUDIOS_OF = {
     "two_audios_two_turns": ["long.wav", "stereo.wav"],
     "long_audio": ["long.wav"],
     "blip": ["blip.wav"],
+    "chirp": ["chirp.wav"],
     "long_answer": ["tone.wav"],
 }
 # case -> (records, options: cutoff_len, train_on_prompt)
@@ -71,7 +74,8 @@ CASES = {
     "one_audio": (["one_audio"], {}),
     "two_audios_two_turns": (["two_audios_two_turns"], {}),
     "long_audio_window": (["long_audio"], {}),
-    "resampled_blip": (["blip"], {}),
+    "resampled_chirp": (["chirp"], {}),
+    "too_short_blip": (["blip"], {}),
     "batch_train_on_prompt": (["one_audio", "two_audios_two_turns"], {"train_on_prompt": True}),
     "answer_truncated": (["long_answer"], {"cutoff_len": 80}),
     "audio_truncated": (["one_audio"], {"cutoff_len": 34}),  # LF cuts the <|AUDIO|> run; tunesmith refuses it

@@ -128,6 +128,12 @@ def test_audios_expand_to_audio_tokens_and_features(audio_data_dir):
     assert inputs["feature_attention_mask"].sum(-1).tolist() == [60, 100]
     with pytest.raises(DataError, match="1 <audio> placeholders but 2 audios"):
         plugin.expand([{"role": "user", "content": "<audio>"}], [low, high])
+    import numpy as np
+
+    with pytest.raises(DataError, match=r"audio 0 is too short \(50 ms of mel frames\).*at least 70 ms"):
+        plugin.expand([{"role": "user", "content": "<audio>"}], [np.zeros(800, dtype=np.float32)])
+    assert "<|AUDIO|><|AUDIO|><|audio_eos|>" in plugin.expand([{"role": "user", "content": "<audio>"}],
+                                                             [np.zeros(1120, dtype=np.float32)])[0]["content"]
 
 
 def test_audio_sampling_rate_must_be_the_extractors_and_templates_need_audio_support():

@@ -19,6 +19,7 @@ ENCODED_AUDIOS = "audio_paths"  # the encoded examples' column of audio paths (t
 # tokens are the processor's audio_bos_token/audio_eos_token, Qwen2AudioProcessor's defaults)
 PLUGINS = {"qwen2_audio": {"audio_token": "<|AUDIO|>", "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}}
 AUDIO_STAGES = ("sft", "dpo")
+MIN_AUDIO_TOKENS = 2  # a 70 ms audio (7 mel frames of 10 ms); shorter ones break the model (AudioPlugin.expand_lengths)
 AUDIO_ENCODINGS = ("supervised", "pairwise")
 
 
@@ -150,10 +151,17 @@ class AudioPlugin:
             raise DataError(f"{count_placeholders(messages, AUDIO_PLACEHOLDER)} {AUDIO_PLACEHOLDER} placeholders but "
                             f"{len(audios)} audios ({', '.join(str(a)[:80] for a in audios[:3])})")
         mask = self.inputs(audios).get("feature_attention_mask")
-        return self.expand_lengths(messages, [] if mask is None else mask.sum(-1).tolist())
+        return self.expand_lengths(messages, [] if mask is None else mask.sum(-1).tolist(), audios)
 
-    def expand_lengths(self, messages: list[dict], frames: list[int]) -> list[dict]:
-        """expand() for audios already processed: each audio's frame count (feature_attention_mask's sum), in order."""
+    def expand_lengths(self, messages: list[dict], frames: list[int], names: list | None = None) -> list[dict]:
+        """expand() for audios already processed: each audio's frame count (feature_attention_mask's sum), in order.
+        An audio of fewer than MIN_AUDIO_TOKENS tokens is an error: transformers' Qwen2-Audio takes a lone
+        <|AUDIO|> for an unexpanded prompt (its legacy path, which fails) and cannot place a zero-length one."""
+        for index, count in enumerate(frames):
+            if audio_seqlen(int(count)) < MIN_AUDIO_TOKENS:
+                name = str(names[index])[:120] if names and isinstance(names[index], (str, Path)) else index
+                raise DataError(f"audio {name} is too short ({int(count) * 10} ms of mel frames): Qwen2-Audio needs "
+                                f"at least 70 ms of sound ({MIN_AUDIO_TOKENS} <|AUDIO|> tokens); drop or lengthen it")
         messages, index = copy.deepcopy(messages), 0
         for message in messages:
             content = message["content"]

@@ -182,7 +182,10 @@ class ChatEngine:
                                       "where it goes in the text")
             features = self.audio_plugin.inputs(audios)
             frames = features["feature_attention_mask"].sum(-1).tolist()
-            conversation = self.audio_plugin.expand_lengths(conversation, frames)
+            try:
+                conversation = self.audio_plugin.expand_lengths(conversation, frames)
+            except TunesmithError as exc:  # too short an audio: said like any other unusable audio
+                raise AudioInputError(str(exc)) from None
             vision = {**vision, **features}
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, conversation, system, tools)
         if limit and len(prompt_ids) > limit:
