@@ -20,19 +20,19 @@ import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_golden  # noqa: E402  (stubs torchaudio/av for LF's import; the real av is put back below)
+import make_golden  # stubs torchaudio/av for LF's import; the real av is put back below
 
 del sys.modules["av"]  # tunesmith's decoder needs the real PyAV; LF's plugin reads no video here
 
-import numpy as np  # noqa: E402
-from llamafactory.data import template as lf_template  # noqa: E402
-from llamafactory.data.processor import SupervisedDatasetProcessor  # noqa: E402
-from llamafactory.data.template import get_template_and_fix_tokenizer  # noqa: E402
-from llamafactory.hparams import DataArguments  # noqa: E402
+import numpy as np
+from llamafactory.data import template as lf_template
+from llamafactory.data.processor import SupervisedDatasetProcessor
+from llamafactory.data.template import get_template_and_fix_tokenizer
+from llamafactory.hparams import DataArguments
 
-from tunesmith.data.audio import decode_audio  # noqa: E402
-from tunesmith.model.audio import add_audio_tokens, tiny_feature_extractor  # noqa: E402
-from tunesmith.model.tiny import build_tokenizer, fingerprint  # noqa: E402
+from tunesmith.data.audio import decode_audio
+from tunesmith.model.audio import add_audio_tokens, tiny_feature_extractor
+from tunesmith.model.tiny import build_tokenizer, fingerprint
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_audio"
 NAME = "qwen2_audio"

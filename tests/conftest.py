@@ -144,8 +144,8 @@ def write_audio_dataset(folder: Path) -> Path:
     write_tone(folder / "audios" / "low.wav", 0.6, hz=220.0)
     write_tone(folder / "audios" / "high.wav", 1.0, rate=22050, channels=2, hz=880.0)
     chat = [{"messages": [{"role": "user", "content": "<audio>What is this sound?"},
-                          {"role": "assistant", "content": f"It is a {pitch} tone."}], "audios": [f"audios/{pitch}.wav"]}
-            for pitch in ("low", "high")]
+                          {"role": "assistant", "content": f"It is a {pitch} tone."}],
+             "audios": [f"audios/{pitch}.wav"]} for pitch in ("low", "high")]
     chat.append({"messages": [{"role": "user", "content": "<audio>and<audio>: which is low?"},
                               {"role": "assistant", "content": "The first is low."}],
                  "audios": ["audios/low.wav", "audios/high.wav"]})

@@ -112,11 +112,12 @@ def _plugin(rate=16000):
     tokenizer = build_tokenizer()
     add_audio_tokens(tokenizer)
     template = get_template("qwen2_audio", tokenizer)
-    return tokenizer, template, make_plugin(template, tiny_feature_extractor(), SimpleNamespace(audio_sampling_rate=rate))
+    multimodal = SimpleNamespace(audio_sampling_rate=rate)
+    return tokenizer, template, make_plugin(template, tiny_feature_extractor(), multimodal)
 
 
 def test_audios_expand_to_audio_tokens_and_features(audio_data_dir):
-    tokenizer, _, plugin = _plugin()
+    _, _, plugin = _plugin()
     low, high = str(audio_data_dir / "audios" / "low.wav"), str(audio_data_dir / "audios" / "high.wav")
     messages = [{"role": "user", "content": "<audio>and<audio>?"}]
     content = plugin.expand(messages, [low, high])[0]["content"]
