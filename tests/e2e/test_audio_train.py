@@ -142,3 +142,9 @@ def test_tiny_audio_folder_loads_back(tmp_path):
     assert model_config["model_type"] == "qwen2_audio"
     tokens = json.loads((tmp_path / "audio" / "tokenizer.json").read_text())["added_tokens"]
     assert {"<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"} <= {t["content"] for t in tokens}
+
+
+def test_estimate_encodes_the_audio_data(tiny_audio_model_dir, audio_data_dir, capsys):
+    args = [f"model_name_or_path={tiny_audio_model_dir}", f"dataset_dir={audio_data_dir}", "dataset=audio_demo"]
+    assert main(["estimate", str(EXAMPLE), *args]) == 0
+    assert "memory estimate" in capsys.readouterr().out
