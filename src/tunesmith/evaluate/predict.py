@@ -39,6 +39,9 @@ def encode_prompts(config, tokenizer, template) -> dict:
     records = load_records(data.eval_dataset or data.dataset, data.dataset_dir, "sft", max_samples=data.max_samples,
                            seed=config.train.seed, num_proc=data.preprocessing_num_workers,
                            cache_dir=config.model.cache_dir)
+    if "audios" in records.column_names and any(records["audios"]):  # not silently answered from the text alone
+        raise ConfigError(f"{config.source}: predict with audios in the data is not supported yet (the answers would "
+                          "come from the text alone); chat with the model (`tunesmith chat`, `/audio PATH`) instead")
     encoded = encode_unsupervised(records.to_dict(), template, tokenizer, data.cutoff_len)
     if not encoded["input_ids"]:
         raise ConfigError(f"{config.source}: none of the {len(records)} records has a prompt to answer")
