@@ -288,6 +288,10 @@ def load_model(
         from transformers import AutoModelForImageTextToText  # a vision-language model: image-text-to-text class
 
         model_class = AutoModelForImageTextToText
+    elif getattr(model_config, "audio_config", None) is not None and head == "causal_lm":
+        from transformers import AutoModelForSeq2SeqLM  # an audio-language model (Qwen2-Audio): LF's class for it
+
+        model_class = AutoModelForSeq2SeqLM
     configure_rope(model_config, model_args, cutoff_len)
     if lf_model is not None:
         lf_options.configure_moe(model_config, lf_model.moe_aux_loss_coef, is_trainable)
