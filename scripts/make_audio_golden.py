@@ -57,8 +57,13 @@ RECORDS = {
     "chirp": make_golden.record([msg("user", "Hear <audio>")], [msg("assistant", "A chirp.")]),
     "long_answer": make_golden.record(
         [msg("user", "<audio>Tell me all about it.")],
-        [msg("assistant", "It is a pure tone at four hundred and forty hertz, the note A that orchestras tune to, "
-                          "played softly for half a second and then cut off without any fade at all.")],
+        [
+            msg(
+                "assistant",
+                "It is a pure tone at four hundred and forty hertz, the note A that orchestras tune to, "
+                "played softly for half a second and then cut off without any fade at all.",
+            )
+        ],
     ),
 }
 AUDIOS_OF = {

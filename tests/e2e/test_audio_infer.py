@@ -22,8 +22,16 @@ QUESTION = "<audio>What is this sound?"
 
 
 def audio_config(model_dir, **keys):
-    return load_config(None, {"model_name_or_path": str(model_dir), "template": "qwen2_audio", "do_sample": False,
-                              "max_new_tokens": 6, **keys})
+    return load_config(
+        None,
+        {
+            "model_name_or_path": str(model_dir),
+            "template": "qwen2_audio",
+            "do_sample": False,
+            "max_new_tokens": 6,
+            **keys,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +49,16 @@ def training_prompt(model_dir, data_dir, audio: Path) -> tuple[list[int], list[s
     from tunesmith.model.audio import load_feature_extractor
     from tunesmith.model.load import load_tokenizer
 
-    config = load_config(None, {"model_name_or_path": str(model_dir), "template": "qwen2_audio", "stage": "sft",
-                                "dataset": "audio_demo", "dataset_dir": str(data_dir)})
+    config = load_config(
+        None,
+        {
+            "model_name_or_path": str(model_dir),
+            "template": "qwen2_audio",
+            "stage": "sft",
+            "dataset": "audio_demo",
+            "dataset_dir": str(data_dir),
+        },
+    )
     tokenizer = load_tokenizer(config.model, config.lf_model)
     data = build_datasets(config, tokenizer, "supervised", feature_extractor=load_feature_extractor(config.model))
     row = next(row for row in data.train if row[ENCODED_AUDIOS] == [str(audio)])
@@ -57,7 +73,7 @@ def test_an_audio_message_is_encoded_as_training_encodes_it(engine, tiny_audio_m
     assert prompt.ids == expected
     tokens = engine.tokenizer.convert_ids_to_tokens(prompt.ids)
     start = tokens.index("<|audio_bos|>")
-    assert tokens[start: start + 17] == ["<|audio_bos|>", *["<|AUDIO|>"] * 15, "<|audio_eos|>"]  # 0.6 s: 15 tokens
+    assert tokens[start : start + 17] == ["<|audio_bos|>", *["<|AUDIO|>"] * 15, "<|audio_eos|>"]  # 0.6 s: 15 tokens
     assert list(prompt.vision["input_features"].shape) == [1, 16, 200]
     assert prompt.vision["feature_attention_mask"].sum().item() == 60
     # decoded audio (an upload) encodes like its file
@@ -76,9 +92,10 @@ def test_the_engine_answers_as_generate_does_on_the_training_inputs(engine, tiny
     inputs = torch.tensor([ids])
     kwargs = generation_kwargs(engine.config.generation, engine.tokenizer, engine.template)
     with torch.no_grad():
-        out = engine.model.generate(inputs, attention_mask=torch.ones_like(inputs),
-                                    **engine.audio_plugin.inputs(paths), **kwargs)
-    assert reply.text == engine.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        out = engine.model.generate(
+            inputs, attention_mask=torch.ones_like(inputs), **engine.audio_plugin.inputs(paths), **kwargs
+        )
+    assert reply.text == engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
     assert reply.prompt_tokens == len(ids)
 
 
@@ -110,8 +127,9 @@ def test_audio_refusals_name_the_problem(engine, tiny_model_dir, audio_data_dir,
 def test_chat_cli_attaches_an_audio(engine, tiny_audio_model_dir, audio_data_dir, tmp_path, monkeypatch, capsys):
     low = audio_data_dir / "audios" / "low.wav"
     cfg = tmp_path / "chat.yaml"
-    cfg.write_text(f"model_name_or_path: {tiny_audio_model_dir}\ntemplate: qwen2_audio\ndo_sample: false\n"
-                   "max_new_tokens: 6\n")
+    cfg.write_text(
+        f"model_name_or_path: {tiny_audio_model_dir}\ntemplate: qwen2_audio\ndo_sample: false\nmax_new_tokens: 6\n"
+    )
     lines = [f"/audio {tmp_path / 'nope.wav'}", f"/audio {low}", "What is this sound?", "<audio>again?", "exit"]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
     assert main(["chat", str(cfg)]) == 0
@@ -146,14 +164,19 @@ def test_the_api_takes_input_audio_parts(engine, audio_data_dir, tiny_vl_model_d
         refused(ask(url, data, text="<audio> and this"), "keep the text free of it")
         empty = {"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}
         refused(httpx.post(url, json=empty, headers=AUTH), "an input_audio part needs")
-        in_reply = {"model": "m", "messages": [
-            {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": [{"type": "input_audio", "input_audio": {"data": data}}]},
-            {"role": "user", "content": "and?"}]}
+        in_reply = {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "input_audio", "input_audio": {"data": data}}]},
+                {"role": "user", "content": "and?"},
+            ],
+        }
         refused(httpx.post(url, json=in_reply, headers=AUTH), "audios are accepted in user messages only")
         assert ask(url, data).status_code == 200  # the server is fine after all that
-    vl = ChatEngine(load_config(None, {"model_name_or_path": str(tiny_vl_model_dir), "template": "qwen2_vl",
-                                       "max_new_tokens": 2}))
+    vl = ChatEngine(
+        load_config(None, {"model_name_or_path": str(tiny_vl_model_dir), "template": "qwen2_vl", "max_new_tokens": 2})
+    )
     with serving(vl) as url:
         error = refused(ask(url, data), "takes no audio", code="model_not_multimodal")
         assert error["message"].startswith("messages[0].content[0].input_audio: ")
@@ -163,22 +186,48 @@ def test_the_api_takes_input_audio_parts(engine, audio_data_dir, tiny_vl_model_d
 def adapter(tiny_audio_model_dir, audio_data_dir, tmp_path_factory):
     """A LoRA adapter trained 3 steps by examples/train_audio_lora.yaml."""
     out = tmp_path_factory.mktemp("audio-lora") / "run"
-    assert main(["train", str(EXAMPLE), f"model_name_or_path={tiny_audio_model_dir}", f"dataset_dir={audio_data_dir}",
-                 "dataset=audio_demo", f"output_dir={out}", "max_steps=3", "learning_rate=0.05", "warmup_ratio=0",
-                 "save_steps=1000"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(EXAMPLE),
+                f"model_name_or_path={tiny_audio_model_dir}",
+                f"dataset_dir={audio_data_dir}",
+                "dataset=audio_demo",
+                f"output_dir={out}",
+                "max_steps=3",
+                "learning_rate=0.05",
+                "warmup_ratio=0",
+                "save_steps=1000",
+            ]
+        )
+        == 0
+    )
     return out
 
 
-def test_merged_audio_export_reloads_with_its_extractor_and_equal_logits(adapter, tiny_audio_model_dir,
-                                                                         audio_data_dir, tmp_path):
+def test_merged_audio_export_reloads_with_its_extractor_and_equal_logits(
+    adapter, tiny_audio_model_dir, audio_data_dir, tmp_path
+):
     from peft import PeftModel
     from transformers import AutoFeatureExtractor, AutoModelForSeq2SeqLM
 
     from tunesmith.infer.engine import ChatEngine
 
     export_dir = tmp_path / "merged"
-    assert main(["export", str(EXAMPLE), f"model_name_or_path={tiny_audio_model_dir}",
-                 f"adapter_name_or_path={adapter}", f"export_dir={export_dir}", "export_dtype=float32"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(EXAMPLE),
+                f"model_name_or_path={tiny_audio_model_dir}",
+                f"adapter_name_or_path={adapter}",
+                f"export_dir={export_dir}",
+                "export_dtype=float32",
+            ]
+        )
+        == 0
+    )
     assert (export_dir / "preprocessor_config.json").is_file()
     merged = ChatEngine(audio_config(export_dir))  # the merged folder alone: model, tokenizer, feature extractor
     assert merged.takes_audios
@@ -200,9 +249,20 @@ def test_merged_audio_export_reloads_with_its_extractor_and_equal_logits(adapter
     assert json.loads((export_dir / "config.json").read_text())["model_type"] == "qwen2_audio"
 
 
-def test_predict_refuses_audio_data_rather_than_answering_from_the_text(tiny_audio_model_dir, audio_data_dir,
-                                                                         tmp_path, capsys):
-    code = main(["eval", f"model_name_or_path={tiny_audio_model_dir}", "do_predict=true", "predict_with_generate=true",
-                 "eval_dataset=audio_demo", f"dataset_dir={audio_data_dir}", "template=qwen2_audio",
-                 f"output_dir={tmp_path / 'p'}", "max_new_tokens=2"])
+def test_predict_refuses_audio_data_rather_than_answering_from_the_text(
+    tiny_audio_model_dir, audio_data_dir, tmp_path, capsys
+):
+    code = main(
+        [
+            "eval",
+            f"model_name_or_path={tiny_audio_model_dir}",
+            "do_predict=true",
+            "predict_with_generate=true",
+            "eval_dataset=audio_demo",
+            f"dataset_dir={audio_data_dir}",
+            "template=qwen2_audio",
+            f"output_dir={tmp_path / 'p'}",
+            "max_new_tokens=2",
+        ]
+    )
     assert code == 2 and "predict with audios in the data is not supported yet" in capsys.readouterr().err

@@ -15,9 +15,17 @@ EXAMPLE = REPO / "examples" / "train_audio_lora.yaml"
 
 def test_example_audio_lora_trains_and_saves_the_adapter(tiny_audio_model_dir, audio_data_dir, tmp_path):
     out = tmp_path / "out"
-    args = [f"model_name_or_path={tiny_audio_model_dir}", f"dataset_dir={audio_data_dir}", "dataset=audio_demo",
-            f"output_dir={out}", "max_steps=8", "learning_rate=0.05", "warmup_ratio=0", "save_steps=1000",
-            "lr_scheduler_type=constant"]
+    args = [
+        f"model_name_or_path={tiny_audio_model_dir}",
+        f"dataset_dir={audio_data_dir}",
+        "dataset=audio_demo",
+        f"output_dir={out}",
+        "max_steps=8",
+        "learning_rate=0.05",
+        "warmup_ratio=0",
+        "save_steps=1000",
+        "lr_scheduler_type=constant",
+    ]
     assert main(["train", str(EXAMPLE), *args]) == 0
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in rows if "loss" in row]
@@ -37,9 +45,15 @@ def test_the_audio_features_reach_the_model(tiny_audio_model_dir, audio_data_dir
     from tunesmith.model.audio import load_feature_extractor
     from tunesmith.model.load import load_model, load_tokenizer
 
-    config = load_config(str(EXAMPLE), {"model_name_or_path": str(tiny_audio_model_dir),
-                                        "dataset_dir": str(audio_data_dir), "dataset": "audio_demo",
-                                        "finetuning_type": "full"})
+    config = load_config(
+        str(EXAMPLE),
+        {
+            "model_name_or_path": str(tiny_audio_model_dir),
+            "dataset_dir": str(audio_data_dir),
+            "dataset": "audio_demo",
+            "finetuning_type": "full",
+        },
+    )
     tokenizer = load_tokenizer(config.model)
     data = build_datasets(config, tokenizer, "supervised", feature_extractor=load_feature_extractor(config.model))
     model = load_model(config.model, config.method, tokenizer, is_trainable=False, multimodal=config.multimodal)
@@ -53,9 +67,16 @@ def test_the_audio_features_reach_the_model(tiny_audio_model_dir, audio_data_dir
 
 def test_dpo_with_audios_trains(tiny_audio_model_dir, audio_data_dir, tmp_path, capsys):
     out = tmp_path / "dpo"
-    args = [f"model_name_or_path={tiny_audio_model_dir}", f"dataset_dir={audio_data_dir}", "stage=dpo",
-            "dataset=audio_dpo", "max_steps=2", "save_steps=1000", "learning_rate=0.05",
-            "per_device_train_batch_size=2"]
+    args = [
+        f"model_name_or_path={tiny_audio_model_dir}",
+        f"dataset_dir={audio_data_dir}",
+        "stage=dpo",
+        "dataset=audio_dpo",
+        "max_steps=2",
+        "save_steps=1000",
+        "learning_rate=0.05",
+        "per_device_train_batch_size=2",
+    ]
     assert main(["train", str(EXAMPLE), *args, f"output_dir={out}"]) == 0
     logs = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert [math.isfinite(row["loss"]) for row in logs if "loss" in row] == [True] * 2
@@ -92,19 +113,24 @@ def test_freeze_keys_decide_which_parameters_train(tiny_audio_model_dir):
     assert parts(lora_audio) == {"language_model", "audio_tower"}
     assert parts(_trainable(tiny_audio_model_dir, finetuning_type="full")) == {"language_model", "lm_head"}
     keys = {"freeze_vision_tower": False, "freeze_multi_modal_projector": False, "freeze_language_model": True}
-    assert parts(_trainable(tiny_audio_model_dir, finetuning_type="full", **keys)) == {"audio_tower",
-                                                                                         "multi_modal_projector"}
+    assert parts(_trainable(tiny_audio_model_dir, finetuning_type="full", **keys)) == {
+        "audio_tower",
+        "multi_modal_projector",
+    }
     freeze = _trainable(tiny_audio_model_dir, finetuning_type="freeze", freeze_trainable_layers=1)
     assert freeze and all("language_model.layers.1." in name for name in freeze)
-    freeze_projector = _trainable(tiny_audio_model_dir, finetuning_type="freeze", freeze_trainable_layers=1,
-                                  freeze_multi_modal_projector=False)
+    freeze_projector = _trainable(
+        tiny_audio_model_dir, finetuning_type="freeze", freeze_trainable_layers=1, freeze_multi_modal_projector=False
+    )
     assert parts(freeze_projector) == {"language_model", "multi_modal_projector"}
 
 
 def test_data_preview_marks_the_audio_tokens(tiny_audio_model_dir, audio_data_dir, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model_name_or_path: {tiny_audio_model_dir}\nstage: sft\ndataset: audio_demo\n"
-                   f"dataset_dir: {audio_data_dir}\ntemplate: qwen2_audio\n")
+    cfg.write_text(
+        f"model_name_or_path: {tiny_audio_model_dir}\nstage: sft\ndataset: audio_demo\n"
+        f"dataset_dir: {audio_data_dir}\ntemplate: qwen2_audio\n"
+    )
     assert main(["data", "preview", str(cfg), "-n", "3"]) == 0
     out = capsys.readouterr().out
     assert "<|audio_bos|><|AUDIO|>\u00d715<|audio_eos|>" in out
@@ -112,8 +138,9 @@ def test_data_preview_marks_the_audio_tokens(tiny_audio_model_dir, audio_data_di
     assert main(["data", "check", str(cfg)]) == 0
 
 
-def test_packing_a_text_template_and_text_models_are_refused(tiny_audio_model_dir, tiny_model_dir, audio_data_dir,
-                                                              tmp_path, capsys):
+def test_packing_a_text_template_and_text_models_are_refused(
+    tiny_audio_model_dir, tiny_model_dir, audio_data_dir, tmp_path, capsys
+):
     base = [f"dataset_dir={audio_data_dir}", "dataset=audio_demo", "max_steps=1"]
     model = f"model_name_or_path={tiny_audio_model_dir}"
     assert main(["train", str(EXAMPLE), model, *base, f"output_dir={tmp_path / 'a'}", "packing=true"]) == 2

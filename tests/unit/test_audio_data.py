@@ -42,8 +42,9 @@ def test_text_image_and_audio_datasets_mix(audio_data_dir, vl_data_dir, tmp_path
     shutil.copy(vl_data_dir / "vl_alpaca.json", tmp_path / "vl.json")
     (tmp_path / "images").symlink_to(vl_data_dir / "images")
     (tmp_path / "audios").symlink_to(audio_data_dir / "audios")
-    mixed = load_records(["audio_alpaca", str(tmp_path / "vl.json")], str(audio_data_dir), "sft",
-                         media_dir=str(tmp_path))
+    mixed = load_records(
+        ["audio_alpaca", str(tmp_path / "vl.json")], str(audio_data_dir), "sft", media_dir=str(tmp_path)
+    )
     assert mixed.column_names[-2:] == ["images", "audios"]
     assert [len(a) for a in mixed["audios"]] == [1, 0] and [len(i) for i in mixed["images"]] == [0, 1]
 
@@ -80,8 +81,9 @@ def test_video_columns_stay_refused_with_the_reason(audio_data_dir, tmp_path):
     info = json.loads((data / "dataset_info.json").read_text())
     info["audio_demo"]["columns"]["videos"] = "videos"
     (data / "dataset_info.json").write_text(json.dumps(info))
-    with pytest.raises(DataError, match="not video yet .video training needs Qwen-VL's video processor, which needs "
-                                        "torchvision"):
+    with pytest.raises(
+        DataError, match="not video yet .video training needs Qwen-VL's video processor, which needs torchvision"
+    ):
         load_records(["audio_demo"], str(data), "sft")
 
 
@@ -122,8 +124,10 @@ def test_audios_expand_to_audio_tokens_and_features(audio_data_dir):
     messages = [{"role": "user", "content": "<audio>and<audio>?"}]
     content = plugin.expand(messages, [low, high])[0]["content"]
     # 0.6 s -> 60 mel frames -> 15 tokens; 1.0 s -> 100 frames -> 25 tokens (LF's formula)
-    assert content == "<|audio_bos|>" + "<|AUDIO|>" * 15 + "<|audio_eos|>and<|audio_bos|>" + "<|AUDIO|>" * 25 + \
-        "<|audio_eos|>?"
+    assert (
+        content
+        == "<|audio_bos|>" + "<|AUDIO|>" * 15 + "<|audio_eos|>and<|audio_bos|>" + "<|AUDIO|>" * 25 + "<|audio_eos|>?"
+    )
     inputs = plugin.inputs([low, high])
     assert list(inputs["input_features"].shape) == [2, 16, 200]
     assert inputs["feature_attention_mask"].sum(-1).tolist() == [60, 100]
@@ -133,8 +137,10 @@ def test_audios_expand_to_audio_tokens_and_features(audio_data_dir):
 
     with pytest.raises(DataError, match=r"audio 0 is too short \(50 ms of mel frames\).*at least 70 ms"):
         plugin.expand([{"role": "user", "content": "<audio>"}], [np.zeros(800, dtype=np.float32)])
-    assert "<|AUDIO|><|AUDIO|><|audio_eos|>" in plugin.expand([{"role": "user", "content": "<audio>"}],
-                                                             [np.zeros(1120, dtype=np.float32)])[0]["content"]
+    assert (
+        "<|AUDIO|><|AUDIO|><|audio_eos|>"
+        in plugin.expand([{"role": "user", "content": "<audio>"}], [np.zeros(1120, dtype=np.float32)])[0]["content"]
+    )
 
 
 def test_audio_sampling_rate_must_be_the_extractors_and_templates_need_audio_support():
@@ -156,8 +162,9 @@ def test_the_collator_adds_input_features_in_order(audio_data_dir):
     tokenizer, template, plugin = _plugin()
     records = load_records(["audio_demo"], str(audio_data_dir), "sft").to_dict()
     args = SimpleNamespace(cutoff_len=1024, packing=None, mask_history=False, train_on_prompt=False)
-    encoded = with_audios(encoder_for("supervised", template=template, tokenizer=tokenizer, data_args=args), plugin,
-                          tokenizer)(records)
+    encoded = with_audios(
+        encoder_for("supervised", template=template, tokenizer=tokenizer, data_args=args), plugin, tokenizer
+    )(records)
     assert [len(paths) for paths in encoded[ENCODED_AUDIOS]] == [1, 1, 2]
     features = [{key: encoded[key][i] for key in encoded} for i in range(3)]
     batch = AudioCollator(tokenizer, None, plugin)(features)

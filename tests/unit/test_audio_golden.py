@@ -56,8 +56,9 @@ def test_audio_encoding_matches_llamafactory(name, case_name):
         mask_history=False,
         train_on_prompt=options.get("train_on_prompt", False),
     )
-    encode = with_audios(encoder_for("supervised", template=template, tokenizer=tokenizer, data_args=args), plugin,
-                         tokenizer)
+    encode = with_audios(
+        encoder_for("supervised", template=template, tokenizer=tokenizer, data_args=args), plugin, tokenizer
+    )
     expected = case["output"]
     audio_id = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     whole = [sum(((f - 1) // 2 + 1 - 2) // 2 + 1 for f in media["frames"]) for media in expected["media"]]

@@ -79,8 +79,12 @@ def _input_audio(part: dict, where: str) -> str:
     value = part.get("input_audio")
     data = value.get("data") if isinstance(value, dict) else None
     if not isinstance(data, str) or not data.strip():
-        raise ApiError(400, f'{where}: an input_audio part needs `input_audio: {{"data": "<base64 of the audio '
-                            f'file>", "format": "wav"}}`, got {value!r:.80}', param=where)
+        raise ApiError(
+            400,
+            f'{where}: an input_audio part needs `input_audio: {{"data": "<base64 of the audio '
+            f'file>", "format": "wav"}}`, got {value!r:.80}',
+            param=where,
+        )
     return data
 
 
@@ -110,9 +114,7 @@ def _text(content, where: str, images: list | None = None, audios: list | None =
             raise ApiError(400, f"{where}: audios are accepted in user messages only", param=where)
         if kind != "text":
             supported = "text, image_url and input_audio" if audios is not None else "text and image_url"
-            raise ApiError(
-                400, f"{where}: only {supported} content parts are supported, got {kind!r}", param=where
-            )
+            raise ApiError(400, f"{where}: only {supported} content parts are supported, got {kind!r}", param=where)
         if not isinstance(part.get("text"), str):
             raise ApiError(
                 400, f"{where}: a text part needs a string `text`, got {part.get('text')!r:.80}", param=where
@@ -141,8 +143,9 @@ def _arguments(arguments, where: str) -> dict:
     return value
 
 
-def to_conversation(request: ChatRequest, audios: list | None = None) -> tuple[list[dict], str, str,
-                                                                              list[tuple[str, str]]]:
+def to_conversation(
+    request: ChatRequest, audios: list | None = None
+) -> tuple[list[dict], str, str, list[tuple[str, str]]]:
     """OpenAI messages -> (canonical turns, system text, tools JSON, images): rejects what a template cannot encode.
     images: each user image_url part's (url, where), in order; its turn holds <image> where the part was. With
     `audios` (a list), each user input_audio part's (base64 data, where) is appended to it, <audio> in its turn."""

@@ -34,8 +34,10 @@ def _av():
     except ImportError:
         from tunesmith.errors import DependencyError
 
-        raise DependencyError("audios are decoded with PyAV, which is not installed: pip install 'av>=14,<19' (or "
-                              "re-run scripts/setup.sh)") from None
+        raise DependencyError(
+            "audios are decoded with PyAV, which is not installed: pip install 'av>=14,<19' (or "
+            "re-run scripts/setup.sh)"
+        ) from None
     return av
 
 
@@ -96,23 +98,29 @@ def record_audios(values, messages: list[dict], media_dir: str | None, fail) -> 
     names = media_list(values)
     for position, name in enumerate(names):
         if not isinstance(name, str):
-            raise fail(f"audio {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
-                       "tunesmith reads audios from files")
+            raise fail(
+                f"audio {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
+                "tunesmith reads audios from files"
+            )
     paths = []
     for position, name in enumerate(names):
         path = resolve_image(name, media_dir)  # the same lookup as images: media_dir/name, else the path as given
         if path is None:
             where = f"{Path(media_dir) / name} nor {name}" if media_dir else name
-            raise fail(f"audio {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
-                       "to the folder the audio paths are relative to, or fix the path")
+            raise fail(
+                f"audio {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
+                "to the folder the audio paths are relative to, or fix the path"
+            )
         problem = check_audio(path)
         if problem:
             raise fail(f"audio {position} ({path}) is unreadable: {problem}")
         paths.append(str(path))
     count = count_placeholders(messages, AUDIO_PLACEHOLDER)
     if count != len(paths):
-        raise fail(f"{count} {AUDIO_PLACEHOLDER} placeholders in its messages but {len(paths)} audios in its audios "
-                   f"column; put one {AUDIO_PLACEHOLDER} in the text where each audio goes")
+        raise fail(
+            f"{count} {AUDIO_PLACEHOLDER} placeholders in its messages but {len(paths)} audios in its audios "
+            f"column; put one {AUDIO_PLACEHOLDER} in the text where each audio goes"
+        )
     return paths
 
 
@@ -152,8 +160,13 @@ class AudioPlugin:
         to the extractor's window); empty dict when none."""
         if not audios:
             return {}
-        features = self.feature_extractor(self.waveforms(audios), sampling_rate=self.sampling_rate,
-                                          return_attention_mask=True, padding="max_length", return_tensors="pt")
+        features = self.feature_extractor(
+            self.waveforms(audios),
+            sampling_rate=self.sampling_rate,
+            return_attention_mask=True,
+            padding="max_length",
+            return_tensors="pt",
+        )
         features = dict(features)
         features["feature_attention_mask"] = features.pop("attention_mask")
         return features
@@ -161,8 +174,10 @@ class AudioPlugin:
     def expand(self, messages: list[dict], audios: list) -> list[dict]:
         """The messages with each <audio> replaced by its audio tokens, as LF's process_messages does."""
         if count_placeholders(messages, AUDIO_PLACEHOLDER) != len(audios):
-            raise DataError(f"{count_placeholders(messages, AUDIO_PLACEHOLDER)} {AUDIO_PLACEHOLDER} placeholders but "
-                            f"{len(audios)} audios ({', '.join(str(a)[:80] for a in audios[:3])})")
+            raise DataError(
+                f"{count_placeholders(messages, AUDIO_PLACEHOLDER)} {AUDIO_PLACEHOLDER} placeholders but "
+                f"{len(audios)} audios ({', '.join(str(a)[:80] for a in audios[:3])})"
+            )
         mask = self.inputs(audios).get("feature_attention_mask")
         return self.expand_lengths(messages, [] if mask is None else mask.sum(-1).tolist(), audios)
 
@@ -173,8 +188,10 @@ class AudioPlugin:
         for index, count in enumerate(frames):
             if audio_seqlen(int(count)) < MIN_AUDIO_TOKENS:
                 name = str(names[index])[:120] if names and isinstance(names[index], (str, Path)) else index
-                raise DataError(f"audio {name} is too short ({int(count) * 10} ms of mel frames): Qwen2-Audio needs "
-                                f"at least 70 ms of sound ({MIN_AUDIO_TOKENS} <|AUDIO|> tokens); drop or lengthen it")
+                raise DataError(
+                    f"audio {name} is too short ({int(count) * 10} ms of mel frames): Qwen2-Audio needs "
+                    f"at least 70 ms of sound ({MIN_AUDIO_TOKENS} <|AUDIO|> tokens); drop or lengthen it"
+                )
         messages, index = copy.deepcopy(messages), 0
         for message in messages:
             content = message["content"]
@@ -201,14 +218,18 @@ def make_plugin(template, feature_extractor, multimodal=None) -> AudioPlugin:
     the config's audio_sampling_rate (which the extractor must take: Whisper's refuses any rate but its own)."""
     name = getattr(template, "mm_plugin", None)
     if name not in PLUGINS:
-        raise DataError(f"template {getattr(template, 'name', 'from the tokenizer')} has no audio support; for an "
-                        f"audio-language model set `template:` to one of {', '.join(audio_template_names())}")
+        raise DataError(
+            f"template {getattr(template, 'name', 'from the tokenizer')} has no audio support; for an "
+            f"audio-language model set `template:` to one of {', '.join(audio_template_names())}"
+        )
     rate = multimodal.audio_sampling_rate if multimodal is not None else 16000
     native = getattr(feature_extractor, "sampling_rate", None)
     if native is not None and rate != native:
-        raise ConfigError(f"audio_sampling_rate: {rate}, but this model's feature extractor "
-                          f"({type(feature_extractor).__name__}) takes audio at {native} Hz only; set "
-                          f"audio_sampling_rate: {native} (audios are resampled to it)")
+        raise ConfigError(
+            f"audio_sampling_rate: {rate}, but this model's feature extractor "
+            f"({type(feature_extractor).__name__}) takes audio at {native} Hz only; set "
+            f"audio_sampling_rate: {native} (audios are resampled to it)"
+        )
     return AudioPlugin(feature_extractor, **PLUGINS[name], sampling_rate=rate)
 
 
@@ -228,7 +249,7 @@ def with_audios(base, plugin: AudioPlugin, tokenizer=None):
                 messages = plugin.expand(one["prompt"][0] + one["response"][0], paths)
                 cut = len(one["prompt"][0])
                 one["prompt"], one["response"] = [messages[:cut]], [messages[cut:]]
-                expected = sum(str(m["content"]).count(plugin.audio_token) for m in messages[:cut + 1])
+                expected = sum(str(m["content"]).count(plugin.audio_token) for m in messages[: cut + 1])
             encoded = base(one)
             if expected and tokenizer is not None:
                 _check_kept(encoded, tokenizer.convert_tokens_to_ids(plugin.audio_token), expected, paths)
@@ -247,10 +268,12 @@ def _check_kept(encoded: dict, token_id: int, expected: int, paths: list) -> Non
             continue
         for ids in rows:
             if sum(1 for token in ids if token == token_id) != expected:
-                raise DataError(f"cutoff_len cuts into the audio tokens of the example with audios "
-                                f"{', '.join(paths[:3])}: {expected} <|AUDIO|> tokens (one per 40 ms of sound, up "
-                                "to the feature extractor's window) must stay whole; raise cutoff_len or use shorter "
-                                "audios")
+                raise DataError(
+                    f"cutoff_len cuts into the audio tokens of the example with audios "
+                    f"{', '.join(paths[:3])}: {expected} <|AUDIO|> tokens (one per 40 ms of sound, up "
+                    "to the feature extractor's window) must stay whole; raise cutoff_len or use shorter "
+                    "audios"
+                )
 
 
 def check_audios_fit(records, encoding: str, plugin) -> None:
@@ -259,12 +282,16 @@ def check_audios_fit(records, encoding: str, plugin) -> None:
     if AUDIOS not in records.column_names or not any(records[AUDIOS]):
         return
     if plugin is None:
-        raise DataError("the data holds audios (an `audios` column) but the model has no audio feature extractor: "
-                        "train an audio-language model (Qwen2-Audio; `tunesmith tiny --arch qwen2_audio` builds a "
-                        "tiny one) with template: qwen2_audio")
+        raise DataError(
+            "the data holds audios (an `audios` column) but the model has no audio feature extractor: "
+            "train an audio-language model (Qwen2-Audio; `tunesmith tiny --arch qwen2_audio` builds a "
+            "tiny one) with template: qwen2_audio"
+        )
     if encoding not in AUDIO_ENCODINGS:
-        raise DataError(f"audios are trained with stages {' and '.join(AUDIO_STAGES)} only for now, not with this "
-                        f"stage ({encoding} encoding); use stage: sft or dpo, or drop the audios column")
+        raise DataError(
+            f"audios are trained with stages {' and '.join(AUDIO_STAGES)} only for now, not with this "
+            f"stage ({encoding} encoding); use stage: sft or dpo, or drop the audios column"
+        )
 
 
 def check_stage(config) -> None:
@@ -274,14 +301,22 @@ def check_stage(config) -> None:
     if stage not in AUDIO_STAGES:
         raise DataError(f"stage {stage} on an audio-language model is not supported yet; use stage: sft or dpo")
     lf = config.lf_method
-    own = (config.method.pref_loss != "sigmoid" or config.method.dpo_label_smoothing > 0
-           or lf.pref_bco_weight > 1e-6 or lf.ld_alpha is not None)
+    own = (
+        config.method.pref_loss != "sigmoid"
+        or config.method.dpo_label_smoothing > 0
+        or lf.pref_bco_weight > 1e-6
+        or lf.ld_alpha is not None
+    )
     if stage == "dpo" and own:
-        raise DataError("dpo on an audio-language model takes pref_loss: sigmoid without dpo_label_smoothing, "
-                        "pref_bco_weight or ld_alpha for now (those losses run without the audios)")
+        raise DataError(
+            "dpo on an audio-language model takes pref_loss: sigmoid without dpo_label_smoothing, "
+            "pref_bco_weight or ld_alpha for now (those losses run without the audios)"
+        )
     if config.data.packing:
-        raise DataError("packing: true cannot be used with an audio-language model yet (each row's audio features "
-                        "go with its padded sequence); remove `packing` or set it to false")
+        raise DataError(
+            "packing: true cannot be used with an audio-language model yet (each row's audio features "
+            "go with its padded sequence); remove `packing` or set it to false"
+        )
 
 
 class AudioCollator:

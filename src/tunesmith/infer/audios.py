@@ -12,8 +12,10 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 
-INLINE_HELP = ('send it as an input_audio part: {"type": "input_audio", "input_audio": {"data": "<base64 of the '
-               'file>", "format": "wav"}}, or as a path to a local file')
+INLINE_HELP = (
+    'send it as an input_audio part: {"type": "input_audio", "input_audio": {"data": "<base64 of the '
+    'file>", "format": "wav"}}, or as a path to a local file'
+)
 
 
 class AudioInputError(TunesmithError):
@@ -42,12 +44,14 @@ def load_audio(source, sampling_rate: int, where: str = "audio"):
 
         parsed = urlparse(source)
         if parsed.netloc not in ("", "localhost"):
-            raise AudioInputError(f"{where}: file:// URLs must name a file on this machine, not on host "
-                                  f"{parsed.netloc!r}")
+            raise AudioInputError(
+                f"{where}: file:// URLs must name a file on this machine, not on host {parsed.netloc!r}"
+            )
         return _file(Path(url2pathname(unquote(parsed.path))), sampling_rate, where)
     if scheme and len(scheme) > 1:  # http, https, s3, ...; a one-letter "scheme" is a Windows drive (C:\...)
-        raise AudioInputError(f"{where}: {scheme}: URLs are not fetched (tunesmith never downloads audio); "
-                              f"{INLINE_HELP}")
+        raise AudioInputError(
+            f"{where}: {scheme}: URLs are not fetched (tunesmith never downloads audio); {INLINE_HELP}"
+        )
     return _file(Path(source).expanduser(), sampling_rate, where)
 
 
@@ -58,8 +62,9 @@ def decode_base64(data: str, where: str) -> bytes:
     try:
         return base64.b64decode(re.sub(r"\s+", "", data), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise AudioInputError(f"{where}: the base64 does not decode ({exc}); encode the audio file's bytes with "
-                              "standard base64") from None
+        raise AudioInputError(
+            f"{where}: the base64 does not decode ({exc}); encode the audio file's bytes with standard base64"
+        ) from None
 
 
 def _file(path: Path, sampling_rate: int, where: str):

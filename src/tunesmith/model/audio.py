@@ -23,8 +23,9 @@ def tiny_feature_extractor() -> Any:
     """transformers' WhisperFeatureExtractor (numpy; Qwen2-Audio's) sized for the tiny model."""
     from transformers import WhisperFeatureExtractor
 
-    return WhisperFeatureExtractor(feature_size=TINY_MEL_BINS, chunk_length=TINY_CHUNK_SECONDS,
-                                   return_attention_mask=True)
+    return WhisperFeatureExtractor(
+        feature_size=TINY_MEL_BINS, chunk_length=TINY_CHUNK_SECONDS, return_attention_mask=True
+    )
 
 
 def tiny_qwen2_audio(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -> Any:
@@ -67,8 +68,7 @@ def save_tiny_audio(out: Any, tokenizer: Any, seed: int = 0) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = tiny_qwen2_audio(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model.save_pretrained(out)
     processor = Qwen2AudioProcessor(tiny_feature_extractor(), tokenizer, chat_template=tokenizer.chat_template)
     processor.save_pretrained(out)
@@ -96,6 +96,7 @@ def load_feature_extractor(model_args: Any):
     try:
         return AutoFeatureExtractor.from_pretrained(name, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
-        raise ModelError(f"{name} is an audio-language model ({config.model_type}) but its feature extractor does "
-                         f"not load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
-                         ) from None
+        raise ModelError(
+            f"{name} is an audio-language model ({config.model_type}) but its feature extractor does "
+            f"not load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
+        ) from None
