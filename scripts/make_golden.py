@@ -236,7 +236,8 @@ def run_case(template_name, kind, names, options):
     try:
         args = data_args(template_name, kind, options)
         template = get_template_and_fix_tokenizer(tokenizer, args)
-        mm_processor = Unused() if template.mm_plugin.image_token is not None else None
+        plugin = template.mm_plugin  # an image or audio plugin (qwen2_audio has no image token) wants a processor
+        mm_processor = Unused() if (plugin.image_token or plugin.audio_token) is not None else None
         processor = PROCESSORS[kind](template=template, tokenizer=tokenizer, processor=mm_processor, data_args=args)
         output = processor.preprocess_dataset(lf_batch(names))
         if kind == "pretrain":  # LF's pt labels come from its collator, which masks every pad (= eos) token

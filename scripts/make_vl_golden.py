@@ -1,6 +1,6 @@
 """Writes tests/assets/golden_vl/<template>.json: LLaMA-Factory 0.9.5's image encodings (input_ids, labels, the
-expanded image token runs, pixel_values' shape and image_grid_thw / token_type_ids) for the VL templates (Qwen-VL,
-Gemma 3, InternVL), for our golden test.
+expanded image token runs, pixel_values' shape and image_grid_thw / image_sizes / token_type_ids) for the VL
+templates (Qwen-VL, Gemma 3, InternVL, LLaVA, LLaVA-NeXT), for our golden test.
 
 Dev tool only; it runs in the LF venv like scripts/make_golden.py (whose text records and stubs it reuses):
 
@@ -18,6 +18,10 @@ so the processor here hands LF the transformers 4 layout (NestedCrops) and LF's 
 
 InternVL: the tiny PIL GOT-OCR2 image processor (model/tiny_internvl.py) with image_seq_length and crop_to_patches
 set as LF's loader sets them on InternVLProcessor (whose video processor needs torchvision, so it is not built).
+
+LLaVA(-NeXT): the tiny PIL image processor of the family (model/vision_llava.py) in transformers' own LlavaProcessor /
+LlavaNextProcessor with the tiny models' processor settings (patch_size, num_additional_image_tokens,
+vision_feature_select_strategy), as LF loads it.
 """
 
 import copy
@@ -33,13 +37,16 @@ from llamafactory.data.processor import SupervisedDatasetProcessor
 from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
+from tunesmith.data.template import template_table
+from tunesmith.model import vision_llava
 from tunesmith.model.tiny import build_tokenizer, fingerprint
 from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
 from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
 from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
-TEMPLATES = ["qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "gemma3", "intern_vl"]
+TEMPLATES = [name for name, entry in template_table().items() if entry.get("mm_plugin")]
+LLAVA = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}  # mm_plugin -> its family's processor class
 IMAGES = {
     "red.png": ((64, 48), (220, 30, 30)),
     "blue.png": ((40, 72), (30, 30, 220)),
@@ -112,6 +119,19 @@ def make_processor(name, options):
         "image_max_pixels": options.get("image_max_pixels", 768 * 768),
         "image_min_pixels": options.get("image_min_pixels", 32 * 32),
     }
+    plugin = template_table()[name]["mm_plugin"]
+    if plugin in LLAVA:
+        import transformers
+
+        vision_llava.add_image_token(tokenizer)
+        processor = getattr(transformers, LLAVA[plugin])(
+            image_processor=vision_llava.tiny_image_processor(plugin),
+            tokenizer=tokenizer,
+            **vision_llava.tiny_settings(),
+        )
+        for key, value in bounds.items():
+            setattr(processor, key, value)
+        return tokenizer, processor
     if name == "gemma3":
         ids = add_gemma3_tokens(tokenizer)
         image_processor = tiny_gemma3_image_processor()
@@ -181,8 +201,9 @@ def run_case(name, names, options):
             paths, [], [], [len(paths)], [0], [0], [output["input_ids"][row]], processor
         )
         one = {"pixel_values_shape": list(inputs["pixel_values"].shape)}
-        if "image_grid_thw" in inputs:
-            one["image_grid_thw"] = inputs["image_grid_thw"].tolist()
+        for key in ("image_grid_thw", "image_sizes"):
+            if key in inputs:
+                one[key] = inputs[key].tolist()
         if "token_type_ids" in inputs:
             one["token_type_ids"] = inputs["token_type_ids"][0]
         media.append(one)

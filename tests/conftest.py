@@ -108,3 +108,66 @@ def write_vl_dataset(folder: Path) -> Path:
 def vl_data_dir(tmp_path_factory) -> Path:
     """write_vl_dataset in a session folder. Do not write into it."""
     return write_vl_dataset(tmp_path_factory.mktemp("vl-data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_model_dir(tiny_model_dirs) -> Path:
+    """Folder of a tiny random Qwen2-Audio (`tunesmith tiny --arch qwen2_audio`), built once per session."""
+    from tunesmith.model.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(tiny_model_dirs._root / "tiny-qwen2_audio", "qwen2_audio")
+
+
+def write_tone(path: Path, seconds: float, rate: int = 16000, channels: int = 1, hz: float = 440.0) -> Path:
+    """A sine tone as a 16-bit PCM WAV file (the standard library's wave module)."""
+    import wave
+
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * hz * t)
+    pcm = (np.stack([tone] * channels, axis=1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def write_audio_dataset(folder: Path) -> Path:
+    """A tiny audio dataset in LF's layout: `audio_demo` (ShareGPT, like LF's mllm_audio_demo), `audio_alpaca`
+    (Alpaca) and `audio_dpo` (ranking); WAV tones in folder/audios/, paths relative to the folder."""
+    import json
+
+    write_tone(folder / "audios" / "low.wav", 0.6, hz=220.0)
+    write_tone(folder / "audios" / "high.wav", 1.0, rate=22050, channels=2, hz=880.0)
+    chat = [{"messages": [{"role": "user", "content": "<audio>What is this sound?"},
+                          {"role": "assistant", "content": f"It is a {pitch} tone."}],
+             "audios": [f"audios/{pitch}.wav"]} for pitch in ("low", "high")]
+    chat.append({"messages": [{"role": "user", "content": "<audio>and<audio>: which is low?"},
+                              {"role": "assistant", "content": "The first is low."}],
+                 "audios": ["audios/low.wav", "audios/high.wav"]})
+    (folder / "audio_demo.json").write_text(json.dumps(chat))
+    alpaca = [{"instruction": "<audio>Name the pitch.", "input": "", "output": "low", "audios": ["audios/low.wav"]}]
+    (folder / "audio_alpaca.json").write_text(json.dumps(alpaca))
+    pairs = [{"instruction": "<audio>Which pitch is it?", "chosen": pitch, "rejected": other,
+              "audios": [f"audios/{pitch}.wav"]} for pitch, other in (("low", "high"), ("high", "low"))]
+    (folder / "audio_dpo.json").write_text(json.dumps(pairs))
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    (folder / "dataset_info.json").write_text(json.dumps({
+        "audio_demo": {"file_name": "audio_demo.json", "formatting": "sharegpt",
+                       "columns": {"messages": "messages", "audios": "audios"}, "tags": tags},
+        "audio_alpaca": {"file_name": "audio_alpaca.json", "columns": {"prompt": "instruction", "query": "input",
+                                                                       "response": "output", "audios": "audios"}},
+        "audio_dpo": {"file_name": "audio_dpo.json", "ranking": True, "columns": {
+            "prompt": "instruction", "chosen": "chosen", "rejected": "rejected", "audios": "audios"}},
+    }))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def audio_data_dir(tmp_path_factory) -> Path:
+    """write_audio_dataset in a session folder. Do not write into it."""
+    return write_audio_dataset(tmp_path_factory.mktemp("audio-data"))

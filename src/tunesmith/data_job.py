@@ -20,7 +20,8 @@ def _encoding(config) -> str:
 
 
 def _setup(config):
-    """The tokenizer, the template and, for a vision-language model, its image plugin (else None)."""
+    """The tokenizer, the template and, for a vision-language (audio-language) model, its image (audio) plugin
+    (else None)."""
     from tunesmith.data.pipeline import resolve_template
     from tunesmith.model.load import load_image_processor, load_tokenizer
 
@@ -29,7 +30,14 @@ def _setup(config):
     template = resolve_template(config.data, tokenizer)
     image_processor = load_image_processor(config.model)
     if image_processor is None:
-        return tokenizer, template, None
+        from tunesmith.model.audio import load_feature_extractor
+
+        feature_extractor = load_feature_extractor(config.model)
+        if feature_extractor is None:
+            return tokenizer, template, None
+        from tunesmith.data.audio import make_plugin as make_audio_plugin
+
+        return tokenizer, template, make_audio_plugin(template, feature_extractor, config.multimodal)
     from tunesmith.data.vision import make_plugin
 
     return tokenizer, template, make_plugin(template, image_processor, config.multimodal)
@@ -146,8 +154,9 @@ def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     return collapse_media(text)
 
 
-MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")
-IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>")  # Qwen-VL's, Gemma 3's, InternVL's
+# Qwen-VL's image and video pads, Gemma 3's soft token, InternVL's context token, LLaVA's image token, Qwen2-Audio's
+MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>", "<|AUDIO|>")
+IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>")
 
 
 def collapse_media(text: str) -> str:
@@ -159,22 +168,25 @@ def collapse_media(text: str) -> str:
     return text
 
 
-def media_spans(tokenizer, input_ids: list[int], paths: list[str]) -> list[str]:
-    """Where each image's tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"; with Gemma 3's
-    pan-and-scan an image and its crops are several runs, listed as "image run k"."""
-    pad_token = next((t for t in IMAGE_TOKENS if tokenizer.convert_tokens_to_ids(t) in input_ids), IMAGE_TOKENS[0])
-    pad = tokenizer.convert_tokens_to_ids(pad_token)
+def media_spans(tokenizer, input_ids: list[int], paths: list[str], token: str | None = None,
+                kind: str = "image") -> list[str]:
+    """Where each image's (audio's) tokens sit: "image 0 (path): tokens 3-18 (16 <|image_pad|>)"; `token`: the
+    medium's token (default: the image token of whichever family the ids hold). With Gemma 3's pan-and-scan an image
+    and its crops are several runs, listed as "image run k"."""
+    vocab = tokenizer.get_vocab()  # not convert_tokens_to_ids: another family's token would be the unk id
+    token = token or next((t for t in IMAGE_TOKENS if vocab.get(t) in input_ids), IMAGE_TOKENS[0])
+    pad = vocab.get(token)
     spans, start = [], None
-    for position, token in enumerate([*input_ids, None]):
-        if token == pad and start is None:
+    for position, token_id in enumerate([*input_ids, None]):
+        if token_id == pad and start is None:
             start = position
-        elif token != pad and start is not None:
+        elif token_id != pad and start is not None:
             spans.append((start, position - 1))
             start = None
     if len(spans) > len(paths):  # crops: runs are not one per image
-        return [f"image run {i}: tokens {a}-{b} ({b - a + 1} {pad_token})" for i, (a, b) in enumerate(spans)]
-    return [f"image {i} ({Path(paths[i]).name if i < len(paths) else '?'}): tokens {a}-{b} "
-            f"({b - a + 1} {pad_token})" for i, (a, b) in enumerate(spans)]
+        return [f"{kind} run {i}: tokens {a}-{b} ({b - a + 1} {token})" for i, (a, b) in enumerate(spans)]
+    return [f"{kind} {i} ({Path(paths[i]).name if i < len(paths) else '?'}): tokens {a}-{b} "
+            f"({b - a + 1} {token})" for i, (a, b) in enumerate(spans)]
 
 
 def preview(config, n: int = 3) -> int:
@@ -190,6 +202,9 @@ def preview(config, n: int = 3) -> int:
             print(render(tokenizer, input_ids, labels))
             paths = row.get("image_paths") or []
             for line in media_spans(tokenizer, input_ids, paths) if paths else []:
+                print(line)
+            audios = row.get("audio_paths") or []
+            for line in media_spans(tokenizer, input_ids, audios, "<|AUDIO|>", "audio") if audios else []:
                 print(line)
             print(f"input_ids: {input_ids}")
             print(f"labels:    {labels}")

@@ -95,12 +95,14 @@ def run_estimate(config, throughput: str | None = None, measure_steps: str | Non
     dataset = None
     if config.data.dataset:
         from tunesmith.data.pipeline import build_datasets
-        from tunesmith.model.load import load_tokenizer
+        from tunesmith.model.audio import load_feature_extractor
+        from tunesmith.model.load import load_image_processor, load_tokenizer
         from tunesmith.train.stages import STAGES
 
         tokenizer = load_tokenizer(config.model)
-        dataset = build_datasets(
-            config, tokenizer, encoding=STAGES[config.method.stage].encoding
+        dataset = build_datasets(  # a VL (audio) model's data is encoded with its image tokens (audio tokens)
+            config, tokenizer, encoding=STAGES[config.method.stage].encoding,
+            image_processor=load_image_processor(config.model), feature_extractor=load_feature_extractor(config.model)
         ).train
     try:
         speed = float(throughput) if throughput else None

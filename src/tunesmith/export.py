@@ -90,19 +90,24 @@ PROCESSOR_FILES = ("processor_config.json", "video_preprocessor_config.json", "c
 
 
 def save_processor_files(config, folder: Path) -> None:
-    """A vision-language model's image processor (preprocessor_config.json, with the base's settings) and its other
-    processor files, so the merged folder reloads with its processor; nothing for a text model."""
-    from tunesmith.model.load import load_image_processor
+    """A multimodal model's image processor or audio feature extractor (preprocessor_config.json, with the base's
+    settings) and its other processor files, so the merged folder reloads with its processor; nothing for a text
+    model."""
+    from tunesmith.model.load import load_image_processor, save_image_processor
 
-    image_processor = load_image_processor(config.model)
-    if image_processor is None:
+    processor = load_image_processor(config.model)
+    if processor is None:
+        from tunesmith.model.audio import load_feature_extractor
+
+        processor = load_feature_extractor(config.model)  # an audio-language model's (Qwen2-Audio)
+    if processor is None:
         return
-    image_processor.save_pretrained(str(folder))
+    save_image_processor(processor, folder)  # a feature extractor saves the same way (nothing attached to strip)
     base = Path(config.model.model_name_or_path)
     for name in PROCESSOR_FILES:
         if (base / name).is_file() and not (folder / name).exists():
             shutil.copy2(base / name, folder / name)
-    log.info("saved the image processor (%s) with the merged model", type(image_processor).__name__)
+    log.info("saved the processor (%s) with the merged model", type(processor).__name__)
 
 
 def to_legacy_format(folder: Path) -> None:

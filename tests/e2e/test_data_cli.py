@@ -145,9 +145,13 @@ def test_llamafactory_demo_data_checks_and_previews(tmp_path, tiny_model_dir, ca
     cfg = config(tmp_path, tiny_model_dir, dataset=name, dataset_dir=str(LF_DATA), stage=lf_stage(entry, name),
                  max_samples=50)
     columns = entry.get("columns", {}).keys()
-    if {"videos", "audios"} & columns:  # LF's video/audio demos: refused with the reason
+    if "videos" in columns:  # LF's video demos: refused with the reason
         assert main(["data", "check", cfg]) == 2
-        assert "tunesmith trains on text and images, not" in capsys.readouterr().err
+        assert "tunesmith trains on text, images and audios, not video" in capsys.readouterr().err
+        return
+    if "audios" in columns:  # audios need an audio-language model; this one is text-only
+        assert main(["data", "check", cfg]) == 2
+        assert "the model has no audio feature extractor" in capsys.readouterr().err
         return
     if "images" in columns:  # images need a vision-language model; this one is text-only
         assert main(["data", "check", cfg]) == 2

@@ -135,7 +135,13 @@ def test_crop_to_patches_expands_each_tile(internvl_dir, data_dir):
 def test_freeze_keys_decide_which_parameters_train(internvl_dir):
     lora = trainable(internvl_dir, finetuning_type="lora")
     assert parts(lora) == {"language_model"} and all("lora_" in name for name in lora)
+    # LF's find_all_linear_modules: lora_target all leaves the projector out even when it is not frozen
     assert parts(trainable(internvl_dir, finetuning_type="lora", freeze_multi_modal_projector=False)) == {
+        "language_model"
+    }
+    named = {"lora_target": "linear_1,linear_2,q_proj"}  # its layers named: adapted once it is not frozen
+    assert parts(trainable(internvl_dir, finetuning_type="lora", **named)) == {"language_model"}
+    assert parts(trainable(internvl_dir, finetuning_type="lora", freeze_multi_modal_projector=False, **named)) == {
         "language_model",
         "multi_modal_projector",
     }

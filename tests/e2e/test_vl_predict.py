@@ -1,7 +1,8 @@
 """Predict and benchmarks on a tiny Qwen2-VL: `tunesmith eval do_predict=true` on an image dataset answers each prompt
 as the chat engine does for the same prompt and images, left-padded batches answer as batches of one, cutoff_len
 that cuts into the image tokens and unusable images are refused; a text benchmark runs on the VL model's text path
-with the model's own M-RoPE probabilities; GGUF export of a VL model is refused (llama.cpp needs an mmproj file)."""
+with the model's own M-RoPE probabilities; GGUF export of a VL model is refused (llama.cpp needs an mmproj file).
+The other image families (LLaVA, LLaVA-NeXT, Gemma 3, InternVL) predict through their plugins as chat answers."""
 
 import json
 from pathlib import Path
@@ -317,3 +318,50 @@ def test_do_predict_after_training_answers_with_the_trained_model(tiny_vl_model_
     assert code == 0 and again == lines
     code, base = predict(tiny_vl_model_dir, vl_data_dir, tmp_path / "base")
     assert code == 0 and [line["predict"] for line in base] != [line["predict"] for line in lines]  # it trained
+
+
+@pytest.mark.parametrize(
+    ("arch", "template"),
+    [("llava", "llava"), ("llava_next", "llava_next"), ("gemma3", "gemma3"), ("internvl", "intern_vl")],
+)
+def test_predict_with_images_on_every_image_family(arch, template, vl_data_dir, tmp_path, capsys):
+    """Predict goes through each image family's plugin as training and chat do: its prompts and answers equal the
+    chat engine's, and a cutoff_len that cuts into the image tokens (where the plugin's token_type_ids say) is
+    refused."""
+    from tunesmith.data.encode import infer_seqlen
+    from tunesmith.data.pipeline import resolve_template
+    from tunesmith.evaluate.predict import encode_prompts
+    from tunesmith.infer.engine import ChatEngine
+    from tunesmith.infer.loader import load_image_plugin
+    from tunesmith.model.load import load_tokenizer
+    from tunesmith.model.tiny import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "model", arch=arch)
+    code, lines = predict(model_dir, vl_data_dir, tmp_path / "pred", "per_device_eval_batch_size=1", template=template)
+    assert code == 0 and len(lines) == 3
+    keys = {"model_name_or_path": str(model_dir), "template": template}
+    engine = ChatEngine(load_config(None, {**keys, "do_sample": False, "max_new_tokens": MAX_NEW}))
+    records = json.loads((vl_data_dir / "mllm_demo.json").read_text())
+    for record, line in zip(records, lines, strict=True):
+        messages = record["messages"][:1]
+        images = [str(vl_data_dir / path) for path in record["images"]]
+        prompt = engine.prepare(messages, images=images)
+        assert line["prompt"] == engine.tokenizer.decode(prompt.ids, skip_special_tokens=False)
+        assert line["predict"] == engine.chat(messages, images=images)[0].text
+
+    config = load_config(None, {**keys, "eval_dataset": "mllm_demo", "dataset_dir": str(vl_data_dir), "max_samples": 1})
+    tokenizer = load_tokenizer(config.model, config.lf_model)
+    template_obj = resolve_template(config.data, tokenizer)
+    plugin, _ = load_image_plugin(config, template_obj)
+    encoded = encode_prompts(config, tokenizer, template_obj, plugin)
+    ids, labels = encoded["input_ids"][0], encoded["labels"][0]
+    at = plugin.token_type_ids(tokenizer, torch.tensor(ids)).nonzero()[:, 0].tolist()
+    assert at, "the prompt holds the family's image tokens"
+    cutoff = next(
+        c for c in range(2, len(ids) + len(labels)) if at[0] < infer_seqlen(len(ids), len(labels), c)[0] <= at[-1]
+    )
+    code, _ = predict(
+        model_dir, vl_data_dir, tmp_path / "cut", f"cutoff_len={cutoff}", "max_samples=1", template=template
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"cutoff_len={cutoff} cuts its prompt inside the image tokens" in err

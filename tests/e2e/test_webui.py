@@ -226,9 +226,9 @@ def test_chat_tab_streams_a_reply(client, model):
 
     assert "loaded" in client.predict(*form_values(model_name_or_path=str(model), template="chatml"),
                                       api_name="/chat_load")
-    history, cleared, _ = client.predict("Hello", [], "", "", 0.7, 0.9, 5, None, api_name="/chat")
+    history, cleared, _, _ = client.predict("Hello", [], "", "", 0.7, 0.9, 5, None, None, api_name="/chat")
     assert cleared == "" and _text(history[0]["content"]) == "Hello" and history[1]["role"] == "assistant"
-    more, _, _ = client.predict("Again", history, "", "", 0.7, 0.9, 5, None, api_name="/chat")
+    more, _, _, _ = client.predict("Again", history, "", "", 0.7, 0.9, 5, None, None, api_name="/chat")
     assert len(more) == 4  # the history goes back to the engine as plain text turns
 
 
@@ -246,8 +246,8 @@ def test_chat_tab_takes_an_image_for_a_vl_model(client, tmp_path, tiny_vl_model_
     greedy = [0, 0.9, 5]  # temperature 0: greedy, as the API reads it
     assert "loaded" in client.predict(*form_values(model_name_or_path=str(vl), template="qwen2_vl"),
                                       api_name="/chat_load")
-    history, cleared, image = client.predict("What colour is this?", [], "", "", *greedy, handle_file(red),
-                                             api_name="/chat")
+    history, cleared, image, _ = client.predict("What colour is this?", [], "", "", *greedy, handle_file(red), None,
+                                                api_name="/chat")
     assert cleared == "" and image is None and _text(history[0]["content"]) == "What colour is this?"
     assert len(_images(history[0]["content"])) == 1  # the upload is shown in the user's message
     engine = ChatEngine(load_config(None, {"model_name_or_path": str(vl), "template": "qwen2_vl",
@@ -258,15 +258,52 @@ def test_chat_tab_takes_an_image_for_a_vl_model(client, tmp_path, tiny_vl_model_
     # gradio_client hands files back as local paths; a browser (and this) sends them as files again
     history[0]["content"] = [{"type": "file", "file": handle_file(path)} for path in _images(history[0]["content"])
                              ] + [{"type": "text", "text": _text(history[0]["content"])}]
-    more, _, _ = client.predict("And now?", history, "", "", *greedy, None, api_name="/chat")
+    more, _, _, _ = client.predict("And now?", history, "", "", *greedy, None, None, api_name="/chat")
     turns = [{"role": "user", "content": "<image>What colour is this?"}, {"role": "assistant", "content": expected},
              {"role": "user", "content": "And now?"}]
     assert _text(more[3]["content"]) == engine.chat(turns, images=[red], temperature=0)[0].text  # the image went back
 
     assert "loaded" in client.predict(*form_values(model_name_or_path=str(model), template="chatml"),
                                       api_name="/chat_load")
-    history, kept, _ = client.predict("What is it?", [], "", "", *greedy, handle_file(red), api_name="/chat")
+    history, kept, _, _ = client.predict("What is it?", [], "", "", *greedy, handle_file(red), None,
+                                         api_name="/chat")
     assert "text-only model: it cannot take images" in _text(history[-1]["content"]) and kept == "What is it?"
+
+
+def test_chat_tab_takes_an_audio_for_an_audio_model(client, tmp_path, tiny_audio_model_dir, audio_data_dir, model):
+    import shutil
+
+    from gradio_client import handle_file
+
+    from tunesmith.config.load import load_config
+    from tunesmith.infer.engine import ChatEngine
+    from tunesmith.webui.chat_tab import _audios, _text
+
+    audio_model = shutil.copytree(tiny_audio_model_dir, tmp_path / "audio")
+    low = shutil.copy(audio_data_dir / "audios" / "low.wav", tmp_path / "low.wav")
+    greedy = [0, 0.9, 5]
+    assert "loaded" in client.predict(*form_values(model_name_or_path=str(audio_model), template="qwen2_audio"),
+                                      api_name="/chat_load")
+    history, cleared, _, audio = client.predict("What is this sound?", [], "", "", *greedy, None, handle_file(low),
+                                                api_name="/chat")
+    assert cleared == "" and audio is None and _text(history[0]["content"]) == "What is this sound?"
+    assert len(_audios(history[0]["content"])) == 1  # the upload is shown in the user's message
+    engine = ChatEngine(load_config(None, {"model_name_or_path": str(audio_model), "template": "qwen2_audio",
+                                           "max_new_tokens": 5}))
+    expected = engine.chat([{"role": "user", "content": "<audio>What is this sound?"}], audios=[low],
+                           temperature=0)[0].text
+    assert _text(history[1]["content"]) == expected
+    history[0]["content"] = [{"type": "file", "file": handle_file(path)} for path in _audios(history[0]["content"])
+                             ] + [{"type": "text", "text": _text(history[0]["content"])}]
+    more, _, _, _ = client.predict("And now?", history, "", "", *greedy, None, None, api_name="/chat")
+    turns = [{"role": "user", "content": "<audio>What is this sound?"}, {"role": "assistant", "content": expected},
+             {"role": "user", "content": "And now?"}]
+    assert _text(more[3]["content"]) == engine.chat(turns, audios=[low], temperature=0)[0].text  # the audio went back
+
+    assert "loaded" in client.predict(*form_values(model_name_or_path=str(model), template="chatml"),
+                                      api_name="/chat_load")
+    history, kept, _, _ = client.predict("What is it?", [], "", "", *greedy, None, handle_file(low), api_name="/chat")
+    assert "takes no audio" in _text(history[-1]["content"]) and kept == "What is it?"
 
 
 EVAL_KEYS = [key for keys in form.EVAL_SECTIONS.values() for key in keys]

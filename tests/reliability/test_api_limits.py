@@ -174,10 +174,10 @@ def test_malformed_requests_get_openai_errors(small, name, request_args, status,
 def test_an_unexpected_failure_is_an_openai_shaped_500(small, small_engine, monkeypatch):
     prepare = small_engine.prepare  # what the API calls to encode a request
 
-    def failing(messages, system=None, tools=None, images=None):
+    def failing(messages, system=None, tools=None, images=None, audios=None):
         if messages[-1]["content"] == "fail":
             raise RuntimeError("a bug")
-        return prepare(messages, system, tools, images)
+        return prepare(messages, system, tools, images, audios)
 
     monkeypatch.setattr(small_engine, "prepare", failing)
     error = is_openai_error(chat(small, messages=[{"role": "user", "content": "fail"}]), 500)

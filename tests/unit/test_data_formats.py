@@ -279,7 +279,9 @@ def test_video_columns_are_refused_before_reading(tmp_path):
     (folder / "mllm.json").write_text("not read")
     (folder / "dataset_info.json").write_text(json.dumps({"mllm": {
         "file_name": "mllm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "videos": "videos"}}}))
-    with pytest.raises(DataError, match="maps videos columns; tunesmith trains on text and images, not video yet"):
+    with pytest.raises(DataError, match="maps videos columns; tunesmith trains on text, images and audios, not "
+                                        "video yet .video training needs Qwen-VL.s video processor, which needs "
+                                        "torchvision"):
         load_records(["mllm"], str(folder), "sft")
 
 

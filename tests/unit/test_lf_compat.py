@@ -96,8 +96,9 @@ def test_image_and_video_audio_keys_load_and_other_families_keys_are_refused_wit
     # act only on videos/audios in the data, which are refused there (tests/unit/test_vl_data.py)
     config = load_config(None, {"image_max_pixels": 262144, "video_max_pixels": 16384, "audio_sampling_rate": 8000})
     assert (config.multimodal.video_max_pixels, config.multimodal.audio_sampling_rate) == (16384, 8000)
-    assert "which are refused: video training needs a video decoder" in reason_of("video_fps")
-    assert "audio training" in reason_of("use_audio_in_video")
+    assert "which are refused: video training needs Qwen-VL's video processor" in reason_of("video_fps")
+    assert "only acts on videos" in reason_of("use_audio_in_video")
+    assert reason_of("audio_sampling_rate") is None  # honoured: audios are resampled to it (data/audio.py)
     assert load_config(None, {"image_do_pan_and_scan": True}).multimodal.image_do_pan_and_scan  # Gemma 3's
     assert load_config(None, {"crop_to_patches": True}).multimodal.crop_to_patches  # InternVL's
 

@@ -67,7 +67,12 @@ def test_video_and_audio_columns_are_refused_with_the_reason(vl_data_dir, tmp_pa
     info = json.loads((data / "dataset_info.json").read_text())
     info["vl_alpaca"]["columns"]["videos"] = "videos"
     (data / "dataset_info.json").write_text(json.dumps(info))
-    with pytest.raises(DataError, match="maps videos columns; tunesmith trains on text and images, not video yet"):
+    with pytest.raises(
+        DataError,
+        match="maps videos columns; tunesmith trains on text, images and audios, not "
+        "video yet .video training needs Qwen-VL.s video processor, which needs "
+        "torchvision",
+    ):
         load_records(["vl_alpaca"], str(data), "sft")
 
 

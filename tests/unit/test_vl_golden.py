@@ -14,29 +14,39 @@ CASES = [
 ]
 
 
-def family(name):
-    """(tokenizer with the family's image tokens, tiny PIL image processor) of a VL template."""
+def test_every_vl_template_has_a_golden_file():
+    from tunesmith.data.audio import audio_template_names
+    from tunesmith.data.template import template_table
+
+    audio = set(audio_template_names())  # golden_audio (tests/unit/test_audio_golden.py)
+    vl = sorted(name for name, entry in template_table().items() if entry.get("mm_plugin") and name not in audio)
+    assert sorted(path.stem for path in GOLDEN.glob("*.json")) == vl
+
+
+def family(name: str):
+    """(tokenizer, image processor) of a VL template's family, as scripts/make_vl_golden.py builds them."""
+    from tunesmith.data.template import template_table
+    from tunesmith.model import vision_llava
     from tunesmith.model.tiny import build_tokenizer
     from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
     from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
     from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
     tokenizer = build_tokenizer()
-    if name == "gemma3":
+    plugin = template_table()[name]["mm_plugin"]
+    if plugin == "gemma3":
         add_gemma3_tokens(tokenizer)
         return tokenizer, tiny_gemma3_image_processor()
-    if name == "intern_vl":
+    if plugin == "intern_vl":
         add_internvl_tokens(tokenizer)
         return tokenizer, tiny_internvl_image_processor()
+    if plugin in vision_llava.ARCHS:
+        vision_llava.add_image_token(tokenizer)
+        image_processor = vision_llava.tiny_image_processor(plugin)
+        image_processor.processor_settings = vision_llava.tiny_settings()  # as load_image_processor attaches them
+        return tokenizer, image_processor
     add_vl_tokens(tokenizer)
     return tokenizer, tiny_image_processor()
-
-
-def test_every_vl_template_has_a_golden_file():
-    from tunesmith.data.template import template_table
-
-    vl = sorted(name for name, entry in template_table().items() if entry.get("mm_plugin"))
-    assert sorted(path.stem for path in GOLDEN.glob("*.json")) == vl
 
 
 @pytest.mark.parametrize(("name", "case_name"), CASES, ids=[f"{n}-{c}" for n, c in CASES])
@@ -78,8 +88,8 @@ def test_image_encoding_matches_llamafactory(name, case_name):
     for paths, ids, media in zip(output["image_paths"], output["input_ids"], expected["media"]):
         inputs = plugin.inputs(paths)
         assert list(inputs["pixel_values"].shape) == media["pixel_values_shape"]
-        if "image_grid_thw" in media:
-            assert inputs["image_grid_thw"].tolist() == media["image_grid_thw"]
+        for key in ("image_grid_thw", "image_sizes"):  # Qwen-VL's grids, LLaVA-NeXT's sizes
+            assert (inputs[key].tolist() if key in inputs else None) == media.get(key)
         if "token_type_ids" in media:  # Gemma 3
             import torch
 

@@ -34,6 +34,8 @@ def test_predict_encoding_matches_llamafactory(name, case_name):
     bounds = SimpleNamespace(
         image_max_pixels=options.get("image_max_pixels", 768 * 768),
         image_min_pixels=options.get("image_min_pixels", 32 * 32),
+        image_do_pan_and_scan=False,
+        crop_to_patches=False,
     )
     plugin = make_plugin(template, tiny_image_processor(), bounds)
     records = [GOLDEN["records"][n] for n in case["records"]]

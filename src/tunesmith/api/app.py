@@ -102,6 +102,7 @@ def create_app(engine, api_key: str | None = None, settings=None):
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
+    from tunesmith.data.audio import AUDIO_PLACEHOLDER
     from tunesmith.data.media import IMAGE_PLACEHOLDER, count_placeholders
     from tunesmith.errors import TunesmithError
     from tunesmith.infer.engine import ContextLengthError, EngineBusy
@@ -180,8 +181,9 @@ def create_app(engine, api_key: str | None = None, settings=None):
 
         return release
 
-    def encode(turns, system, tools, image_urls):
-        """The prepared prompt (images decoded here, in a worker thread, not on the event loop)."""
+    def encode(turns, system, tools, image_urls, audio_parts=()):
+        """The prepared prompt (images and audios decoded here, in a worker thread, not on the event loop)."""
+        from tunesmith.infer.audios import AudioInputError, decode_base64
         from tunesmith.infer.images import ImageInputError, load_image
 
         try:
@@ -189,7 +191,11 @@ def create_app(engine, api_key: str | None = None, settings=None):
         except ImageInputError as exc:
             raise ApiError(400, str(exc), param="messages", code="invalid_image") from None
         try:
-            return engine.prepare(turns, system, tools, images)
+            audios = [engine.load_audio(decode_base64(data, where), where) for data, where in audio_parts]
+        except AudioInputError as exc:
+            raise ApiError(400, str(exc), param="messages", code="invalid_audio") from None
+        try:
+            return engine.prepare(turns, system, tools, images, audios)
         except (KeyError, TypeError, AttributeError) as exc:
             if not tools:
                 raise
@@ -205,6 +211,15 @@ def create_app(engine, api_key: str | None = None, settings=None):
             raise ApiError(400, f"the messages' text holds {IMAGE_PLACEHOLDER}, this model's image placeholder; send "
                                 "images as image_url content parts and keep the text free of it", param="messages")
 
+    def check_audios(turns, audio_parts):
+        """Audios need an audio-language model, and there a text that holds <audio> itself would be ambiguous."""
+        if audio_parts and not engine.takes_audios:
+            raise ApiError(400, f"{audio_parts[0][1]}: {engine.no_audios}", param="messages",
+                           code="model_not_multimodal")
+        if engine.takes_audios and count_placeholders(turns, AUDIO_PLACEHOLDER) != len(audio_parts):
+            raise ApiError(400, f"the messages' text holds {AUDIO_PLACEHOLDER}, this model's audio placeholder; send "
+                                "audios as input_audio content parts and keep the text free of it", param="messages")
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
@@ -216,8 +231,10 @@ def create_app(engine, api_key: str | None = None, settings=None):
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
-        turns, system, tools, image_urls = to_conversation(body)
+        audio_parts: list = []
+        turns, system, tools, image_urls = to_conversation(body, audios=audio_parts)
         check_images(turns, image_urls)
+        check_audios(turns, audio_parts)
         stop = _stop_words(body.stop)
         if body.stream and body.n != 1:
             raise ApiError(400, "streaming supports n=1 only", param="n")
@@ -227,7 +244,7 @@ def create_app(engine, api_key: str | None = None, settings=None):
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
         release = take_place(cancel)
         try:
-            prompt = await run_in_threadpool(encode, turns, system, tools, image_urls)
+            prompt = await run_in_threadpool(encode, turns, system, tools, image_urls, audio_parts)
             options = {"system": system, "tools": tools, "stop": stop, "prompt": prompt, "cancel": cancel,
                        "deadline": deadline, **generation}
             if not body.stream:

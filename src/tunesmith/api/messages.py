@@ -1,11 +1,12 @@
-"""OpenAI chat requests as the engine's conversation: request models, content parts (text and image_url),
-roles and tool calls, and the OpenAI-shaped ApiError."""
+"""OpenAI chat requests as the engine's conversation: request models, content parts (text, image_url and
+input_audio), roles and tool calls, and the OpenAI-shaped ApiError."""
 
 import json
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tunesmith.data.audio import AUDIO_PLACEHOLDER
 from tunesmith.data.media import IMAGE_PLACEHOLDER
 from tunesmith.data.records import ASSISTANT, FUNCTION, OBSERVATION, USER
 
@@ -73,9 +74,25 @@ def _image_url(part: dict, where: str) -> str:
     return url
 
 
-def _text(content, where: str, images: list | None = None) -> str:
+def _input_audio(part: dict, where: str) -> str:
+    """The base64 data of an input_audio part: {"input_audio": {"data": "<base64>", "format": "wav"}} (OpenAI)."""
+    value = part.get("input_audio")
+    data = value.get("data") if isinstance(value, dict) else None
+    if not isinstance(data, str) or not data.strip():
+        raise ApiError(
+            400,
+            f'{where}: an input_audio part needs `input_audio: {{"data": "<base64 of the audio '
+            f'file>", "format": "wav"}}`, got {value!r:.80}',
+            param=where,
+        )
+    return data
+
+
+def _text(content, where: str, images: list | None = None, audios: list | None = None) -> str:
     """A message's content as text. image_url parts (user messages: images is a list) become <image> placeholders
-    at their place, and their (url, where) are appended to images; they are decoded later, off the event loop."""
+    at their place, and their (url, where) are appended to images; they are decoded later, off the event loop.
+    input_audio parts likewise become <audio>, their (base64 data, where) appended to audios (a list: the caller
+    takes audios)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -89,10 +106,15 @@ def _text(content, where: str, images: list | None = None) -> str:
             continue
         if kind == "image_url":
             raise ApiError(400, f"{where}: images are accepted in user messages only", param=where)
+        if kind == "input_audio" and audios is not None and images is not None:
+            audios.append((_input_audio(part, f"{where}[{index}].input_audio"), f"{where}[{index}].input_audio"))
+            parts.append(AUDIO_PLACEHOLDER)
+            continue
+        if kind == "input_audio" and audios is not None:
+            raise ApiError(400, f"{where}: audios are accepted in user messages only", param=where)
         if kind != "text":
-            raise ApiError(
-                400, f"{where}: only text and image_url content parts are supported, got {kind!r}", param=where
-            )
+            supported = "text, image_url and input_audio" if audios is not None else "text and image_url"
+            raise ApiError(400, f"{where}: only {supported} content parts are supported, got {kind!r}", param=where)
         if not isinstance(part.get("text"), str):
             raise ApiError(
                 400, f"{where}: a text part needs a string `text`, got {part.get('text')!r:.80}", param=where
@@ -121,13 +143,16 @@ def _arguments(arguments, where: str) -> dict:
     return value
 
 
-def to_conversation(request: ChatRequest) -> tuple[list[dict], str, str, list[tuple[str, str]]]:
+def to_conversation(
+    request: ChatRequest, audios: list | None = None
+) -> tuple[list[dict], str, str, list[tuple[str, str]]]:
     """OpenAI messages -> (canonical turns, system text, tools JSON, images): rejects what a template cannot encode.
-    images: each user image_url part's (url, where), in order; its turn holds <image> where the part was."""
+    images: each user image_url part's (url, where), in order; its turn holds <image> where the part was. With
+    `audios` (a list), each user input_audio part's (base64 data, where) is appended to it, <audio> in its turn."""
     system, turns, images = "", [], []
     messages = list(request.messages)
     if messages[0].role == "system":
-        system = _text(messages.pop(0).content, "messages[0].content")
+        system = _text(messages.pop(0).content, "messages[0].content", audios=audios)
     first = len(request.messages) - len(messages)
     for number, message in enumerate(messages, start=first):
         where = f"messages[{number}]"
@@ -143,7 +168,7 @@ def to_conversation(request: ChatRequest) -> tuple[list[dict], str, str, list[tu
             ]
             turn = {"role": FUNCTION, "content": json.dumps(calls, ensure_ascii=False)}
         elif message.role in ("tool", "function"):
-            turn = {"role": OBSERVATION, "content": _text(message.content, f"{where}.content")}
+            turn = {"role": OBSERVATION, "content": _text(message.content, f"{where}.content", audios=audios)}
             if turns and turns[-1]["role"] == OBSERVATION:  # several tool results answer one call turn
                 turns[-1]["content"] += "\n</tool_response>\n<tool_response>\n" + turn["content"]
                 continue
@@ -151,7 +176,7 @@ def to_conversation(request: ChatRequest) -> tuple[list[dict], str, str, list[tu
             user = message.role == "user"
             turn = {
                 "role": USER if user else ASSISTANT,
-                "content": _text(message.content, f"{where}.content", images if user else None),
+                "content": _text(message.content, f"{where}.content", images if user else None, audios),
             }
         turns.append(turn)
     for index, turn in enumerate(turns):

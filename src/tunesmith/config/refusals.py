@@ -19,31 +19,27 @@ MEGATRON = (
 )
 # LLaMA-Factory's environment switches for backends tunesmith does not have (USE_RAY is honoured: train/ray_launch.py)
 ENV_SWITCHES = {"USE_MCA": MEGATRON, "USE_MEGATRON_BRIDGE": MEGATRON}
-# Multimodal keys tunesmith honours (images on Qwen-VL, Gemma 3 and InternVL models: data/vision*.py,
-# model/vision.py; image_do_pan_and_scan is Gemma 3's and crop_to_patches InternVL's, each refused with another
-# template by data/vision.py's make_plugin); the others of the group are refused off their defaults with the reason
-# below.
+# Multimodal keys tunesmith honours (images on Qwen-VL, LLaVA/LLaVA-NeXT, Gemma 3 and InternVL models:
+# data/vision*.py, model/vision*.py; image_do_pan_and_scan is Gemma 3's and crop_to_patches InternVL's, each refused
+# with another template by data/vision.py's make_plugin; audios on Qwen2-Audio: data/audio.py); the others of the
+# group are refused off their defaults with the reason below.
 MULTIMODAL_HONOURED = ("media_dir", "image_max_pixels", "image_min_pixels", "freeze_vision_tower",
                        "freeze_multi_modal_projector", "freeze_language_model", "image_do_pan_and_scan",
-                       "crop_to_patches")
+                       "crop_to_patches", "audio_sampling_rate")
 MULTIMODAL_REASONS = {
-    "video": "video training needs a video decoder (PyAV) and Qwen-VL's video processor, which needs torchvision "
-             "(not installable with torch 2.13 here); tunesmith trains on images only for now",
-    "audio": "audio training (Qwen2-Audio / Qwen2.5-Omni) is not supported by tunesmith yet",
+    "video": "video training needs Qwen-VL's video processor, which needs torchvision (not installable with torch "
+             "2.13 here); tunesmith trains on images and audios only for now",
 }
 
 
-# Settings for videos and audios in the data: as in LLaMA-Factory they act only on records that carry those media, so
-# they load at any value (LF's Qwen3-VL examples set video_max_pixels for image-only data); records with videos or
-# audios are what is refused (data/media.py), with the reason below.
-MULTIMODAL_OPTIONS = ("video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen", "use_audio_in_video",
-                      "audio_sampling_rate")
+# Settings for videos in the data: as in LLaMA-Factory they act only on records that carry videos, so they load at
+# any value (LF's Qwen3-VL examples set video_max_pixels for image-only data); records with videos are what is
+# refused (data/media.py), with the reason below. use_audio_in_video reads the audio track of videos: video too.
+MULTIMODAL_OPTIONS = ("video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen", "use_audio_in_video")
 
 
 def multimodal_reason(key: str) -> str:
-    if key in MULTIMODAL_REASONS:
-        return MULTIMODAL_REASONS[key]
-    return MULTIMODAL_REASONS["audio" if "audio" in key else "video"]
+    return MULTIMODAL_REASONS.get(key, MULTIMODAL_REASONS["video"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,8 +282,7 @@ def reason_of(key: str) -> str | None:
 
     if key in GROUPS[MULTIMODAL_GROUP].model_fields:
         if key in MULTIMODAL_OPTIONS:
-            medium = "audios" if "audio" in key else "videos"
-            return f"only acts on {medium} in the data, which are refused: {multimodal_reason(key)}"
+            return f"only acts on videos in the data, which are refused: {multimodal_reason(key)}"
         return None if key in MULTIMODAL_HONOURED else multimodal_reason(key)
     for feature in FEATURES:
         if key in feature.keys:

@@ -91,9 +91,9 @@ class EvalArgs(Group):
 
 
 class MultimodalArgs(Group):
-    """LLaMA-Factory's image/video/audio keys, with its defaults: the image and freeze keys are honoured (Qwen-VL,
-    Gemma 3 and InternVL models; pan-and-scan on Gemma 3, crop-to-patches on InternVL); video/audio keys are refused
-    off their defaults, with the reason."""
+    """LLaMA-Factory's image/video/audio keys, with its defaults: the image, audio and freeze keys are honoured
+    (Qwen-VL, LLaVA, Gemma 3, InternVL and Qwen2-Audio models; pan-and-scan on Gemma 3, crop-to-patches on
+    InternVL); video keys are refused off their defaults, with the reason."""
 
     media_dir: str | None = Field(None, description="Folder of the images/videos/audios (default dataset_dir).")
     image_max_pixels: int = Field(768 * 768, description="Largest image, in pixels.")
@@ -105,7 +105,8 @@ class MultimodalArgs(Group):
     video_fps: float = Field(2.0, description="Video frames sampled per second.")
     video_maxlen: int = Field(128, description="Most frames per video.")
     use_audio_in_video: bool = Field(False, description="Also read the audio of videos.")
-    audio_sampling_rate: int = Field(16000, description="Audio sampling rate.")
+    audio_sampling_rate: int = Field(16000, description="Sampling rate audios are resampled to (the model's "
+                                     "feature extractor's).")
     freeze_vision_tower: bool = Field(True, description="Keep the vision tower frozen.")
     freeze_multi_modal_projector: bool = Field(True, description="Keep the multimodal projector frozen.")
     freeze_language_model: bool = Field(False, description="Keep the language model frozen.")

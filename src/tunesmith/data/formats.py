@@ -7,6 +7,7 @@ import json
 import logging
 from functools import partial
 
+from tunesmith.data.audio import AUDIOS, record_audios
 from tunesmith.data.media import IMAGES, NOT_YET, record_images
 from tunesmith.data.records import (
     ANSWER_ROLES,
@@ -59,9 +60,9 @@ def stage_needs(stage: str) -> StageNeeds:
     return STAGE_NEEDS[stage]
 
 
-def record_features(with_drop: bool = False, images: bool = False):
+def record_features(with_drop: bool = False, images: bool = False, audios: bool = False):
     """The Arrow schema of canonical records, fixed so datasets of any source concatenate and interleave; datasets
-    that map images also carry an `images` column of absolute paths."""
+    that map images (audios) also carry an `images` (`audios`) column of absolute paths."""
     from datasets import Features, List, Value
 
     message = {"role": Value("string"), "content": Value("string")}
@@ -69,6 +70,8 @@ def record_features(with_drop: bool = False, images: bool = False):
                 "tools": Value("string"), "kto_tag": Value("bool")}
     if images:
         features[IMAGES] = List(Value("string"))
+    if audios:
+        features[AUDIOS] = List(Value("string"))
     if with_drop:
         features[DROP] = Value("string")
     return Features(features)
@@ -132,12 +135,15 @@ def check_stage(spec: DatasetSpec, stage: str) -> None:
 
 
 def check_text_only(spec: DatasetSpec) -> None:
-    """Refuses video/audio columns rather than silently training on the text around them (images are read)."""
+    """Refuses video columns rather than silently training on the text around them (images and audios are read)."""
     media = [key for key in NOT_YET if spec.column(key)]
     if media:
         kinds = "/".join(NOT_YET[key] for key in media)
-        raise DataError(f"{spec.where()} maps {'/'.join(media)} columns; tunesmith trains on text and images, not "
-                        f"{kinds} yet: remove them from \"columns\" in {_where_registry(spec)} to train on the rest")
+        from tunesmith.config.refusals import multimodal_reason
+
+        raise DataError(f"{spec.where()} maps {'/'.join(media)} columns; tunesmith trains on text, images and "
+                        f"audios, not {kinds} yet ({multimodal_reason(kinds)}): remove them from \"columns\" in "
+                        f"{_where_registry(spec)} to train on the rest")
 
 
 def _needed_keys(spec: DatasetSpec, stage: str) -> list[str]:
@@ -181,6 +187,12 @@ class _Record:
         messages = record["prompt"] + record["response"][:1]
         return record_images(self.row.get(self.spec.column(IMAGES)), messages, self.media_dir,
                              lambda problem: self.fail(f"{problem} (medium: image)"))
+
+    def audios(self, record: dict) -> list[str]:
+        """The record's audio paths, resolved against media_dir and checked like its images."""
+        messages = record["prompt"] + record["response"][:1]
+        return record_audios(self.row.get(self.spec.column(AUDIOS)), messages, self.media_dir,
+                             lambda problem: self.fail(f"{problem} (medium: audio)"))
 
     def fail(self, problem: str) -> DataError:
         from tunesmith.data.files import locate_record
@@ -364,10 +376,11 @@ def convert_batch(batch: dict, indices: list[int], *, spec: DatasetSpec, stage: 
                   row_ids: list[int] | None = None, media_dir: str | None = None) -> dict:
     """A `datasets.map(batched=True, with_indices=True)` function: raw rows -> record columns plus a drop reason."""
     columns = (*RECORD_COLUMNS, IMAGES) if spec.column(IMAGES) else RECORD_COLUMNS
+    columns = (*columns, AUDIOS) if spec.column(AUDIOS) else columns
     out = {column: [] for column in (*columns, DROP)}
     keys = list(batch)
     empty = make_record([], [])
-    empty[IMAGES] = []
+    empty[IMAGES] = empty[AUDIOS] = []
     method = _Record.alpaca if spec.formatting == "alpaca" else _Record.sharegpt
     for position, values in zip(indices, zip(*batch.values())):
         index = row_ids[position] if row_ids is not None else position
@@ -377,6 +390,8 @@ def convert_batch(batch: dict, indices: list[int], *, spec: DatasetSpec, stage: 
         record = empty if reason else record
         if spec.column(IMAGES) and not reason:
             record[IMAGES] = row.images(record)
+        if spec.column(AUDIOS) and not reason:
+            record[AUDIOS] = row.audios(record)
         for column in columns:
             out[column].append(record[column])
         out[DROP].append(reason)
@@ -432,7 +447,7 @@ def convert(rows, spec: DatasetSpec, stage: str, *, row_ids: list[int] | None = 
         batched=True,
         with_indices=True,
         remove_columns=rows.column_names,
-        features=record_features(with_drop=True, images=bool(spec.column(IMAGES))),
+        features=record_features(with_drop=True, images=bool(spec.column(IMAGES)), audios=bool(spec.column(AUDIOS))),
         num_proc=num_proc,
         desc=f"converting {spec.name}",
     )

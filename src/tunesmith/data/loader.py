@@ -40,15 +40,23 @@ def mix(datasets: list, strategy: str = "concat", probs: list[float] | None = No
 
 
 def with_images_column(parts: list) -> list:
-    """Text datasets mixed with image datasets get an empty `images` column, so their schemas match."""
+    """Text datasets mixed with image (audio) datasets get an empty `images` (`audios`) column, so their schemas
+    match."""
+    from tunesmith.data.audio import AUDIOS
     from tunesmith.data.formats import record_features
     from tunesmith.data.media import IMAGES
 
-    if not any(IMAGES in part.column_names for part in parts) or all(IMAGES in p.column_names for p in parts):
+    media = [column for column in (IMAGES, AUDIOS) if any(column in part.column_names for part in parts)]
+    if all(column in part.column_names for part in parts for column in media):
         return parts
-    features = record_features(images=True)
-    return [part if IMAGES in part.column_names
-            else part.add_column(IMAGES, [[] for _ in range(len(part))]).cast(features) for part in parts]
+    features = record_features(images=IMAGES in media, audios=AUDIOS in media)
+    out = []
+    for part in parts:
+        for column in media:
+            if column not in part.column_names:
+                part = part.add_column(column, [[] for _ in range(len(part))])
+        out.append(part.cast(features) if part.features != features else part)
+    return out
 
 
 def load_records(names: list[str] | str, dataset_dir: str, stage: str, *, max_samples: int | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 IMAGE_PLACEHOLDER = "<image>"
 IMAGES = "images"  # the canonical record's column of image paths (present only when a dataset maps images)
-NOT_YET = {"videos": "video", "audios": "audio"}  # LF media tunesmith refuses for now
+NOT_YET = {"videos": "video"}  # LF media tunesmith refuses for now (audios: data/audio.py)
 
 
 def media_list(value) -> list:
@@ -75,10 +75,21 @@ def record_images(values, messages: list[dict], media_dir: str | None, fail) -> 
     return paths
 
 
-def regularize(path, max_pixels: int, min_pixels: int):
-    """LLaMA-Factory 0.9.5's image preprocessing for Qwen-VL (BasePlugin + Qwen2VLPlugin._preprocess_image): scale
-    down to max_pixels, up to min_pixels, RGB, sides at least 28, aspect ratio at most 200. `path`: a file path or
-    an already opened PIL image (inference's decoded uploads), which is not changed."""
+def check_placeholders(messages: list[dict], paths: list) -> None:
+    """A DataError unless the messages hold one <image> per image (every plugin's expand checks this first)."""
+    from tunesmith.errors import DataError
+
+    if count_placeholders(messages) != len(paths):
+        raise DataError(
+            f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
+            f"images ({', '.join(str(path) for path in paths[:3])})"
+        )
+
+
+def regularize_base(path, max_pixels: int, min_pixels: int):
+    """LLaMA-Factory 0.9.5's BasePlugin._preprocess_image (Gemma 3, InternVL, LLaVA and LLaVA-NeXT take it
+    unchanged): scale down to max_pixels, up to min_pixels, then RGB. `path`: a file path or an already opened PIL
+    image (inference's decoded uploads), which is not changed."""
     from PIL import Image
 
     image = path if isinstance(path, Image.Image) else Image.open(path)
@@ -90,6 +101,13 @@ def regularize(path, max_pixels: int, min_pixels: int):
         image = image.resize((int(image.width * factor), int(image.height * factor)))
     if image.mode != "RGB":
         image = image.convert("RGB")
+    return image
+
+
+def regularize(path, max_pixels: int, min_pixels: int):
+    """LLaMA-Factory 0.9.5's image preprocessing for Qwen-VL (BasePlugin + Qwen2VLPlugin._preprocess_image):
+    regularize_base, then sides at least 28 and an aspect ratio of at most 200."""
+    image = regularize_base(path, max_pixels, min_pixels)
     if min(image.width, image.height) < 28:
         image = image.resize((max(image.width, 28), max(image.height, 28)))
     if image.width / image.height > 200:

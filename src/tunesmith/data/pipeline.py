@@ -22,7 +22,8 @@ class EncodedData:
     train: object  # datasets.Dataset
     eval: object | None
     dropped: int = 0  # examples with nothing left to train on (e.g. truncated away)
-    plugin: object | None = None  # a VL model's image plugin (data/vision.py): the collator makes pixel_values
+    plugin: object | None = None  # a VL model's image plugin (data/vision.py): the collator makes pixel_values;
+    # an audio model's AudioPlugin (data/audio.py): input_features
 
 
 def resolve_template(data_args, tokenizer):
@@ -87,16 +88,22 @@ def encode_records(records, encoding: str, template, tokenizer, data_args, desc:
     """Maps canonical records to input_ids/attention_mask/labels and drops examples with nothing to train.
     Over-long records are skipped first (see skip_over_long); `bound` defaults to the one of data_args.cutoff_len.
     With an image plugin (data/vision.py), <image> placeholders become vision tokens and each example keeps its
-    image paths."""
+    image paths; with an audio plugin (data/audio.py), the same for <audio> and audio tokens."""
+    from tunesmith.data.audio import AUDIOS, check_audios_fit, is_audio_plugin, with_audios
     from tunesmith.data.encode import encoder_for, text_bound
     from tunesmith.data.vision import IMAGES, check_images_fit, with_images
 
+    audio_plugin = plugin if is_audio_plugin(plugin) else None
+    plugin = None if audio_plugin is not None else plugin
     check_images_fit(records, encoding, plugin)
+    check_audios_fit(records, encoding, audio_plugin)
     bound = bound or text_bound(tokenizer, data_args.cutoff_len)
     records, _ = skip_over_long(records, encoding, bound, desc)
     encode = encoder_for(encoding, template=template, tokenizer=tokenizer, data_args=data_args, max_chars=bound)
     if plugin is not None and IMAGES in records.column_names:
         encode = with_images(encode, plugin)
+    if audio_plugin is not None and AUDIOS in records.column_names:
+        encode = with_audios(encode, audio_plugin, tokenizer)
     encoded = records.map(
         encode,
         batched=True,
@@ -161,9 +168,11 @@ def _save_cached(path: Path, key: str, data: EncodedData) -> None:
     log.info("encoded data saved to tokenized_path %s", path)
 
 
-def build_datasets(config, tokenizer, encoding: str, template=None, image_processor=None) -> EncodedData:
+def build_datasets(config, tokenizer, encoding: str, template=None, image_processor=None,
+                   feature_extractor=None) -> EncodedData:
     """Loads, converts, encodes and splits the config's datasets; reuses `tokenized_path` when it matches.
-    image_processor: a vision-language model's, so records with images are encoded for it."""
+    image_processor: a vision-language model's, so records with images are encoded for it; feature_extractor: an
+    audio-language model's, for records with audios."""
     data_args, stage = config.data, config.method.stage
     seed = config.train.seed
     # The template first, even when the encoded data is reused: it sets the tokenizer's eos/pad tokens, which the
@@ -179,6 +188,12 @@ def build_datasets(config, tokenizer, encoding: str, template=None, image_proces
     if plugin is not None:
         media = {"multimodal": config.multimodal.model_dump(mode="json"),
                  "image_processor": plugin.image_processor.to_dict()}
+    if feature_extractor is not None:
+        from tunesmith.data.audio import make_plugin as make_audio_plugin
+
+        plugin = make_audio_plugin(template, feature_extractor, config.multimodal)
+        media = {"multimodal": config.multimodal.model_dump(mode="json"),
+                 "feature_extractor": feature_extractor.to_dict()}
     key = cache_key(data_args, stage, encoding, tokenizer, seed, media) if cache_path else ""
     if cache_path and cache_path.exists() and not data_args.overwrite_cache:
         cached = _load_cached(cache_path, key)

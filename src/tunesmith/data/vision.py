@@ -1,13 +1,14 @@
 """Image inputs for Qwen-VL models as LLaMA-Factory 0.9.5's qwen2_vl mm_plugin makes them: <image> expanded to
 <|vision_start|><|image_pad|>*n<|vision_end|> (n = grid_t*grid_h*grid_w / merge_size**2), pixel_values and
-image_grid_thw from the model's image processor, and the encoders and collator that carry them."""
+image_grid_thw from the model's image processor; make_plugin, which picks any family's plugin (the others:
+data/vision_*.py, one interface), and the encoders and collators that carry the images of every family."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 
-from tunesmith.data.media import IMAGE_PLACEHOLDER, IMAGES, count_placeholders, regularize
+from tunesmith.data.media import IMAGE_PLACEHOLDER, IMAGES, check_placeholders, regularize
 from tunesmith.errors import DataError
 
 # template mm_plugin -> its tokens (LF's get_mm_plugin(name="qwen2_vl"/"qwen3_vl", image_token="<|image_pad|>"))
@@ -21,10 +22,14 @@ PLUGINS = {
 }
 PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
 # template mm_plugin -> "module:class" of the other families' plugins, each with make(image_processor, multimodal)
-# and the interface of ImagePlugin (inputs, expand, prepare, batch_inputs, image_processor, image_token)
+# and the interface of ImagePlugin: inputs (the image tensors), expand (training: <image> -> tokens), prepare
+# (inference: both at once), batch_inputs (per-token model inputs of a padded batch), token_type_ids (nonzero at
+# image tokens: predict's cut check), image_processor, image_token
 PLUGIN_CLASSES = {
     "gemma3": "tunesmith.data.vision_gemma3:Gemma3Plugin",
     "intern_vl": "tunesmith.data.vision_internvl:InternVLPlugin",
+    "llava": "tunesmith.data.vision_llava:LlavaPlugin",
+    "llava_next": "tunesmith.data.vision_llava:LlavaNextPlugin",
 }
 # multimodal keys only one family reads: key -> (its mm_plugin, what it is)
 FAMILY_KEYS = {
@@ -63,11 +68,7 @@ class ImagePlugin:
 
     def expand(self, messages: list[dict], paths: list) -> list[dict]:
         """The messages with each <image> replaced by its vision tokens, as LF's process_messages does."""
-        if count_placeholders(messages) != len(paths):
-            raise DataError(
-                f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
-                f"images ({', '.join(str(path) for path in paths[:3])})"
-            )
+        check_placeholders(messages, paths)
         return self.expand_grids(messages, self.inputs(paths).get("image_grid_thw", []))
 
     def expand_grids(self, messages: list[dict], grids) -> list[dict]:
@@ -130,7 +131,8 @@ def wrong_family(name: str, family: str, image_processor) -> DataError:
     return DataError(
         f"template {name} expands images for {family} models, but this model's image processor is "
         f"{type(image_processor).__name__} (another family's): set `template:` to the model's own VL template "
-        "(e.g. qwen2_vl for Qwen2-VL, gemma3 for Gemma 3, intern_vl for InternVL)"
+        "(e.g. qwen2_vl for Qwen2-VL, gemma3 for Gemma 3, intern_vl for InternVL, llava for LLaVA 1.5, llava_next "
+        "for LLaVA-NeXT)"
     )
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 
-from tunesmith.data.media import IMAGE_PLACEHOLDER, count_placeholders
-from tunesmith.errors import DataError, ModelError
+from tunesmith.data.media import IMAGE_PLACEHOLDER, check_placeholders, regularize_base
+from tunesmith.errors import ModelError
 
 # LF's pan-and-scan settings (mm_plugin.py BasePlugin._get_mm_inputs): fixed, not config keys.
 PAN_AND_SCAN = {
@@ -21,23 +20,6 @@ PAN_AND_SCAN = {
     "pan_and_scan_min_ratio_to_activate": 1.2,
 }
 SLOT = "{{image}}"  # LF's intermediate placeholder: every one becomes the full image sequence
-
-
-def regularize_base(path, max_pixels: int, min_pixels: int):
-    """LF 0.9.5's BasePlugin._preprocess_image (Gemma 3 takes it unchanged): scale down to max_pixels, up to
-    min_pixels, then RGB. `path`: a file path or an already opened PIL image."""
-    from PIL import Image
-
-    image = path if isinstance(path, Image.Image) else Image.open(path)
-    if image.width * image.height > max_pixels:
-        factor = math.sqrt(max_pixels / (image.width * image.height))
-        image = image.resize((int(image.width * factor), int(image.height * factor)))
-    if image.width * image.height < min_pixels:
-        factor = math.sqrt(min_pixels / (image.width * image.height))
-        image = image.resize((int(image.width * factor), int(image.height * factor)))
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
 
 
 @dataclasses.dataclass
@@ -95,11 +77,7 @@ class Gemma3Plugin:
 
     def expand(self, messages: list[dict], paths: list) -> list[dict]:
         """The messages with each <image> replaced by its tokens, as LF's Gemma3Plugin.process_messages does."""
-        if count_placeholders(messages) != len(paths):
-            raise DataError(
-                f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
-                f"images ({', '.join(str(path) for path in paths[:3])})"
-            )
+        check_placeholders(messages, paths)
         crops = self.process(paths).get("num_crops") if self.pan_and_scan and paths else None
         return self.expand_crops(messages, crops)
 
@@ -129,7 +107,9 @@ class Gemma3Plugin:
         return self.expand_crops(messages, crops), inputs
 
     def batch_inputs(self, tokenizer, input_ids) -> dict:
-        """token_type_ids, which Gemma 3 reads for the bidirectional attention over each image's soft tokens: 1 at
-        <image_soft_token>, 0 elsewhere (LF's _get_gemma3_token_type_ids)."""
-        image = tokenizer.convert_tokens_to_ids(self.image_token)
-        return {"token_type_ids": (input_ids == image).long()}
+        """token_type_ids, which Gemma 3 reads for the bidirectional attention over each image's soft tokens."""
+        return {"token_type_ids": self.token_type_ids(tokenizer, input_ids)}
+
+    def token_type_ids(self, tokenizer, input_ids):
+        """1 at <image_soft_token>, 0 elsewhere (LF's _get_gemma3_token_type_ids)."""
+        return (input_ids == tokenizer.convert_tokens_to_ids(self.image_token)).long()

@@ -7,9 +7,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from tunesmith.data.media import IMAGE_PLACEHOLDER, count_placeholders
-from tunesmith.data.vision_gemma3 import regularize_base
-from tunesmith.errors import DataError, ModelError
+from tunesmith.data.media import IMAGE_PLACEHOLDER, check_placeholders, regularize_base
+from tunesmith.errors import ModelError
 
 # LF's crop-to-patches settings (mm_plugin.py InternVLPlugin._get_mm_inputs): fixed, not config keys.
 CROP_TO_PATCHES = {"crop_to_patches": True, "max_patches": 12, "min_patches": 1}
@@ -65,11 +64,7 @@ class InternVLPlugin:
 
     def expand(self, messages: list[dict], paths: list) -> list[dict]:
         """The messages with each <image> replaced by its tokens, as LF's InternVLPlugin.process_messages does."""
-        if count_placeholders(messages) != len(paths):
-            raise DataError(
-                f"{count_placeholders(messages)} {IMAGE_PLACEHOLDER} placeholders but {len(paths)} "
-                f"images ({', '.join(str(path) for path in paths[:3])})"
-            )
+        check_placeholders(messages, paths)
         return self.expand_patches(messages, self.process(paths).get("num_patches", []))
 
     def expand_patches(self, messages: list[dict], num_patches) -> list[dict]:
@@ -93,3 +88,7 @@ class InternVLPlugin:
     def batch_inputs(self, tokenizer, input_ids) -> dict:
         """InternVL needs nothing per token besides the ids (its image features replace the <IMG_CONTEXT> ids)."""
         return {}
+
+    def token_type_ids(self, tokenizer, input_ids):
+        """1 at <IMG_CONTEXT>, 0 elsewhere (not a model input: predict counts the image tokens a cut kept)."""
+        return (input_ids == tokenizer.convert_tokens_to_ids(self.image_token)).long()

@@ -36,6 +36,7 @@ def encode_prompts(config, tokenizer, template, plugin=None, no_images: str = ""
     example keeps its image paths (ENCODED_IMAGES); `no_images`: why images cannot be used (plugin None)."""
     from functools import partial
 
+    from tunesmith.data.audio import AUDIOS
     from tunesmith.data.encode import encode_unsupervised
     from tunesmith.data.loader import load_records
     from tunesmith.data.media import IMAGES
@@ -44,6 +45,9 @@ def encode_prompts(config, tokenizer, template, plugin=None, no_images: str = ""
     records = load_records(data.eval_dataset or data.dataset, data.dataset_dir, "sft", max_samples=data.max_samples,
                            seed=config.train.seed, num_proc=data.preprocessing_num_workers,
                            cache_dir=config.model.cache_dir, media_dir=config.multimodal.media_dir)
+    if AUDIOS in records.column_names and any(records[AUDIOS]):  # not silently answered from the text alone
+        raise ConfigError(f"{config.source}: predict with audios in the data is not supported yet (the answers would "
+                          "come from the text alone); chat with the model (`tunesmith chat`, `/audio PATH`) instead")
     encode = partial(encode_unsupervised, template=template, tokenizer=tokenizer, cutoff_len=data.cutoff_len)
     if IMAGES in records.column_names and any(records[IMAGES]):
         if plugin is None:

@@ -8,9 +8,11 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tunesmith.data.audio import AUDIO_PLACEHOLDER
 from tunesmith.data.media import IMAGE_PLACEHOLDER, count_placeholders
 from tunesmith.data.records import ASSISTANT
 from tunesmith.errors import TunesmithError
+from tunesmith.infer.audios import AudioInputError
 from tunesmith.infer.images import ImageInputError
 from tunesmith.infer.loader import generation_kwargs
 
@@ -33,7 +35,8 @@ class EngineBusy(TunesmithError):
 
 @dataclasses.dataclass
 class Prompt:
-    """An encoded prompt: its token ids and, with images, the model's vision inputs (pixel_values, image_grid_thw)."""
+    """An encoded prompt: its token ids and, with images, the model's vision inputs (pixel_values, image_grid_thw);
+    with audios, input_features and feature_attention_mask."""
 
     ids: list[int]
     vision: dict = dataclasses.field(default_factory=dict)
@@ -98,11 +101,12 @@ class ChatEngine:
     passes, or `stop()` is called (server shutdown); new tokens are capped to what fits the context."""
 
     def __init__(self, config, job: str = "chat"):
-        from tunesmith.infer.loader import load_for_inference, load_image_plugin
+        from tunesmith.infer.loader import load_audio_plugin, load_for_inference, load_image_plugin
 
         self.config = config
         self.tokenizer, self.template, self.model = load_for_inference(config, job=job)
         self.plugin, self.no_images = load_image_plugin(config, self.template)  # plugin None: text only (why)
+        self.audio_plugin, self.no_audios = load_audio_plugin(config, self.template)  # Qwen2-Audio's, or None
         self.tokenizer.padding_side = "left"
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -122,24 +126,38 @@ class ChatEngine:
     def takes_images(self) -> bool:
         return self.plugin is not None
 
+    @property
+    def takes_audios(self) -> bool:
+        return self.audio_plugin is not None
+
+    def load_audio(self, source, where: str = "audio"):
+        """An audio for prepare(): bytes, a data: URL or a local path decoded at the model's sampling rate."""
+        from tunesmith.infer.audios import load_audio
+
+        if self.audio_plugin is None:
+            raise AudioInputError(f"{where}: {self.no_audios}")
+        return load_audio(source, self.audio_plugin.sampling_rate, where)
+
     def encode(self, messages: list[dict], system: str | None = None, tools: str | None = None,
-               images: list | None = None) -> list[int]:
+               images: list | None = None, audios: list | None = None) -> list[int]:
         """The prompt's token ids (see prepare)."""
-        return self.prepare(messages, system, tools, images).ids
+        return self.prepare(messages, system, tools, images, audios).ids
 
     def prepare(self, messages: list[dict], system: str | None = None, tools: str | None = None,
-                images: list | None = None) -> Prompt:
+                images: list | None = None, audios: list | None = None) -> Prompt:
         """The encoded prompt; ContextLengthError when it cannot fit (refused by length before tokenizing).
 
         images (file paths or PIL images, in order) go where the messages' <image> placeholders are, one each, and
         are encoded as training encodes them: resized by image_max_pixels/image_min_pixels, each <image> expanded
-        to the model's vision tokens; ImageInputError for a text-only model or a count that does not match."""
-        images = list(images or [])
+        to the model's vision tokens; ImageInputError for a text-only model or a count that does not match.
+        audios (decoded numpy arrays at the model's sampling rate, or file paths) likewise go where the <audio>
+        placeholders are, expanded to the audio tokens of an audio-language model; AudioInputError otherwise."""
+        images, audios = list(images or []), list(audios or [])
         limit = self.max_input_tokens
         # every message costs at least one token (its role markers), however short its text
         chars = len(system or "") + len(tools or "") + sum(len(m["content"] or "") + CHARS_PER_TOKEN
                                                             for m in messages)
-        chars += len(images) * TOKENS_PER_IMAGE * CHARS_PER_TOKEN
+        chars += (len(images) + len(audios)) * TOKENS_PER_IMAGE * CHARS_PER_TOKEN
         if limit and chars > limit * CHARS_PER_TOKEN:
             raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages hold "
                                      f"about {chars} characters, far more than {limit} tokens; shorten them")
@@ -153,6 +171,21 @@ class ChatEngine:
                                       f"{len(images)} images were given: each image needs one {IMAGE_PLACEHOLDER} "
                                       "where it goes in the text")
             conversation, vision = self.plugin.prepare(conversation, images)
+        if audios or (self.audio_plugin is not None and count_placeholders(messages, AUDIO_PLACEHOLDER)):
+            if self.audio_plugin is None:
+                raise AudioInputError(self.no_audios)
+            placeholders = count_placeholders(messages, AUDIO_PLACEHOLDER)
+            if placeholders != len(audios):
+                raise AudioInputError(f"the messages hold {placeholders} {AUDIO_PLACEHOLDER} placeholders but "
+                                      f"{len(audios)} audios were given: each audio needs one {AUDIO_PLACEHOLDER} "
+                                      "where it goes in the text")
+            features = self.audio_plugin.inputs(audios)
+            frames = features["feature_attention_mask"].sum(-1).tolist()
+            try:
+                conversation = self.audio_plugin.expand_lengths(conversation, frames)
+            except TunesmithError as exc:  # too short an audio: said like any other unusable audio
+                raise AudioInputError(str(exc)) from None
+            vision = {**vision, **features}
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, conversation, system, tools)
         if limit and len(prompt_ids) > limit:
             raise ContextLengthError(f"this model accepts prompts of at most {limit} tokens, but the messages are "
@@ -170,7 +203,8 @@ class ChatEngine:
             device, dtype = self.model.device, self.model.dtype
             kwargs.update({key: value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
                            for key, value in prompt.vision.items()})
-            kwargs.update(self.plugin.batch_inputs(self.tokenizer, inputs))
+            if self.plugin is not None:  # the image family's per-token inputs (an audio model has no image plugin)
+                kwargs.update(self.plugin.batch_inputs(self.tokenizer, inputs))
         if self.context_length:
             kwargs["max_new_tokens"] = max(1, min(kwargs["max_new_tokens"], self.context_length - len(prompt.ids)))
         return inputs, kwargs
@@ -208,13 +242,14 @@ class ChatEngine:
 
     def chat(self, messages: list[dict], system: str | None = None, tools: str | None = None, n: int = 1,
              stop: list[str] | None = None, *, images: list | None = None, prompt: Prompt | None = None,
-             cancel: threading.Event | None = None, deadline: float | None = None, **generation) -> list[Reply]:
+             cancel: threading.Event | None = None, deadline: float | None = None, audios: list | None = None,
+             **generation) -> list[Reply]:
         """n complete replies to a conversation that ends with a user (or observation) turn; `images` go where its
         <image> placeholders are; `prompt`: the conversation already prepared by `prepare` (then messages, system
         and images are not read; `tools` still says whether to look for tool calls in the reply)."""
         import torch
 
-        prompt = prompt if prompt is not None else self.prepare(messages, system, tools, images)
+        prompt = prompt if prompt is not None else self.prepare(messages, system, tools, images, audios)
         prompt_ids = prompt.ids
         replies = []
         should_stop = self._should_stop(cancel, deadline)
@@ -235,7 +270,7 @@ class ChatEngine:
     def stream(self, messages: list[dict], system: str | None = None, tools: str | None = None,
                stop: list[str] | None = None, *, images: list | None = None, prompt: Prompt | None = None,
                cancel: threading.Event | None = None, deadline: float | None = None, result: list | None = None,
-               **generation) -> Iterator[str]:
+               audios: list | None = None, **generation) -> Iterator[str]:
         """Yields the reply's text piece by piece as it is generated; the finished Reply is appended to `result`.
         images and prompt: as for chat.
 
@@ -243,7 +278,7 @@ class ChatEngine:
         import torch
         from transformers import TextIteratorStreamer
 
-        prompt = prompt if prompt is not None else self.prepare(messages, system, tools, images)
+        prompt = prompt if prompt is not None else self.prepare(messages, system, tools, images, audios)
         prompt_ids = prompt.ids
         cancel = cancel or threading.Event()
         should_stop = self._should_stop(cancel, deadline)

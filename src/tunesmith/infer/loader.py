@@ -52,6 +52,24 @@ def load_image_plugin(config, template):
         return None, str(exc)
 
 
+def load_audio_plugin(config, template):
+    """(plugin, why_not) for audios, as load_image_plugin for images: an audio-language model's AudioPlugin (its
+    feature extractor, the template's audio tokens, audio_sampling_rate) and None; else None and the reason."""
+    from tunesmith.data.audio import make_plugin
+    from tunesmith.errors import DataError
+    from tunesmith.model.audio import load_feature_extractor
+
+    feature_extractor = load_feature_extractor(config.model)
+    if feature_extractor is None:
+        return None, (f"{config.model.model_name_or_path} takes no audio: chat with an audio-language model "
+                      "(Qwen2-Audio) to send audios")
+    try:
+        return make_plugin(template, feature_extractor, config.multimodal), None
+    except DataError as exc:  # an audio model with a text template still chats in text
+        log.warning("audios are off for this chat: %s", exc)
+        return None, str(exc)
+
+
 def place_on_device(model):
     """Moves the model to the device training would use (cuda, npu, xpu, mps or cpu). Models placed by their loader
     stay where they are: quantized ones and those loaded with a device map (several GPUs)."""

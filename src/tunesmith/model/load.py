@@ -135,12 +135,25 @@ def load_image_processor(model_args: ModelArgs):
         raise ModelError(f"{name} is a vision-language model ({config.model_type}) but its image processor does not "
                          f"load ({exc.__class__.__name__}: {str(exc)[:200]}); it needs preprocessor_config.json"
                          ) from None
+    from tunesmith.model import vision_llava
     from tunesmith.model.vision import image_seq_length
 
     length = image_seq_length(config)  # Gemma 3 / InternVL: tokens per image (or crop), as their processors hold it
     if length:
         processor.image_seq_length = length
+    if config.model_type in vision_llava.ARCHS:  # LF's llava plugins read these from the model's LlavaProcessor
+        processor.processor_settings = vision_llava.processor_settings(name, kwargs, config)
     return processor
+
+
+def save_image_processor(image_processor, folder) -> None:
+    """save_pretrained (preprocessor_config.json) without the processor settings load_image_processor attached."""
+    settings = vars(image_processor).pop("processor_settings", None)
+    try:
+        image_processor.save_pretrained(str(folder))
+    finally:
+        if settings is not None:
+            image_processor.processor_settings = settings
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -275,6 +288,10 @@ def load_model(
         from transformers import AutoModelForImageTextToText  # a vision-language model: image-text-to-text class
 
         model_class = AutoModelForImageTextToText
+    elif getattr(model_config, "audio_config", None) is not None and head == "causal_lm":
+        from transformers import AutoModelForSeq2SeqLM  # an audio-language model (Qwen2-Audio): LF's class for it
+
+        model_class = AutoModelForSeq2SeqLM
     configure_rope(model_config, model_args, cutoff_len)
     if lf_model is not None:
         lf_options.configure_moe(model_config, lf_model.moe_aux_loss_coef, is_trainable)

@@ -174,6 +174,8 @@ def count_shape(config) -> Shape:
     model_class = AutoModelForCausalLM
     if getattr(model_config, "vision_config", None) is not None:  # a vision-language model, as model/load.py builds it
         from transformers import AutoModelForImageTextToText as model_class
+    elif getattr(model_config, "audio_config", None) is not None:  # an audio-language model (model/load.py)
+        from transformers import AutoModelForSeq2SeqLM as model_class
     with torch.device("meta"), no_zero3_init():
         model = model_class.from_config(
             model_config, dtype=dtype, trust_remote_code=model_args.trust_remote_code

@@ -80,8 +80,9 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "phi3": ("Phi3Config", {}),
 }
 
-# tiny vision-language models (model/vision.py, model/tiny_gemma3.py, model/tiny_internvl.py)
-VISION_ARCHS = ("qwen2_vl", "gemma3", "internvl")
+# tiny vision-language models (model/vision.py, model/tiny_gemma3.py, model/tiny_internvl.py, model/vision_llava.py)
+VISION_ARCHS = ("qwen2_vl", "gemma3", "internvl", "llava", "llava_next")
+AUDIO_ARCHS = ("qwen2_audio",)  # tiny audio-language models (model/audio.py)
 
 # Training text of the tiny tokenizer: English, a little code and JSON, some Chinese.
 CORPUS = """\
@@ -253,8 +254,10 @@ def save_tiny_model(
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir).expanduser().absolute()
-    if arch not in (*ARCHS, *VISION_ARCHS):
-        raise ModelError(f"unknown tiny model arch {arch!r}; choose one of: {', '.join((*ARCHS, *VISION_ARCHS))}")
+    if arch not in (*ARCHS, *VISION_ARCHS, *AUDIO_ARCHS):
+        raise ModelError(
+            f"unknown tiny model arch {arch!r}; choose one of: {', '.join((*ARCHS, *VISION_ARCHS, *AUDIO_ARCHS))}"
+        )
     if not overwrite and (_is_built(out) or (out.exists() and any(out.iterdir()))):
         what = "already holds a model" if _is_built(out) else "exists and is not empty"
         raise ModelError(f"{out} {what}; pass overwrite=True (or --overwrite) to replace it")
@@ -265,17 +268,25 @@ def save_tiny_model(
         )
     tokenizer = build_tokenizer(chat_template)
     tokenizer.model_max_length = max_position_embeddings
-    if arch in VISION_ARCHS:  # fixed tiny sizes (model/vision.py): a Qwen2-VL with its vision tokens and processor
+    if arch in (*VISION_ARCHS, *AUDIO_ARCHS):  # fixed tiny sizes: the model, its media tokens and processor
         from tunesmith.model.vision import save_tiny_vl
 
         if arch == "gemma3":
             from tunesmith.model.tiny_gemma3 import save_tiny_gemma3 as save_tiny_vl
         if arch == "internvl":
             from tunesmith.model.tiny_internvl import save_tiny_internvl as save_tiny_vl
+        if arch in ("llava", "llava_next"):
+            import functools
+
+            from tunesmith.model.vision_llava import save_tiny_llava
+
+            save_tiny_vl = functools.partial(save_tiny_llava, arch=arch)
+        if arch == "qwen2_audio":
+            from tunesmith.model.audio import save_tiny_audio as save_tiny_vl
 
         tmp = new_staging(out)
         try:
-            save_tiny_vl(tmp, tokenizer, seed)
+            save_tiny_vl(tmp, tokenizer, seed=seed)
             _record_no_pad(tmp / "tokenizer_config.json")
             _publish(tmp, out, overwrite)
         finally:

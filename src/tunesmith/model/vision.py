@@ -89,6 +89,10 @@ COMPOSITE["qwen3_vl"] = {**COMPOSITE["qwen2_vl"], "projector": ("visual.merger",
 COMPOSITE["gemma3"] = {"vision": ("vision_tower",), "projector": ("multi_modal_projector",),
                        "language": ("language_model", "lm_head"), "lora_conflict": ()}  # LF's registration defaults
 COMPOSITE["internvl"] = COMPOSITE["gemma3"]
+COMPOSITE["llava"] = COMPOSITE["gemma3"]
+COMPOSITE["llava_next"] = COMPOSITE["gemma3"]
+# Qwen2-Audio (model/audio.py): freeze_vision_tower stands for its audio tower, as in LF
+COMPOSITE["qwen2_audio"] = {**COMPOSITE["gemma3"], "vision": ("audio_tower",)}
 # model type -> the config.json key of the image tokens per image (or crop/patch) that its plugin expands <image> to
 SEQ_LENGTH_KEYS = {"gemma3": "mm_tokens_per_image", "internvl": "image_seq_length"}
 
@@ -100,8 +104,10 @@ def image_seq_length(config: Any) -> int | None:
 
 
 def is_vision_model(model_or_config: Any) -> bool:
+    """A composite multimodal model: vision-language, or audio-language (Qwen2-Audio), whose parts the freeze_*
+    keys choose."""
     config = getattr(model_or_config, "config", model_or_config)
-    return getattr(config, "vision_config", None) is not None
+    return getattr(config, "vision_config", None) is not None or getattr(config, "audio_config", None) is not None
 
 
 def forbidden_parts(model: Any, multimodal: Any) -> set[str]:
@@ -160,6 +166,8 @@ def lora_targets(model: Any, targets: list[str], multimodal: Any) -> list[str]:
         kind = type(module).__name__
         if not name or "Linear" not in kind or any(part in name for part in forbidden):
             continue
+        if everything and any(part in name for part in parts["projector"]):
+            continue  # LF's find_all_linear_modules: "all" never names the projector's layers (name them to adapt it)
         if everything or name.split(".")[-1] in targets:
             names.append(name)
     if not names:

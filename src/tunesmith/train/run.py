@@ -38,7 +38,7 @@ def _run_training(config: Config) -> dict:
 
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.model.adapters import loraplus_optimizer, save_pissa_converted, save_pissa_init
-    from tunesmith.model.load import load_image_processor, load_model, load_tokenizer
+    from tunesmith.model.load import load_image_processor, load_model, load_tokenizer, save_image_processor
     from tunesmith.train import optimizers as custom_optimizers
     from tunesmith.train.callbacks import JsonlLogCallback, ResumeCallback, from_config
     from tunesmith.train.stages import check_stage
@@ -63,6 +63,14 @@ def _run_training(config: Config) -> dict:
 
         check_vision_stage(config)  # sft or dpo
         extra["remove_unused_columns"] = False  # each example's image paths reach the collator
+    from tunesmith.model.audio import load_feature_extractor
+
+    feature_extractor = load_feature_extractor(config.model)  # an audio-language model's (Qwen2-Audio); else None
+    if feature_extractor is not None:
+        from tunesmith.data.audio import check_stage as check_audio_stage
+
+        check_audio_stage(config)  # sft or dpo, no packing
+        extra["remove_unused_columns"] = False  # each example's audio paths reach the collator
     args = training_arguments(config, resume_from_checkpoint=resume_path, do_train=True, **extra)
     set_seed(args.seed)
     if config.train.do_predict:  # predict runs after training (below): its checks come before any training
@@ -73,7 +81,8 @@ def _run_training(config: Config) -> dict:
     # config -> data -> model -> trainer -> outputs
     tokenizer = load_tokenizer(config.model, config.lf_model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
-        data = build_datasets(config, tokenizer, encoding=spec.encoding, image_processor=image_processor)
+        data = build_datasets(config, tokenizer, encoding=spec.encoding, image_processor=image_processor,
+                              feature_extractor=feature_extractor)
     if args.should_save:  # rank 0 only
         announce_memory(config, data.train)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
@@ -95,7 +104,11 @@ def _run_training(config: Config) -> dict:
     from tunesmith.model.packed_attention import use_packed_attention
     from tunesmith.model.swiglu import use_recomputed_swiglu
 
-    if data.plugin is not None:  # a VL model: padded batches with pixel_values (no packing, see data/vision.py)
+    if feature_extractor is not None:  # an audio model: padded batches with input_features (data/audio.py)
+        from tunesmith.data.audio import audio_collator
+
+        collator = audio_collator(config, tokenizer, model, data.plugin)
+    elif data.plugin is not None:  # a VL model: padded batches with pixel_values (no packing, see data/vision.py)
         from tunesmith.data.vision import vision_collator
 
         collator = vision_collator(config, tokenizer, model, data.plugin)
@@ -137,7 +150,9 @@ def _run_training(config: Config) -> dict:
     model.config.use_cache = True  # training turned the KV cache off; the saved model is for inference
     outputs.save_final(trainer, tokenizer, output_dir)
     if image_processor is not None and main_process:  # a VL model's outputs reload with their image processor
-        image_processor.save_pretrained(output_dir)
+        save_image_processor(image_processor, output_dir)
+    if feature_extractor is not None and main_process:  # an audio model's outputs reload with their extractor
+        feature_extractor.save_pretrained(output_dir)
     if pissa_convert:
         save_pissa_converted(model, output_dir)
     if resume is not None:

@@ -1,9 +1,12 @@
 """The Chat tab: loads the Train tab's model (and adapters) into the one inference engine and streams replies, with
-an image upload for vision-language models; the sampling sliders start from the config schema's GenerationArgs
-defaults."""
+an image upload for vision-language models and an audio upload for audio-language models; the sampling sliders start
+from the config schema's GenerationArgs defaults."""
 
 from __future__ import annotations
 
+import mimetypes
+
+from tunesmith.data.audio import AUDIO_PLACEHOLDER
 from tunesmith.data.media import IMAGE_PLACEHOLDER
 from tunesmith.errors import TunesmithError
 from tunesmith.webui.texts import label, ui
@@ -16,22 +19,45 @@ def _text(content) -> str:
     return str(content or "")
 
 
-def _images(content) -> list[str]:
-    """The image files of a Chatbot message (Gradio's file parts), in order."""
+def _files(content) -> list[str]:
+    """The files of a Chatbot message (Gradio's file parts), in order."""
     parts = content if isinstance(content, list) else [content]
     files = [part["file"] for part in parts if isinstance(part, dict) and part.get("type") == "file"]
     return [file["path"] if isinstance(file, dict) else str(file) for file in files]  # a client holds a plain path
 
 
-def to_turns(history) -> tuple[list[dict], list[str]]:
-    """The Chatbot history as the engine's turns and images: a user message's images become <image> placeholders in
-    front of its text, as `tunesmith chat` and LLaMA-Factory's image data put them."""
-    turns, images = [], []
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac")  # where mimetypes may not know
+
+
+def is_audio_file(path: str) -> bool:
+    """An uploaded file is an audio by its name (the Audio upload keeps it; images never have these suffixes)."""
+    return str(path).lower().endswith(AUDIO_SUFFIXES) or (mimetypes.guess_type(str(path))[0] or "").startswith(
+        "audio/")
+
+
+def _images(content) -> list[str]:
+    """The image files of a Chatbot message, in order."""
+    return [path for path in _files(content) if not is_audio_file(path)]
+
+
+def _audios(content) -> list[str]:
+    """The audio files of a Chatbot message, in order."""
+    return [path for path in _files(content) if is_audio_file(path)]
+
+
+def to_turns(history) -> tuple[list[dict], list[str], list[str]]:
+    """The Chatbot history as the engine's turns, images and audios: a user message's images (audios) become
+    <image> (<audio>) placeholders in front of its text, as `tunesmith chat` and LLaMA-Factory's data put them."""
+    turns, images, audios = [], [], []
     for message in history:
-        found = _images(message["content"]) if message["role"] == "user" else []
-        turns.append({"role": message["role"], "content": IMAGE_PLACEHOLDER * len(found) + _text(message["content"])})
+        user = message["role"] == "user"
+        found = _images(message["content"]) if user else []
+        sounds = _audios(message["content"]) if user else []
+        content = AUDIO_PLACEHOLDER * len(sounds) + IMAGE_PLACEHOLDER * len(found) + _text(message["content"])
+        turns.append({"role": message["role"], "content": content})
         images += found
-    return turns, images
+        audios += sounds
+    return turns, images, audios
 
 
 def generation_defaults() -> dict:
@@ -69,6 +95,8 @@ def build_chat_tab(gr, texts, train, workspace) -> tuple:
         with gr.Row():
             image = texts.label(gr.Image(type="filepath", label=ui("en", "chat_image"), sources=["upload"],
                                          height=120, scale=1, elem_id="chat_image"), "chat_image")
+            audio = texts.label(gr.Audio(type="filepath", format=None, label=ui("en", "chat_audio"),  # PyAV decodes
+                                         sources=["upload"], scale=1, elem_id="chat_audio"), "chat_audio")
             query = texts.label(gr.Textbox(label=ui("en", "chat_input"), scale=4, elem_id="chat_input"),
                                 "chat_input")
             send = texts.value(gr.Button(ui("en", "chat_send"), variant="primary", elem_id="chat_send"),
@@ -89,38 +117,43 @@ def build_chat_tab(gr, texts, train, workspace) -> tuple:
         state.pop("engine", None)
         return ui(texts.lang, "chat_unloaded")
 
-    def respond(message, history, system_text, tools_text, temp, nucleus, limit, image_path=None):
-        """Streams the reply; an uploaded image goes with this message (a VL model) and is then cleared."""
+    def respond(message, history, system_text, tools_text, temp, nucleus, limit, image_path=None, audio_path=None):
+        """Streams the reply; an uploaded image (audio) goes with this message (a VL model; an audio model) and is
+        then cleared."""
         from tunesmith.infer.images import ImageInputError, load_image
 
         engine = state.get("engine")
         history = list(history or [])
         if engine is None:
             history.append({"role": "assistant", "content": ui(texts.lang, "chat_need_model")})
-            yield history, "", image_path
+            yield history, "", image_path, audio_path
             return
-        turns, paths = to_turns(history)
+        turns, paths, sounds = to_turns(history)
         new = [image_path] if image_path else []
-        turns.append({"role": "user", "content": IMAGE_PLACEHOLDER * len(new) + message})
+        heard = [audio_path] if audio_path else []
+        turns.append({"role": "user", "content": AUDIO_PLACEHOLDER * len(heard) + IMAGE_PLACEHOLDER * len(new)
+                      + message})
         try:
             if new and not engine.takes_images:
                 raise ImageInputError(engine.no_images)
+            audios = [engine.load_audio(path, "audio") for path in sounds + heard] if sounds or heard else None
             prompt = engine.prepare(turns, system_text or None, tools_text or None,
-                                    [load_image(path, "image") for path in paths + new])
-        except TunesmithError as exc:  # a text-only model, an unreadable image, a prompt too long: said in the chat
+                                    [load_image(path, "image") for path in paths + new], audios)
+        except TunesmithError as exc:  # a text-only model, an unreadable file, a prompt too long: said in the chat
             history.append({"role": "assistant", "content": f"**{ui(texts.lang, 'status_failed')}**: {exc}"})
-            yield history, message, image_path
+            yield history, message, image_path, audio_path
             return
-        shown = [*({"path": path} for path in new), message] if new else message
+        attached = [*heard, *new]
+        shown = [*({"path": path} for path in attached), message] if attached else message
         history += [{"role": "user", "content": shown}, {"role": "assistant", "content": ""}]
         for piece in engine.stream(turns, system=system_text or None, tools=tools_text or None, prompt=prompt,
                                    temperature=temp, top_p=nucleus, max_new_tokens=int(limit)):
             history[-1]["content"] += piece
-            yield history, "", None
+            yield history, "", None, None
 
     chat_load.click(load_chat, train.inputs, chat_state, api_name="chat_load")
     chat_unload.click(unload_chat, None, chat_state, api_name="chat_unload")
-    send.click(respond, [query, chatbot, system, tools, temperature, top_p, max_new_tokens, image],
-               [chatbot, query, image], api_name="chat")
+    send.click(respond, [query, chatbot, system, tools, temperature, top_p, max_new_tokens, image, audio],
+               [chatbot, query, image, audio], api_name="chat")
     clear.click(list, None, chatbot)
     return load_chat, train.inputs, chat_state
