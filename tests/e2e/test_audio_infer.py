@@ -247,22 +247,3 @@ def test_merged_audio_export_reloads_with_its_extractor_and_equal_logits(
         plain = unmerged(**inputs).logits
     assert not torch.allclose(plain, want, atol=1e-4)
     assert json.loads((export_dir / "config.json").read_text())["model_type"] == "qwen2_audio"
-
-
-def test_predict_refuses_audio_data_rather_than_answering_from_the_text(
-    tiny_audio_model_dir, audio_data_dir, tmp_path, capsys
-):
-    code = main(
-        [
-            "eval",
-            f"model_name_or_path={tiny_audio_model_dir}",
-            "do_predict=true",
-            "predict_with_generate=true",
-            "eval_dataset=audio_demo",
-            f"dataset_dir={audio_data_dir}",
-            "template=qwen2_audio",
-            f"output_dir={tmp_path / 'p'}",
-            "max_new_tokens=2",
-        ]
-    )
-    assert code == 2 and "predict with audios in the data is not supported yet" in capsys.readouterr().err

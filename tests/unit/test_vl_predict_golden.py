@@ -21,7 +21,7 @@ def test_predict_encoding_matches_llamafactory(name, case_name):
     from tunesmith.data.encode import encode_unsupervised
     from tunesmith.data.template import get_template
     from tunesmith.data.vision import ENCODED_IMAGES, make_plugin
-    from tunesmith.evaluate.predict import encode_with_images
+    from tunesmith.evaluate.predict import encode_with_media
     from tunesmith.model.tiny import build_tokenizer, fingerprint
     from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
 
@@ -45,7 +45,7 @@ def test_predict_encoding_matches_llamafactory(name, case_name):
     ]
     cutoff_len = options.get("cutoff_len", 1024)
     encode = partial(encode_unsupervised, template=template, tokenizer=tokenizer, cutoff_len=cutoff_len)
-    output = encode_with_images(Dataset.from_dict(batch), encode, plugin, tokenizer, cutoff_len)
+    output = encode_with_media(Dataset.from_dict(batch), encode, plugin, tokenizer, cutoff_len)
     expected = case["output"]
     assert output["input_ids"] == expected["input_ids"]
     assert output["labels"] == expected["labels"]

@@ -202,6 +202,10 @@ class AudioPlugin:
             message["content"] = content
         return messages
 
+    def token_type_ids(self, tokenizer, input_ids):
+        """1 at the <|AUDIO|> tokens, 0 elsewhere (as the image plugins' token_type_ids: predict's cut check)."""
+        return (input_ids == tokenizer.convert_tokens_to_ids(self.audio_token)).long()
+
 
 def is_audio_plugin(plugin) -> bool:
     return isinstance(plugin, AudioPlugin)

@@ -25,15 +25,21 @@ def output_folder(config) -> Path:
         raise ConfigError(f"{config.source}: predict needs `output_dir` (or `save_dir`) for {PREDICTIONS}")
     folder = Path(config.train.output_dir)
     if (folder / PREDICTIONS).exists() and not config.output.overwrite_output_dir:
-        raise ConfigError(f"{config.source}: {folder / PREDICTIONS} already exists; set overwrite_output_dir: true "
-                          "to replace it, or choose another output_dir")
+        raise ConfigError(
+            f"{config.source}: {folder / PREDICTIONS} already exists; set overwrite_output_dir: true "
+            "to replace it, or choose another output_dir"
+        )
     return folder
 
 
-def encode_prompts(config, tokenizer, template, plugin=None, no_images: str = "") -> dict:
+def encode_prompts(
+    config, tokenizer, template, plugin=None, no_images: str = "", audio_plugin=None, no_audios: str = ""
+) -> dict:
     """Prompt ids and reference answer ids of every record of eval_dataset (or dataset), cut to cutoff_len. With a
     VL model's image plugin, each <image> becomes the model's vision tokens exactly as training encodes it and each
-    example keeps its image paths (ENCODED_IMAGES); `no_images`: why images cannot be used (plugin None)."""
+    example keeps its image paths (ENCODED_IMAGES); with an audio-language model's AudioPlugin, each <audio> its
+    audio tokens, with the audio paths (ENCODED_AUDIOS). `no_images`/`no_audios`: why that medium cannot be used
+    (its plugin None)."""
     from functools import partial
 
     from tunesmith.data.audio import AUDIOS
@@ -42,18 +48,33 @@ def encode_prompts(config, tokenizer, template, plugin=None, no_images: str = ""
     from tunesmith.data.media import IMAGES
 
     data = config.data
-    records = load_records(data.eval_dataset or data.dataset, data.dataset_dir, "sft", max_samples=data.max_samples,
-                           seed=config.train.seed, num_proc=data.preprocessing_num_workers,
-                           cache_dir=config.model.cache_dir, media_dir=config.multimodal.media_dir)
-    if AUDIOS in records.column_names and any(records[AUDIOS]):  # not silently answered from the text alone
-        raise ConfigError(f"{config.source}: predict with audios in the data is not supported yet (the answers would "
-                          "come from the text alone); chat with the model (`tunesmith chat`, `/audio PATH`) instead")
+    records = load_records(
+        data.eval_dataset or data.dataset,
+        data.dataset_dir,
+        "sft",
+        max_samples=data.max_samples,
+        seed=config.train.seed,
+        num_proc=data.preprocessing_num_workers,
+        cache_dir=config.model.cache_dir,
+        media_dir=config.multimodal.media_dir,
+    )
     encode = partial(encode_unsupervised, template=template, tokenizer=tokenizer, cutoff_len=data.cutoff_len)
-    if IMAGES in records.column_names and any(records[IMAGES]):
-        if plugin is None:
-            raise DataError(f"{config.source}: the predict data holds images (an `images` column) but they "
-                            f"cannot be used: {no_images}")
-        encoded = encode_with_images(records, encode, plugin, tokenizer, data.cutoff_len)
+    media = None  # the plugin of the medium the records hold
+    for column, usable, why in ((IMAGES, plugin, no_images), (AUDIOS, audio_plugin, no_audios)):
+        if column in records.column_names and any(records[column]):  # not silently answered from the text alone
+            if usable is None:
+                raise DataError(
+                    f"{config.source}: the predict data holds {column} (an `{column}` column) but they "
+                    f"cannot be used: {why}"
+                )
+            if media is not None:  # no model tunesmith loads takes both (Qwen2.5-Omni is not supported)
+                raise DataError(
+                    f"{config.source}: the predict data holds images and audios; a model takes one of "
+                    "them: split the data"
+                )
+            media = usable
+    if media is not None:
+        encoded = encode_with_media(records, encode, media, tokenizer, data.cutoff_len)
     else:
         encoded = encode(records.to_dict())
     if not encoded["input_ids"]:
@@ -61,46 +82,84 @@ def encode_prompts(config, tokenizer, template, plugin=None, no_images: str = ""
     return encoded
 
 
-def encode_with_images(records, encode, plugin, tokenizer, cutoff_len: int) -> dict:
-    """encode() through data.vision.with_images, record by record so that a prompt whose vision tokens cutoff_len
-    cuts (the model would find fewer image tokens than image features) is refused by its record number."""
+def media_kind(plugin) -> dict:
+    """How predict carries a plugin's medium: the encoder wrapper (training's), the encoded examples' column of
+    paths, the collator (training's), and the words of the cut error."""
+    from tunesmith.data.audio import ENCODED_AUDIOS, AudioCollator, is_audio_plugin, with_audios
+    from tunesmith.data.vision import ENCODED_IMAGES, VisionCollator, with_images
+
+    if is_audio_plugin(plugin):  # no tokenizer for with_audios: encode_with_media's own check names the record
+        return {
+            "wrap": with_audios,
+            "paths": ENCODED_AUDIOS,
+            "collator": AudioCollator,
+            "noun": "audio",
+            "fix": "raise cutoff_len or use shorter audios",
+        }
+    return {
+        "wrap": with_images,
+        "paths": ENCODED_IMAGES,
+        "collator": VisionCollator,
+        "noun": "image",
+        "fix": "raise cutoff_len or lower image_max_pixels",
+    }
+
+
+def encode_with_media(records, encode, plugin, tokenizer, cutoff_len: int) -> dict:
+    """encode() through training's media wrapper (data.vision.with_images, data.audio.with_audios), record by record
+    so that a prompt whose media tokens cutoff_len cuts (the model would find fewer image or audio tokens than
+    features) is refused by its record number."""
     import torch
 
-    from tunesmith.data.vision import ENCODED_IMAGES, with_images
-
-    wrapped, whole = with_images(encode, plugin), None
+    kind = media_kind(plugin)
+    wrapped, whole = kind["wrap"](encode, plugin), None
     out: dict = {}
     for index in range(len(records)):
-        one = records[index: index + 1]
-        encoded = wrapped(one)
-        for ids, labels, paths in zip(encoded["input_ids"], encoded["labels"], encoded[ENCODED_IMAGES], strict=True):
+        one = records[index : index + 1]
+        try:
+            encoded = wrapped(one)
+        except DataError as exc:  # e.g. an audio too short for the model: which record holds it
+            raise DataError(f"predict data record {index}: {exc}") from None
+        for ids, labels, paths in zip(encoded["input_ids"], encoded["labels"], encoded[kind["paths"]], strict=True):
             if paths and len(ids) + len(labels) >= cutoff_len:  # shorter: nothing was cut (see infer_seqlen)
-                whole = whole or with_images(partial_uncut(encode), plugin)
+                whole = whole or kind["wrap"](partial_uncut(encode), plugin)
                 full = whole(one)["input_ids"][0]
-                kept, needed = (int(plugin.token_type_ids(tokenizer, torch.tensor(row)).ne(0).sum())
-                                for row in (ids, full))
+                kept, needed = (
+                    int(plugin.token_type_ids(tokenizer, torch.tensor(row)).ne(0).sum()) for row in (ids, full)
+                )
                 if kept != needed:
-                    raise DataError(f"predict data record {index}: cutoff_len={cutoff_len} cuts its prompt inside the "
-                                    f"image tokens ({kept} of its {needed} kept; the whole prompt is {len(full)} "
-                                    "tokens); raise cutoff_len or lower image_max_pixels")
+                    raise DataError(
+                        f"predict data record {index}: cutoff_len={cutoff_len} cuts its prompt inside the "
+                        f"{kind['noun']} tokens ({kept} of its {needed} kept; the whole prompt is "
+                        f"{len(full)} tokens); {kind['fix']}"
+                    )
         for key, values in encoded.items():
             out.setdefault(key, []).extend(values)
     return out
 
 
 def partial_uncut(encode):
-    """The same encoder with no cutoff (to count the vision tokens of a whole prompt)."""
+    """The same encoder with no cutoff (to count the image or audio tokens of a whole prompt)."""
     from functools import partial
 
     return partial(encode.func, *encode.args, **{**encode.keywords, "cutoff_len": 10**9})
 
 
-def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs: dict,
-             skip_special_tokens: bool, images: list[list] | None = None, plugin=None) -> list[str]:
-    """Decoded answers to each prompt, batched with left padding; kwargs: infer.loader.generation_kwargs. With a VL
-    model's image plugin, `images` (each prompt's image paths) go in through the training collator (VisionCollator:
-    pixel_values, image_grid_thw, mm_token_type_ids), left-padded; Qwen-VL's M-RoPE positions are computed by the
-    model from the attention mask, so padding does not shift them."""
+def generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    batch_size: int,
+    kwargs: dict,
+    skip_special_tokens: bool,
+    media: list[list] | None = None,
+    plugin=None,
+) -> list[str]:
+    """Decoded answers to each prompt, batched with left padding; kwargs: infer.loader.generation_kwargs. With a
+    media plugin, `media` (each prompt's image or audio paths) go in through the training collator, left-padded:
+    VisionCollator's pixel_values, image_grid_thw, mm_token_type_ids (Qwen-VL's M-RoPE positions are computed by the
+    model from the attention mask, so padding does not shift them); AudioCollator's input_features and
+    feature_attention_mask (Qwen2-Audio puts each row's audio features at its <|AUDIO|> tokens, in order)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -109,18 +168,22 @@ def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs
     pad_id = kwargs["pad_token_id"]
     collate = None
     if plugin is not None:
-        from tunesmith.data.vision import ENCODED_IMAGES, VisionCollator
-
+        kind = media_kind(plugin)
         tokenizer.padding_side = "left"  # generation continues each row at its end, as LLaMA-Factory's predict does
-        collator = VisionCollator(tokenizer, None, plugin)
+        collator = kind["collator"](tokenizer, None, plugin)
 
         def collate(start: int, stop: int) -> dict:
-            return collator([{"input_ids": ids, "attention_mask": [1] * len(ids), ENCODED_IMAGES: paths}
-                             for ids, paths in zip(prompts[start:stop], images[start:stop], strict=True)])
+            return collator(
+                [
+                    {"input_ids": ids, "attention_mask": [1] * len(ids), kind["paths"]: paths}
+                    for ids, paths in zip(prompts[start:stop], media[start:stop], strict=True)
+                ]
+            )
+
     answers = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="predict", unit="batch"):
         if collate is None:
-            input_ids, attention_mask, _ = left_pad(prompts[start: start + batch_size], pad_id)
+            input_ids, attention_mask, _ = left_pad(prompts[start : start + batch_size], pad_id)
             inputs = {"attention_mask": attention_mask}
         else:
             inputs = collate(start, start + batch_size)
@@ -128,7 +191,7 @@ def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs
         inputs = {key: to_model(value, model) for key, value in inputs.items() if value is not None}  # labels: None
         with torch.inference_mode():
             output = model.generate(input_ids.to(model.device), **inputs, **kwargs)
-        for row in output[:, input_ids.shape[1]:].tolist():
+        for row in output[:, input_ids.shape[1] :].tolist():
             while row and row[-1] == pad_id:
                 row.pop()  # generation pads finished rows; the stop token itself is dropped by decode
             answers.append(tokenizer.decode(row, skip_special_tokens=skip_special_tokens))
@@ -136,7 +199,8 @@ def generate(model, tokenizer, prompts: list[list[int]], batch_size: int, kwargs
 
 
 def to_model(tensor, model):
-    """The tensor on the model's device; floating ones (pixel_values) in its dtype, as the chat engine passes them."""
+    """The tensor on the model's device; floating ones (pixel_values, input_features) in its dtype, as the chat
+    engine passes them."""
     if tensor.is_floating_point():
         return tensor.to(model.device, dtype=model.dtype)
     return tensor.to(model.device)
@@ -145,8 +209,10 @@ def to_model(tensor, model):
 def check_predict(config) -> None:
     """What predict needs from the config, checked before any model loads (and before training, for do_train)."""
     if not config.train.predict_with_generate:
-        raise ConfigError(f"{config.source}: do_predict needs `predict_with_generate: true` (answers are generated "
-                          "and scored with BLEU/ROUGE)")
+        raise ConfigError(
+            f"{config.source}: do_predict needs `predict_with_generate: true` (answers are generated "
+            "and scored with BLEU/ROUGE)"
+        )
     if not (config.data.eval_dataset or config.data.dataset):
         raise ConfigError(f"{config.source}: predict needs `eval_dataset` (or `dataset`): the prompts to answer")
 
@@ -158,12 +224,16 @@ def check_after_training(config, world_size: int) -> None:
 
     check_predict(config)
     if not config.data.eval_dataset:
-        raise ConfigError(f"{config.source}: do_predict after training answers the prompts of `eval_dataset`; set it "
-                          "(a val_size split is not used for predict)")
+        raise ConfigError(
+            f"{config.source}: do_predict after training answers the prompts of `eval_dataset`; set it "
+            "(a val_size split is not used for predict)"
+        )
     if world_size > 1:
-        raise ConfigError(f"{config.source}: do_predict after training runs in one process, not {world_size}; remove "
-                          "do_predict and run `tunesmith eval OUTPUT_DIR do_predict=true predict_with_generate=true "
-                          "eval_dataset=...` on the trained run afterwards")
+        raise ConfigError(
+            f"{config.source}: do_predict after training runs in one process, not {world_size}; remove "
+            "do_predict and run `tunesmith eval OUTPUT_DIR do_predict=true predict_with_generate=true "
+            "eval_dataset=...` on the trained run afterwards"
+        )
     require_packages()
 
 
@@ -194,29 +264,42 @@ def predict_after_training(config, tokenizer, model, output_dir) -> dict:
 
 
 def predict_with(config, tokenizer, template, model, folder: Path) -> dict:
-    """Encodes the prompts (with a VL model's images), generates, writes the two files in folder; the metrics."""
+    """Encodes the prompts (with a VL model's images or an audio model's audios), generates, writes the two files in
+    folder; the metrics."""
     import transformers
 
-    from tunesmith.data.vision import ENCODED_IMAGES
     from tunesmith.evaluate.metrics import corpus_similarity
-    from tunesmith.infer.loader import generation_kwargs, load_image_plugin
+    from tunesmith.infer.loader import generation_kwargs, load_audio_plugin, load_image_plugin
 
-    plugin, no_images = load_image_plugin(config, template)  # None for a text model (no_images says why)
-    encoded = encode_prompts(config, tokenizer, template, plugin, no_images)
-    images = encoded.get(ENCODED_IMAGES)
+    plugin, no_images = load_image_plugin(config, template)  # None for a model without images (no_images says why)
+    audio_plugin, no_audios = load_audio_plugin(config, template)  # Qwen2-Audio's, or None (no_audios says why)
+    encoded = encode_prompts(config, tokenizer, template, plugin, no_images, audio_plugin, no_audios)
+    media = next((p for p in (plugin, audio_plugin) if p is not None and media_kind(p)["paths"] in encoded), None)
     transformers.set_seed(config.train.seed)
     started = time.perf_counter()
     # predictions are compared with references: greedy (reproducible) unless the config sets do_sample
     kwargs = generation_kwargs(config.generation, tokenizer, template, greedy="do_sample" not in config.given)
-    predictions = generate(model, tokenizer, encoded["input_ids"], config.train.per_device_eval_batch_size, kwargs,
-                           config.generation.skip_special_tokens, images, plugin if images else None)
+    paths = encoded[media_kind(media)["paths"]] if media is not None else None
+    predictions = generate(
+        model,
+        tokenizer,
+        encoded["input_ids"],
+        config.train.per_device_eval_batch_size,
+        kwargs,
+        config.generation.skip_special_tokens,
+        paths,
+        media,
+    )
     seconds = time.perf_counter() - started
     labels = [tokenizer.decode(ids, skip_special_tokens=True) for ids in encoded["labels"]]
     prompts = [tokenizer.decode(ids, skip_special_tokens=False) for ids in encoded["input_ids"]]
     scores = corpus_similarity(predictions, labels)
-    results = {**{f"predict_{key}": round(value, 4) for key, value in scores.items()},
-               "predict_samples": len(predictions),
-               "predict_runtime": round(seconds, 4), "predict_samples_per_second": round(len(predictions) / seconds, 3)}
+    results = {
+        **{f"predict_{key}": round(value, 4) for key, value in scores.items()},
+        "predict_samples": len(predictions),
+        "predict_runtime": round(seconds, 4),
+        "predict_samples_per_second": round(len(predictions) / seconds, 3),
+    }
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / PREDICTIONS).open("w", encoding="utf-8") as file:
         for prompt, predict, label in zip(prompts, predictions, labels, strict=True):
