@@ -31,8 +31,9 @@ from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
 from tunesmith.data.audio import decode_audio
-from tunesmith.model.audio import add_audio_tokens, tiny_feature_extractor
+from tunesmith.model.audio import AUDIO_TOKENS, tiny_feature_extractor
 from tunesmith.model.tiny import build_tokenizer, fingerprint
+from tunesmith.model.vision import add_media_tokens
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_audio"
 NAME = "qwen2_audio"
@@ -106,7 +107,7 @@ def write_audios() -> None:
 
 def run_case(names, options):
     tokenizer = build_tokenizer()
-    add_audio_tokens(tokenizer)
+    add_media_tokens(tokenizer, AUDIO_TOKENS)
     lf_template.TEMPLATES[NAME] = copy.deepcopy(make_golden.PRISTINE[NAME])
     args = DataArguments(
         template=NAME, cutoff_len=options.get("cutoff_len", 1024), train_on_prompt=options.get("train_on_prompt", False)

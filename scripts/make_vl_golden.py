@@ -40,9 +40,9 @@ from llamafactory.hparams import DataArguments
 from tunesmith.data.template import template_table
 from tunesmith.model import vision_llava
 from tunesmith.model.tiny import build_tokenizer, fingerprint
-from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
-from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
-from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
+from tunesmith.model.tiny_gemma3 import GEMMA3_TOKENS, tiny_gemma3_image_processor
+from tunesmith.model.tiny_internvl import INTERNVL_TOKENS, tiny_internvl_image_processor
+from tunesmith.model.vision import VL_TOKENS, add_media_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
 TEMPLATES = [name for name, entry in template_table().items() if entry.get("mm_plugin")]
@@ -133,7 +133,7 @@ def make_processor(name, options):
             setattr(processor, key, value)
         return tokenizer, processor
     if name == "gemma3":
-        ids = add_gemma3_tokens(tokenizer)
+        ids = add_media_tokens(tokenizer, GEMMA3_TOKENS)
         image_processor = tiny_gemma3_image_processor()
         length = image_processor.image_seq_length
         processor = types.SimpleNamespace(
@@ -147,7 +147,7 @@ def make_processor(name, options):
         )
         return tokenizer, processor
     if name == "intern_vl":
-        add_internvl_tokens(tokenizer)
+        add_media_tokens(tokenizer, INTERNVL_TOKENS)
         image_processor = tiny_internvl_image_processor()
         processor = types.SimpleNamespace(
             image_processor=image_processor,
@@ -156,7 +156,7 @@ def make_processor(name, options):
             **bounds,
         )
         return tokenizer, processor
-    add_vl_tokens(tokenizer)
+    add_media_tokens(tokenizer, VL_TOKENS)
     image_processor = tiny_image_processor()
     processor = types.SimpleNamespace(
         image_processor=image_processor,

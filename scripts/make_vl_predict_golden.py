@@ -23,7 +23,7 @@ from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
 from tunesmith.model.tiny import build_tokenizer, fingerprint
-from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
+from tunesmith.model.vision import VL_TOKENS, add_media_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl_predict.json"
 # case -> (records, options); none is cut by cutoff_len (a cut inside the image tokens is refused by tunesmith, and
@@ -39,7 +39,7 @@ CASES = {
 
 def run_case(name, names, options):
     tokenizer = build_tokenizer()
-    add_vl_tokens(tokenizer)
+    add_media_tokens(tokenizer, VL_TOKENS)
     lf_template.TEMPLATES[name] = copy.deepcopy(make_golden.PRISTINE[name])
     args = DataArguments(template=name, cutoff_len=options.get("cutoff_len", 1024))
     template = get_template_and_fix_tokenizer(tokenizer, args)

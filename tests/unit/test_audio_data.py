@@ -108,11 +108,12 @@ def test_pyav_decodes_mono_at_the_sampling_rate(tmp_path):
 def _plugin(rate=16000):
     from tunesmith.data.audio import make_plugin
     from tunesmith.data.template import get_template
-    from tunesmith.model.audio import add_audio_tokens, tiny_feature_extractor
+    from tunesmith.model.audio import AUDIO_TOKENS, tiny_feature_extractor
     from tunesmith.model.tiny import build_tokenizer
+    from tunesmith.model.vision import add_media_tokens
 
     tokenizer = build_tokenizer()
-    add_audio_tokens(tokenizer)
+    add_media_tokens(tokenizer, AUDIO_TOKENS)
     template = get_template("qwen2_audio", tokenizer)
     multimodal = SimpleNamespace(audio_sampling_rate=rate)
     return tokenizer, template, make_plugin(template, tiny_feature_extractor(), multimodal)

@@ -36,15 +36,16 @@ def test_audio_encoding_matches_llamafactory(name, case_name):
     from tunesmith.data.encode import encoder_for
     from tunesmith.data.template import get_template
     from tunesmith.errors import DataError
-    from tunesmith.model.audio import add_audio_tokens, tiny_feature_extractor
+    from tunesmith.model.audio import AUDIO_TOKENS, tiny_feature_extractor
     from tunesmith.model.tiny import build_tokenizer, fingerprint
+    from tunesmith.model.vision import add_media_tokens
 
     golden = json.loads((GOLDEN / f"{name}.json").read_text())
     assert golden["llamafactory"] == "0.9.5" and golden["tokenizer_fingerprint"] == fingerprint(build_tokenizer())
     case = next(c for c in golden["cases"] if c["case"] == case_name)
     options = case["options"]
     tokenizer = build_tokenizer()
-    add_audio_tokens(tokenizer)
+    add_media_tokens(tokenizer, AUDIO_TOKENS)
     template = get_template(name, tokenizer, train_on_prompt=options.get("train_on_prompt", False))
     plugin = make_plugin(template, tiny_feature_extractor(), SimpleNamespace(audio_sampling_rate=16000))
     records = [golden["records"][n] for n in case["records"]]

@@ -26,7 +26,8 @@ def test_tiny_qwen2_vl_forward_backward_on_demo_images():
 
     from tunesmith.model.tiny import build_tokenizer
     from tunesmith.model.vision import (
-        add_vl_tokens,
+        VL_TOKENS,
+        add_media_tokens,
         expand_image_tokens,
         mm_token_type_ids,
         tiny_image_processor,
@@ -36,7 +37,7 @@ def test_tiny_qwen2_vl_forward_backward_on_demo_images():
     torch.manual_seed(0)
     tok = build_tokenizer()
     tok.pad_token = "<pad>"
-    ids = add_vl_tokens(tok)
+    ids = add_media_tokens(tok, VL_TOKENS)
     proc = tiny_image_processor()
     images = [Image.open(DATA / f"{i}.jpg").convert("RGB") for i in (1, 2)]
     pix = proc(images=images, return_tensors="pt")

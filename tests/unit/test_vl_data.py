@@ -83,10 +83,10 @@ def test_images_expand_to_vision_tokens_in_the_encoding(vl_data_dir):
     from tunesmith.data.template import get_template
     from tunesmith.data.vision import make_plugin
     from tunesmith.model.tiny import build_tokenizer
-    from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
+    from tunesmith.model.vision import VL_TOKENS, add_media_tokens, tiny_image_processor
 
     tokenizer = build_tokenizer()
-    add_vl_tokens(tokenizer)
+    add_media_tokens(tokenizer, VL_TOKENS)
     template = get_template("qwen2_vl", tokenizer)
     plugin = make_plugin(template, tiny_image_processor())
     records = load_records(["mllm_demo"], str(vl_data_dir), "sft")

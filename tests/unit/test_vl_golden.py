@@ -28,24 +28,24 @@ def family(name: str):
     from tunesmith.data.template import template_table
     from tunesmith.model import vision_llava
     from tunesmith.model.tiny import build_tokenizer
-    from tunesmith.model.tiny_gemma3 import add_gemma3_tokens, tiny_gemma3_image_processor
-    from tunesmith.model.tiny_internvl import add_internvl_tokens, tiny_internvl_image_processor
-    from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
+    from tunesmith.model.tiny_gemma3 import GEMMA3_TOKENS, tiny_gemma3_image_processor
+    from tunesmith.model.tiny_internvl import INTERNVL_TOKENS, tiny_internvl_image_processor
+    from tunesmith.model.vision import VL_TOKENS, add_media_tokens, tiny_image_processor
 
     tokenizer = build_tokenizer()
     plugin = template_table()[name]["mm_plugin"]
     if plugin == "gemma3":
-        add_gemma3_tokens(tokenizer)
+        add_media_tokens(tokenizer, GEMMA3_TOKENS)
         return tokenizer, tiny_gemma3_image_processor()
     if plugin == "intern_vl":
-        add_internvl_tokens(tokenizer)
+        add_media_tokens(tokenizer, INTERNVL_TOKENS)
         return tokenizer, tiny_internvl_image_processor()
     if plugin in vision_llava.ARCHS:
         vision_llava.add_image_token(tokenizer)
         image_processor = vision_llava.tiny_image_processor(plugin)
         image_processor.processor_settings = vision_llava.tiny_settings()  # as load_image_processor attaches them
         return tokenizer, image_processor
-    add_vl_tokens(tokenizer)
+    add_media_tokens(tokenizer, VL_TOKENS)
     return tokenizer, tiny_image_processor()
 
 

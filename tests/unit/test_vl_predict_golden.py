@@ -23,13 +23,13 @@ def test_predict_encoding_matches_llamafactory(name, case_name):
     from tunesmith.data.vision import ENCODED_IMAGES, make_plugin
     from tunesmith.evaluate.predict import encode_with_media
     from tunesmith.model.tiny import build_tokenizer, fingerprint
-    from tunesmith.model.vision import add_vl_tokens, tiny_image_processor
+    from tunesmith.model.vision import VL_TOKENS, add_media_tokens, tiny_image_processor
 
     assert GOLDEN["llamafactory"] == "0.9.5" and GOLDEN["tokenizer_fingerprint"] == fingerprint(build_tokenizer())
     case = next(c for c in GOLDEN["templates"][name] if c["case"] == case_name)
     options = case["options"]
     tokenizer = build_tokenizer()
-    add_vl_tokens(tokenizer)
+    add_media_tokens(tokenizer, VL_TOKENS)
     template = get_template(name, tokenizer)
     bounds = SimpleNamespace(
         image_max_pixels=options.get("image_max_pixels", 768 * 768),

@@ -9,7 +9,7 @@ import copy
 import dataclasses
 
 from tunesmith.data.media import IMAGE_PLACEHOLDER, IMAGES, check_placeholders, regularize
-from tunesmith.errors import DataError
+from tunesmith.errors import DataError, ModelError
 
 # template mm_plugin -> its tokens (LF's get_mm_plugin(name="qwen2_vl"/"qwen3_vl", image_token="<|image_pad|>"))
 PLUGINS = {
@@ -120,10 +120,26 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
         return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
     if not hasattr(image_processor, "merge_size"):
         raise wrong_family(name, "Qwen-VL", image_processor)
-    bounds = {}
-    if multimodal is not None:
-        bounds = {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
-    return ImagePlugin(image_processor, **PLUGINS[name], **bounds)
+    return ImagePlugin(image_processor, **PLUGINS[name], **pixel_bounds(multimodal))
+
+
+def pixel_bounds(multimodal) -> dict:
+    """The config's image_max_pixels/image_min_pixels as a plugin's max_pixels/min_pixels (none without a config)."""
+    if multimodal is None:
+        return {}
+    return {"max_pixels": multimodal.image_max_pixels, "min_pixels": multimodal.image_min_pixels}
+
+
+def tokens_per_image(image_processor, model: str, config_key: str) -> int:
+    """The image_seq_length that model/load.py's load_image_processor sets on the image processor from config.json's
+    `config_key`; `model` names the folder to load instead ("a Gemma 3") when it is missing."""
+    length = getattr(image_processor, "image_seq_length", None)
+    if not length:
+        raise ModelError(
+            f"the image processor ({type(image_processor).__name__}) does not say how many tokens an image takes "
+            f"(image_seq_length); load {model} model folder whose config.json has {config_key}"
+        )
+    return int(length)
 
 
 def wrong_family(name: str, family: str, image_processor) -> DataError:

@@ -10,7 +10,6 @@ import copy
 import dataclasses
 
 from tunesmith.data.media import IMAGE_PLACEHOLDER, check_placeholders, regularize_base
-from tunesmith.errors import ModelError
 
 # LF's pan-and-scan settings (mm_plugin.py BasePlugin._get_mm_inputs): fixed, not config keys.
 PAN_AND_SCAN = {
@@ -39,24 +38,15 @@ class Gemma3Plugin:
     def make(cls, image_processor, multimodal=None) -> Gemma3Plugin:
         """The plugin for this image processor (its image_seq_length: the model's mm_tokens_per_image, which
         model/load.py's load_image_processor sets from config.json) and the config's multimodal keys."""
-        if not callable(getattr(image_processor, "pan_and_scan", None)):  # not Gemma 3's image processor
-            from tunesmith.data.vision import wrong_family
+        from tunesmith.data.vision import pixel_bounds, tokens_per_image, wrong_family
 
+        if not callable(getattr(image_processor, "pan_and_scan", None)):  # not Gemma 3's image processor
             raise wrong_family("gemma3", "Gemma 3", image_processor)
-        length = getattr(image_processor, "image_seq_length", None)
-        if not length:
-            raise ModelError(
-                f"the image processor ({type(image_processor).__name__}) does not say how many tokens an image takes "
-                "(image_seq_length); load a Gemma 3 model folder whose config.json has mm_tokens_per_image"
-            )
-        keys = {}
+        length = tokens_per_image(image_processor, "a Gemma 3", "mm_tokens_per_image")
+        keys = pixel_bounds(multimodal)
         if multimodal is not None:
-            keys = {
-                "max_pixels": multimodal.image_max_pixels,
-                "min_pixels": multimodal.image_min_pixels,
-                "pan_and_scan": multimodal.image_do_pan_and_scan,
-            }
-        return cls(image_processor, image_seq_length=int(length), **keys)
+            keys["pan_and_scan"] = multimodal.image_do_pan_and_scan
+        return cls(image_processor, image_seq_length=length, **keys)
 
     @property
     def full_image_sequence(self) -> str:

@@ -8,7 +8,6 @@ import copy
 import dataclasses
 
 from tunesmith.data.media import IMAGE_PLACEHOLDER, check_placeholders, regularize_base
-from tunesmith.errors import ModelError
 
 # LF's crop-to-patches settings (mm_plugin.py InternVLPlugin._get_mm_inputs): fixed, not config keys.
 CROP_TO_PATCHES = {"crop_to_patches": True, "max_patches": 12, "min_patches": 1}
@@ -31,24 +30,15 @@ class InternVLPlugin:
     def make(cls, image_processor, multimodal=None) -> InternVLPlugin:
         """The plugin for this image processor (its image_seq_length: the model config's, which model/load.py's
         load_image_processor sets) and the config's multimodal keys."""
-        if not hasattr(image_processor, "max_patches"):  # not InternVL's (GOT-OCR2's) image processor
-            from tunesmith.data.vision import wrong_family
+        from tunesmith.data.vision import pixel_bounds, tokens_per_image, wrong_family
 
+        if not hasattr(image_processor, "max_patches"):  # not InternVL's (GOT-OCR2's) image processor
             raise wrong_family("intern_vl", "InternVL", image_processor)
-        length = getattr(image_processor, "image_seq_length", None)
-        if not length:
-            raise ModelError(
-                f"the image processor ({type(image_processor).__name__}) does not say how many tokens an image takes "
-                "(image_seq_length); load an InternVL model folder whose config.json has image_seq_length"
-            )
-        keys = {}
+        length = tokens_per_image(image_processor, "an InternVL", "image_seq_length")
+        keys = pixel_bounds(multimodal)
         if multimodal is not None:
-            keys = {
-                "max_pixels": multimodal.image_max_pixels,
-                "min_pixels": multimodal.image_min_pixels,
-                "crop_to_patches": multimodal.crop_to_patches,
-            }
-        return cls(image_processor, image_seq_length=int(length), **keys)
+            keys["crop_to_patches"] = multimodal.crop_to_patches
+        return cls(image_processor, image_seq_length=length, **keys)
 
     def process(self, paths: list) -> dict:
         """The image processor's output: pixel_values (every image's patches in order) and num_patches per image."""

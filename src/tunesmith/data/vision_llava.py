@@ -29,16 +29,14 @@ class LlavaPlugin:
     def make(cls, image_processor, multimodal=None) -> LlavaPlugin:
         """The plugin for this image processor (its processor_settings, which model/load.py's load_image_processor
         attaches; LF's defaults where absent) and the config's image_max_pixels/image_min_pixels."""
-        if not cls.fits(image_processor):
-            from tunesmith.data.vision import wrong_family
+        from tunesmith.data.vision import pixel_bounds, wrong_family
 
+        if not cls.fits(image_processor):
             name, family = ("llava_next", "LLaVA-NeXT") if cls is LlavaNextPlugin else ("llava", "LLaVA 1.5")
             raise wrong_family(name, family, image_processor)
         settings = getattr(image_processor, "processor_settings", None) or {}
         keys = {key: settings[key] for key in SETTINGS if key in settings}
-        if multimodal is not None:
-            keys.update(max_pixels=multimodal.image_max_pixels, min_pixels=multimodal.image_min_pixels)
-        return cls(image_processor, **keys)
+        return cls(image_processor, **keys, **pixel_bounds(multimodal))
 
     @staticmethod
     def fits(image_processor) -> bool:

@@ -9,16 +9,6 @@ AUDIO_TOKENS = ("<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>")
 TINY_MEL_BINS, TINY_CHUNK_SECONDS = 16, 2
 
 
-def add_audio_tokens(tokenizer: Any) -> dict[str, int]:
-    """Add Qwen2-Audio's audio special tokens to a tokenizer; return token -> id."""
-    from tokenizers import AddedToken
-
-    missing = [t for t in AUDIO_TOKENS if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True) for t in missing]})
-    return {t: tokenizer.convert_tokens_to_ids(t) for t in AUDIO_TOKENS}
-
-
 def tiny_feature_extractor() -> Any:
     """transformers' WhisperFeatureExtractor (numpy; Qwen2-Audio's) sized for the tiny model."""
     from transformers import WhisperFeatureExtractor
@@ -59,19 +49,15 @@ def tiny_qwen2_audio(ids: dict[str, int], vocab_size: int, tokenizer: Any = None
 
 
 def save_tiny_audio(out: Any, tokenizer: Any, seed: int = 0) -> None:
-    """Writes a tiny random Qwen2-Audio (float32), the tokenizer with the audio tokens, the feature extractor's
-    preprocessor_config.json and the processor's processor_config.json into the folder `out`."""
-    import torch
-    from transformers import GenerationConfig, Qwen2AudioProcessor
+    """Writes a tiny random Qwen2-Audio, the tokenizer with the audio tokens and the processor (its
+    processor_config.json holds the feature extractor's settings) into the folder `out`."""
+    from transformers import Qwen2AudioProcessor
 
-    ids = add_audio_tokens(tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = tiny_qwen2_audio(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(out)
+    from tunesmith.model.vision import add_media_tokens, save_tiny_multimodal
+
+    ids = add_media_tokens(tokenizer, AUDIO_TOKENS)  # before the processor, which reads the <|AUDIO|> id
     processor = Qwen2AudioProcessor(tiny_feature_extractor(), tokenizer, chat_template=tokenizer.chat_template)
-    processor.save_pretrained(out)
+    save_tiny_multimodal(out, tokenizer, ids, tiny_qwen2_audio, processor, seed)
 
 
 def is_audio_model(model_or_config: Any) -> bool:

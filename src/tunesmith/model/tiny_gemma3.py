@@ -12,16 +12,6 @@ PATCH_SIZE = 8
 MM_TOKENS_PER_IMAGE = 4  # the projector pools the 4x4 patches to 2x2 soft tokens
 
 
-def add_gemma3_tokens(tokenizer: Any) -> dict[str, int]:
-    """Add Gemma 3's image tokens to a tokenizer as special tokens; return token -> id."""
-    from tokenizers import AddedToken
-
-    missing = [t for t in GEMMA3_TOKENS if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True) for t in missing]})
-    return {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA3_TOKENS}
-
-
 def tiny_gemma3_image_processor() -> Any:
     """transformers' PIL Gemma 3 image processor (the default one needs torchvision) at the tiny tower's size; it
     carries image_seq_length as real Gemma 3 checkpoints' preprocessor_config.json does."""
@@ -78,16 +68,9 @@ def tiny_gemma3(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -> 
 
 
 def save_tiny_gemma3(out: Any, tokenizer: Any, seed: int = 0) -> None:
-    """Writes a tiny random Gemma 3 (float32), the tokenizer with the image tokens and the PIL image processor's
-    preprocessor_config.json into the folder `out` (the caller publishes it)."""
-    import torch
-    from transformers import GenerationConfig
+    """Writes a tiny random Gemma 3, the tokenizer with the image tokens and the PIL image processor's
+    preprocessor_config.json into the folder `out`."""
+    from tunesmith.model.vision import add_media_tokens, save_tiny_multimodal
 
-    ids = add_gemma3_tokens(tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = tiny_gemma3(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    tiny_gemma3_image_processor().save_pretrained(out)
+    ids = add_media_tokens(tokenizer, GEMMA3_TOKENS)
+    save_tiny_multimodal(out, tokenizer, ids, tiny_gemma3, tiny_gemma3_image_processor(), seed)

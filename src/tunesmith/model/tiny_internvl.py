@@ -12,16 +12,6 @@ PATCH_SIZE = 8
 IMAGE_SEQ_LENGTH = 4  # (32 / 8)^2 patches * downsample_ratio 0.5^2
 
 
-def add_internvl_tokens(tokenizer: Any) -> dict[str, int]:
-    """Add InternVL's image tokens to a tokenizer as special tokens; return token -> id."""
-    from tokenizers import AddedToken
-
-    missing = [t for t in INTERNVL_TOKENS if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True) for t in missing]})
-    return {t: tokenizer.convert_tokens_to_ids(t) for t in INTERNVL_TOKENS}
-
-
 def tiny_internvl_image_processor() -> Any:
     """transformers' PIL GOT-OCR2 image processor (InternVL's; the default one needs torchvision) at the tiny tower's
     size, with image_seq_length (the model config's) as the plugin reads it."""
@@ -69,16 +59,9 @@ def tiny_internvl(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -
 
 
 def save_tiny_internvl(out: Any, tokenizer: Any, seed: int = 0) -> None:
-    """Writes a tiny random InternVL (float32), the tokenizer with the image tokens and the PIL image processor's
-    preprocessor_config.json into the folder `out` (the caller publishes it)."""
-    import torch
-    from transformers import GenerationConfig
+    """Writes a tiny random InternVL, the tokenizer with the image tokens and the PIL image processor's
+    preprocessor_config.json into the folder `out`."""
+    from tunesmith.model.vision import add_media_tokens, save_tiny_multimodal
 
-    ids = add_internvl_tokens(tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = tiny_internvl(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    tiny_internvl_image_processor().save_pretrained(out)
+    ids = add_media_tokens(tokenizer, INTERNVL_TOKENS)
+    save_tiny_multimodal(out, tokenizer, ids, tiny_internvl, tiny_internvl_image_processor(), seed)

@@ -1,18 +1,21 @@
-"""Qwen2-VL on the model side: tiny random model + PIL image processor, LF's freeze_* table, VL LoRA targets."""
+"""Qwen2-VL on the model side: tiny random model + PIL image processor, LF's freeze_* table, VL LoRA targets; the
+media tokens and the saving every tiny multimodal family shares."""
 
+from collections.abc import Callable
 from typing import Any
 
 VL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
 
-def add_vl_tokens(tokenizer: Any) -> dict[str, int]:
-    """Add Qwen2-VL's vision special tokens to a tokenizer; return token -> id."""
+def add_media_tokens(tokenizer: Any, tokens: tuple[str, ...]) -> dict[str, int]:
+    """Add a multimodal family's image/audio tokens to a tokenizer as special tokens; return token -> id. They
+    replace its list of additional special tokens (LLaVA's add_image_token keeps that list, so it stays apart)."""
     from tokenizers import AddedToken
 
-    missing = [t for t in VL_TOKENS if t not in tokenizer.get_vocab()]
+    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True) for t in missing]})
-    return {t: tokenizer.convert_tokens_to_ids(t) for t in VL_TOKENS}
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in tokens}
 
 
 def tiny_image_processor(min_pixels: int = 32 * 32, max_pixels: int = 64 * 64) -> Any:
@@ -81,13 +84,21 @@ def mm_token_type_ids(input_ids: Any, ids: dict[str, int]) -> Any:
 # LLaMA-Factory 0.9.5's composite models (model_utils/visual.py): which parameter names are the vision tower, the
 # projector and the language model, for the freeze_* keys.
 COMPOSITE = {
-    "qwen2_vl": {"vision": ("visual.patch_embed", "visual.blocks"), "projector": ("visual.merger",),
-                 "language": ("language_model", "lm_head"), "lora_conflict": ("patch_embed",)},
+    "qwen2_vl": {
+        "vision": ("visual.patch_embed", "visual.blocks"),
+        "projector": ("visual.merger",),
+        "language": ("language_model", "lm_head"),
+        "lora_conflict": ("patch_embed",),
+    },
 }
 COMPOSITE["qwen2_5_vl"] = COMPOSITE["qwen2_vl"]
 COMPOSITE["qwen3_vl"] = {**COMPOSITE["qwen2_vl"], "projector": ("visual.merger", "visual.deepstack_merger_list")}
-COMPOSITE["gemma3"] = {"vision": ("vision_tower",), "projector": ("multi_modal_projector",),
-                       "language": ("language_model", "lm_head"), "lora_conflict": ()}  # LF's registration defaults
+COMPOSITE["gemma3"] = {
+    "vision": ("vision_tower",),
+    "projector": ("multi_modal_projector",),
+    "language": ("language_model", "lm_head"),
+    "lora_conflict": (),
+}  # LF's registration defaults
 COMPOSITE["internvl"] = COMPOSITE["gemma3"]
 COMPOSITE["llava"] = COMPOSITE["gemma3"]
 COMPOSITE["llava_next"] = COMPOSITE["gemma3"]
@@ -129,8 +140,10 @@ def check_composite(model: Any) -> None:
     from tunesmith.errors import ModelError
 
     if is_vision_model(model) and getattr(model.config, "model_type", None) not in COMPOSITE:
-        raise ModelError(f"vision-language model type {model.config.model_type!r} is not supported for training yet; "
-                         f"supported: {', '.join(COMPOSITE)}")
+        raise ModelError(
+            f"vision-language model type {model.config.model_type!r} is not supported for training yet; "
+            f"supported: {', '.join(COMPOSITE)}"
+        )
 
 
 def freeze_parts(model: Any, multimodal: Any, method: str) -> None:
@@ -144,8 +157,11 @@ def freeze_parts(model: Any, multimodal: Any, method: str) -> None:
         return
     forbidden = forbidden_parts(model, multimodal)
     for name, param in model.named_parameters():
-        if method == "freeze" and not multimodal.freeze_multi_modal_projector and any(p in name for p in
-                                                                                       parts["projector"]):
+        if (
+            method == "freeze"
+            and not multimodal.freeze_multi_modal_projector
+            and any(p in name for p in parts["projector"])
+        ):
             param.requires_grad_(True)
         if any(part in name for part in forbidden):
             param.requires_grad_(False)
@@ -171,23 +187,31 @@ def lora_targets(model: Any, targets: list[str], multimodal: Any) -> list[str]:
         if everything or name.split(".")[-1] in targets:
             names.append(name)
     if not names:
-        raise ConfigError(f"lora_target {','.join(targets)} matches no linear layer outside the frozen parts "
-                          f"({', '.join(sorted(forbidden))}); check lora_target and the freeze_* keys")
+        raise ConfigError(
+            f"lora_target {','.join(targets)} matches no linear layer outside the frozen parts "
+            f"({', '.join(sorted(forbidden))}); check lora_target and the freeze_* keys"
+        )
     return sorted(names)
 
 
-def save_tiny_vl(out: Any, tokenizer: Any, seed: int = 0) -> None:
-    """Writes a tiny random Qwen2-VL (float32), the tokenizer with the vision tokens and the PIL image processor's
-    preprocessor_config.json into the folder `out` (the caller publishes it)."""
+def save_tiny_multimodal(out: Any, tokenizer: Any, ids: Any, build: Callable, processor: Any, seed: int = 0) -> None:
+    """Writes a tiny random multimodal model (float32), `build(ids, vocab_size, tokenizer)` seeded with the vocabulary
+    rounded up to a multiple of 8, the tokenizer (its media tokens `ids` added already) and `processor` (an image
+    processor, or a whole processor) into the folder `out` (the caller publishes it)."""
     import torch
     from transformers import GenerationConfig
 
-    ids = add_vl_tokens(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = tiny_qwen2_vl(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
+        model = build(ids, -(-len(tokenizer) // 8) * 8, tokenizer)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    tiny_image_processor().save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def save_tiny_vl(out: Any, tokenizer: Any, seed: int = 0) -> None:
+    """Writes a tiny random Qwen2-VL, the tokenizer with the vision tokens and the PIL image processor's
+    preprocessor_config.json into the folder `out`."""
+    ids = add_media_tokens(tokenizer, VL_TOKENS)
+    save_tiny_multimodal(out, tokenizer, ids, tiny_qwen2_vl, tiny_image_processor(), seed)

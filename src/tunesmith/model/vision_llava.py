@@ -86,19 +86,15 @@ def tiny_llava(arch: str, image_token_id: int, vocab_size: int, tokenizer: Any =
 
 
 def save_tiny_llava(out: Any, tokenizer: Any, arch: str = "llava", seed: int = 0) -> None:
-    """Writes a tiny random LLaVA / LLaVA-NeXT (float32), the tokenizer with <image>, the PIL image processor's
+    """Writes a tiny random LLaVA / LLaVA-NeXT, the tokenizer with <image>, the PIL image processor's
     preprocessor_config.json and processor_config.json (the processor settings) into the folder `out`."""
-    import torch
-    from transformers import GenerationConfig
+    import functools
+
+    from tunesmith.model.vision import save_tiny_multimodal
 
     image_token_id = add_image_token(tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = tiny_llava(arch, image_token_id, -(-len(tokenizer) // 8) * 8, tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    tiny_image_processor(arch).save_pretrained(out)
+    build = functools.partial(tiny_llava, arch)
+    save_tiny_multimodal(out, tokenizer, image_token_id, build, tiny_image_processor(arch), seed)
     processor = {"image_token": IMAGE_TOKEN, **tiny_settings(), "processor_class": PROCESSOR_CLASS[arch]}
     (Path(out) / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
 
