@@ -23,8 +23,9 @@ from llamafactory.data.template import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
 from tunesmith.data.audio import decode_audio
-from tunesmith.model.audio import add_audio_tokens, tiny_feature_extractor
+from tunesmith.model.audio import AUDIO_TOKENS, tiny_feature_extractor
 from tunesmith.model.tiny import build_tokenizer, fingerprint
+from tunesmith.model.vision import add_media_tokens
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_audio_predict.json"
 NAME = make_audio_golden.NAME
@@ -42,7 +43,7 @@ CASES = {
 
 def run_case(names, options):
     tokenizer = build_tokenizer()
-    add_audio_tokens(tokenizer)
+    add_media_tokens(tokenizer, AUDIO_TOKENS)
     lf_template.TEMPLATES[NAME] = copy.deepcopy(make_golden.PRISTINE[NAME])
     args = DataArguments(template=NAME, cutoff_len=options.get("cutoff_len", 1024))
     template = get_template_and_fix_tokenizer(tokenizer, args)

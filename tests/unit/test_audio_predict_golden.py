@@ -23,13 +23,14 @@ def test_audio_predict_encoding_matches_llamafactory(case_name):
     from tunesmith.data.template import get_template
     from tunesmith.errors import DataError
     from tunesmith.evaluate.predict import encode_with_media
-    from tunesmith.model.audio import add_audio_tokens, tiny_feature_extractor
+    from tunesmith.model.audio import AUDIO_TOKENS, tiny_feature_extractor
     from tunesmith.model.tiny import build_tokenizer, fingerprint
+    from tunesmith.model.vision import add_media_tokens
 
     assert GOLDEN["llamafactory"] == "0.9.5" and GOLDEN["tokenizer_fingerprint"] == fingerprint(build_tokenizer())
     case = next(c for c in GOLDEN["cases"] if c["case"] == case_name)
     tokenizer = build_tokenizer()
-    add_audio_tokens(tokenizer)
+    add_media_tokens(tokenizer, AUDIO_TOKENS)
     template = get_template(GOLDEN["template"], tokenizer)
     plugin = make_plugin(template, tiny_feature_extractor(), SimpleNamespace(audio_sampling_rate=16000))
     records = [GOLDEN["records"][n] for n in case["records"]]
