@@ -94,7 +94,7 @@ def build_chat_tab(gr, texts, train, workspace) -> tuple:
         chatbot = gr.Chatbot(height=300, elem_id="chatbot")
         with gr.Row():
             image = texts.label(gr.Image(type="filepath", label=ui("en", "chat_image"), sources=["upload"],
-                                         height=120, scale=1, elem_id="chat_image"), "chat_image")
+                                         height=200, scale=1, elem_id="chat_image"), "chat_image")
             audio = texts.label(gr.Audio(type="filepath", format=None, label=ui("en", "chat_audio"),  # PyAV decodes
                                          sources=["upload"], scale=1, elem_id="chat_audio"), "chat_audio")
             query = texts.label(gr.Textbox(label=ui("en", "chat_input"), scale=4, elem_id="chat_input"),
