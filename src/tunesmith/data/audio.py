@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tunesmith.data.media import count_placeholders, media_list, resolve_image
 from tunesmith.data.vision import MediaCollator, media_collator, with_media
+from tunesmith.data.vision import check_stage as check_media_stage
 from tunesmith.errors import ConfigError, DataError
 
 AUDIO_PLACEHOLDER = "<audio>"
@@ -290,21 +291,7 @@ def check_audios_fit(records, encoding: str, plugin) -> None:
 def check_stage(config) -> None:
     """An audio-language model trains with sft or dpo (the default sigmoid loss, which TRL computes with the
     audio features) and without packing."""
-    stage = config.method.stage
-    if stage not in AUDIO_STAGES:
-        raise DataError(f"stage {stage} on an audio-language model is not supported yet; use stage: sft or dpo")
-    lf = config.lf_method
-    own = (
-        config.method.pref_loss != "sigmoid"
-        or config.method.dpo_label_smoothing > 0
-        or lf.pref_bco_weight > 1e-6
-        or lf.ld_alpha is not None
-    )
-    if stage == "dpo" and own:
-        raise DataError(
-            "dpo on an audio-language model takes pref_loss: sigmoid without dpo_label_smoothing, "
-            "pref_bco_weight or ld_alpha for now (those losses run without the audios)"
-        )
+    check_media_stage(config, "an audio-language model", "audios")
     if config.data.packing:
         raise DataError(
             "packing: true cannot be used with an audio-language model yet (each row's audio features "

@@ -268,11 +268,12 @@ def media_collator(config, tokenizer, model, plugin, paths: str = ENCODED_IMAGES
     return MediaCollator(tokenizer, model, plugin, paths)
 
 
-def check_stage(config) -> None:
-    """A VL model trains with sft or dpo (the default sigmoid loss, which TRL computes with the images)."""
+def check_stage(config, model: str = "a vision-language model", media: str = "images") -> None:
+    """A VL model (or data/audio.py's audio-language model: `model`, `media`) trains with sft or dpo (the default
+    sigmoid loss, which TRL computes with the media)."""
     stage = config.method.stage
     if stage not in IMAGE_STAGES:
-        raise DataError(f"stage {stage} on a vision-language model is not supported yet; use stage: sft or dpo")
+        raise DataError(f"stage {stage} on {model} is not supported yet; use stage: sft or dpo")
     lf = config.lf_method
     own = (
         config.method.pref_loss != "sigmoid"
@@ -282,8 +283,8 @@ def check_stage(config) -> None:
     )
     if stage == "dpo" and own:
         raise DataError(
-            "dpo on a vision-language model takes pref_loss: sigmoid without dpo_label_smoothing, "
-            "pref_bco_weight or ld_alpha for now (those losses run without the images)"
+            f"dpo on {model} takes pref_loss: sigmoid without dpo_label_smoothing, "
+            f"pref_bco_weight or ld_alpha for now (those losses run without the {media})"
         )
 
 
