@@ -1,15 +1,18 @@
 """Audio inputs for Qwen2-Audio as LLaMA-Factory 0.9.5's qwen2_audio mm_plugin makes them: LF's `audios` column and
 <audio> placeholders, files decoded with PyAV (mono, resampled to audio_sampling_rate), each <audio> expanded to
 <|audio_bos|><|AUDIO|>*n<|audio_eos|> (n from the feature lengths, as LF computes it), input_features and
-feature_attention_mask from the model's feature extractor, and the encoders and collators that carry them."""
+feature_attention_mask from the model's feature extractor; the encoder wrapper and collators are data/vision.py's."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from pathlib import Path
 
 from tunesmith.data.media import count_placeholders, media_list, resolve_image
+from tunesmith.data.vision import MediaCollator, media_collator, with_media
+from tunesmith.data.vision import check_stage as check_media_stage
 from tunesmith.errors import ConfigError, DataError
 
 AUDIO_PLACEHOLDER = "<audio>"
@@ -202,6 +205,10 @@ class AudioPlugin:
             message["content"] = content
         return messages
 
+    def batch_inputs(self, tokenizer, input_ids) -> dict:
+        """No per-token model inputs besides the audio features (the image plugins' interface)."""
+        return {}
+
     def token_type_ids(self, tokenizer, input_ids):
         """1 at the <|AUDIO|> tokens, 0 elsewhere (as the image plugins' token_type_ids: predict's cut check)."""
         return (input_ids == tokenizer.convert_tokens_to_ids(self.audio_token)).long()
@@ -238,46 +245,29 @@ def make_plugin(template, feature_extractor, multimodal=None) -> AudioPlugin:
 
 
 def with_audios(base, plugin: AudioPlugin, tokenizer=None):
-    """Wraps a batch encoder: each row's <audio> placeholders are expanded before encoding, and the row's audio
-    paths go along with its ids (the collator turns them into input_features). With the tokenizer, an example whose
-    audio tokens cutoff_len cut is an error (the model would fail on it mid-training: tokens != features)."""
+    """data.vision.with_media for audios: each row's <audio> placeholders are expanded before encoding, and the
+    row's audio paths go along with its ids (ENCODED_AUDIOS; the collator turns them into input_features). With the
+    tokenizer, an example whose audio tokens cutoff_len cut is an error (the model would fail on it mid-training:
+    tokens != features)."""
+    check_kept = None
+    if tokenizer is not None:
+        token_id = tokenizer.convert_tokens_to_ids(plugin.audio_token)
 
-    def encode(batch: dict) -> dict:
-        keys = [key for key in batch if key != AUDIOS]
-        out: dict = {}
-        for row in range(len(batch["prompt"])):
-            paths = list(batch[AUDIOS][row] or [])
-            one = {key: [batch[key][row]] for key in keys}
-            expected = 0
-            if paths:
-                messages = plugin.expand(one["prompt"][0] + one["response"][0], paths)
-                cut = len(one["prompt"][0])
-                one["prompt"], one["response"] = [messages[:cut]], [messages[cut:]]
-                expected = sum(str(m["content"]).count(plugin.audio_token) for m in messages[: cut + 1])
-            encoded = base(one)
-            if expected and tokenizer is not None:
-                _check_kept(encoded, tokenizer.convert_tokens_to_ids(plugin.audio_token), expected, paths)
-            kept = len(next(iter(encoded.values()), []))
-            for key, values in encoded.items():
-                out.setdefault(key, []).extend(values)
-            out.setdefault(ENCODED_AUDIOS, []).extend([paths] * kept)
-        return out
+        def check_kept(encoded: dict, messages: list[dict], paths: list) -> None:
+            expected = sum(str(m["content"]).count(plugin.audio_token) for m in messages)
+            for key, rows in encoded.items():
+                if not expected or not key.endswith("input_ids"):
+                    continue
+                for ids in rows:
+                    if sum(1 for token in ids if token == token_id) != expected:
+                        raise DataError(
+                            f"cutoff_len cuts into the audio tokens of the example with audios "
+                            f"{', '.join(paths[:3])}: {expected} <|AUDIO|> tokens (one per 40 ms of sound, up "
+                            "to the feature extractor's window) must stay whole; raise cutoff_len or use shorter "
+                            "audios"
+                        )
 
-    return encode
-
-
-def _check_kept(encoded: dict, token_id: int, expected: int, paths: list) -> None:
-    for key, rows in encoded.items():
-        if not key.endswith("input_ids"):
-            continue
-        for ids in rows:
-            if sum(1 for token in ids if token == token_id) != expected:
-                raise DataError(
-                    f"cutoff_len cuts into the audio tokens of the example with audios "
-                    f"{', '.join(paths[:3])}: {expected} <|AUDIO|> tokens (one per 40 ms of sound, up "
-                    "to the feature extractor's window) must stay whole; raise cutoff_len or use shorter "
-                    "audios"
-                )
+    return with_media(base, plugin, AUDIOS, ENCODED_AUDIOS, check_kept)
 
 
 def check_audios_fit(records, encoding: str, plugin) -> None:
@@ -301,21 +291,7 @@ def check_audios_fit(records, encoding: str, plugin) -> None:
 def check_stage(config) -> None:
     """An audio-language model trains with sft or dpo (the default sigmoid loss, which TRL computes with the
     audio features) and without packing."""
-    stage = config.method.stage
-    if stage not in AUDIO_STAGES:
-        raise DataError(f"stage {stage} on an audio-language model is not supported yet; use stage: sft or dpo")
-    lf = config.lf_method
-    own = (
-        config.method.pref_loss != "sigmoid"
-        or config.method.dpo_label_smoothing > 0
-        or lf.pref_bco_weight > 1e-6
-        or lf.ld_alpha is not None
-    )
-    if stage == "dpo" and own:
-        raise DataError(
-            "dpo on an audio-language model takes pref_loss: sigmoid without dpo_label_smoothing, "
-            "pref_bco_weight or ld_alpha for now (those losses run without the audios)"
-        )
+    check_media_stage(config, "an audio-language model", "audios")
     if config.data.packing:
         raise DataError(
             "packing: true cannot be used with an audio-language model yet (each row's audio features "
@@ -323,44 +299,12 @@ def check_stage(config) -> None:
         )
 
 
-class AudioCollator:
-    """Right-padded text batches plus input_features and feature_attention_mask of the batch's audios, in order."""
-
-    def __init__(self, tokenizer, model, plugin: AudioPlugin):
-        from transformers import DataCollatorForSeq2Seq
-
-        from tunesmith.data.records import IGNORE_INDEX
-
-        self.plugin = plugin
-        self.padded = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, padding=True)
-
-    def __call__(self, features: list[dict]) -> dict:
-        paths = [path for feature in features for path in (feature.get(ENCODED_AUDIOS) or [])]
-        batch = self.padded([{k: v for k, v in feature.items() if k != ENCODED_AUDIOS} for feature in features])
-        batch.update(self.plugin.inputs(paths))
-        return batch
-
-
-class PairwiseAudioCollator:
-    """dpo: the pairwise batch (chosen rows, then rejected rows) with each example's audios twice, in the same
-    order, so every row's <|AUDIO|> run has its features."""
-
-    def __init__(self, tokenizer, model, plugin: AudioPlugin):
-        from tunesmith.train.preference import pairwise_collator
-
-        self.plugin = plugin
-        self.text = pairwise_collator(tokenizer, model)
-
-    def __call__(self, features: list[dict]) -> dict:
-        paths = [path for feature in features for path in (feature.get(ENCODED_AUDIOS) or [])]
-        batch = self.text([{k: v for k, v in feature.items() if k != ENCODED_AUDIOS} for feature in features])
-        batch.update(self.plugin.inputs(paths + paths))
-        return batch
+# data.vision.MediaCollator for audios: right-padded text batches plus input_features and feature_attention_mask of
+# the batch's audios, in order
+AudioCollator = functools.partial(MediaCollator, paths=ENCODED_AUDIOS)
 
 
 def audio_collator(config, tokenizer, model, plugin: AudioPlugin):
-    """The sft/dpo collator of an audio-language model."""
+    """The sft/dpo collator of an audio-language model (data.vision.media_collator with ENCODED_AUDIOS)."""
     check_stage(config)
-    if config.method.stage == "dpo":
-        return PairwiseAudioCollator(tokenizer, model, plugin)
-    return AudioCollator(tokenizer, model, plugin)
+    return media_collator(config, tokenizer, model, plugin, ENCODED_AUDIOS)

@@ -1,7 +1,8 @@
 """Image inputs for Qwen-VL models as LLaMA-Factory 0.9.5's qwen2_vl mm_plugin makes them: <image> expanded to
 <|vision_start|><|image_pad|>*n<|vision_end|> (n = grid_t*grid_h*grid_w / merge_size**2), pixel_values and
 image_grid_thw from the model's image processor; make_plugin, which picks any family's plugin (the others:
-data/vision_*.py, one interface), and the encoders and collators that carry the images of every family."""
+data/vision_*.py, one interface), and the encoder wrapper and collators that carry the media of every family
+(images, and data/audio.py's audios)."""
 
 from __future__ import annotations
 
@@ -165,28 +166,38 @@ def check_family_keys(template, name: str, multimodal) -> None:
             )
 
 
-def with_images(base, plugin: ImagePlugin):
-    """Wraps a batch encoder: each row's <image> placeholders are expanded before encoding, and the row's image
-    paths go along with its ids (the collator turns them into pixel_values)."""
+def with_media(base, plugin, column: str = IMAGES, paths_column: str = ENCODED_IMAGES, check_kept=None):
+    """Wraps a batch encoder for any medium's plugin (images, data/audio.py's audios): each row's placeholders are
+    expanded before encoding, and the row's paths from `column` go along with its ids in `paths_column` (the
+    collator turns them into the model's inputs). `check_kept(encoded, messages, paths)`, when given, sees each
+    encoded row with media and its expanded messages up to the first response (e.g. audio's cutoff check)."""
 
     def encode(batch: dict) -> dict:
-        keys = [key for key in batch if key != IMAGES]
+        keys = [key for key in batch if key != column]
         out: dict = {}
         for row in range(len(batch["prompt"])):
-            paths = list(batch[IMAGES][row] or [])
+            paths = list(batch[column][row] or [])
             one = {key: [batch[key][row]] for key in keys}
+            messages, cut = [], 0
             if paths:
                 messages = plugin.expand(one["prompt"][0] + one["response"][0], paths)
                 cut = len(one["prompt"][0])
                 one["prompt"], one["response"] = [messages[:cut]], [messages[cut:]]
             encoded = base(one)
+            if paths and check_kept is not None:
+                check_kept(encoded, messages[: cut + 1], paths)
             kept = len(next(iter(encoded.values()), []))
             for key, values in encoded.items():
                 out.setdefault(key, []).extend(values)
-            out.setdefault(ENCODED_IMAGES, []).extend([paths] * kept)
+            out.setdefault(paths_column, []).extend([paths] * kept)
         return out
 
     return encode
+
+
+def with_images(base, plugin: ImagePlugin):
+    """with_media for images: the records' `images` column, the encoded examples' ENCODED_IMAGES."""
+    return with_media(base, plugin, IMAGES, ENCODED_IMAGES)
 
 
 def check_images_fit(records, encoding: str, plugin) -> None:
@@ -205,50 +216,64 @@ def check_images_fit(records, encoding: str, plugin) -> None:
         )
 
 
-class VisionCollator:
+class MediaCollator:
     """Right-padded text batches (no packing: Qwen-VL's M-RoPE positions come from the attention mask and the
-    vision tokens, which packed position_ids would break) plus pixel_values, image_grid_thw and mm_token_type_ids."""
+    vision tokens, which packed position_ids would break) plus the plugin's inputs for the batch's media paths (in
+    `paths`: ENCODED_IMAGES, or data/audio.py's ENCODED_AUDIOS), in order, and its per-token batch_inputs (e.g.
+    pixel_values, image_grid_thw and mm_token_type_ids; input_features and feature_attention_mask)."""
 
-    def __init__(self, tokenizer, model, plugin: ImagePlugin):
+    def __init__(self, tokenizer, model, plugin, paths: str = ENCODED_IMAGES):
         from transformers import DataCollatorForSeq2Seq
 
         from tunesmith.data.records import IGNORE_INDEX
 
-        self.tokenizer, self.plugin = tokenizer, plugin
+        self.tokenizer, self.plugin, self.paths = tokenizer, plugin, paths
         self.padded = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, padding=True)
 
     def __call__(self, features: list[dict]) -> dict:
-        paths = [path for feature in features for path in (feature.get(ENCODED_IMAGES) or [])]
-        text = [{key: value for key, value in feature.items() if key != ENCODED_IMAGES} for feature in features]
+        paths = [path for feature in features for path in (feature.get(self.paths) or [])]
+        text = [{key: value for key, value in feature.items() if key != self.paths} for feature in features]
         batch = self.padded(text)
         batch.update(self.plugin.inputs(paths))
         batch.update(self.plugin.batch_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 
-class PairwiseVisionCollator:
-    """dpo on a VL model: the pairwise batch (chosen rows, then rejected rows) with each example's images twice, in
-    the same order, so every row's <|image_pad|> run has its pixel_values."""
+class PairwiseMediaCollator:
+    """dpo with media: the pairwise batch (chosen rows, then rejected rows) with each example's media twice, in the
+    same order, so every row's media tokens (<|image_pad|>, <|AUDIO|>, ...) have their features."""
 
-    def __init__(self, tokenizer, model, plugin: ImagePlugin):
+    def __init__(self, tokenizer, model, plugin, paths: str = ENCODED_IMAGES):
         from tunesmith.train.preference import pairwise_collator
 
-        self.tokenizer, self.plugin = tokenizer, plugin
+        self.tokenizer, self.plugin, self.paths = tokenizer, plugin, paths
         self.text = pairwise_collator(tokenizer, model)
 
     def __call__(self, features: list[dict]) -> dict:
-        paths = [path for feature in features for path in (feature.get(ENCODED_IMAGES) or [])]
-        batch = self.text([{k: v for k, v in feature.items() if k != ENCODED_IMAGES} for feature in features])
+        paths = [path for feature in features for path in (feature.get(self.paths) or [])]
+        batch = self.text([{k: v for k, v in feature.items() if k != self.paths} for feature in features])
         batch.update(self.plugin.inputs(paths + paths))
         batch.update(self.plugin.batch_inputs(self.tokenizer, batch["input_ids"]))
         return batch
 
 
-def check_stage(config) -> None:
-    """A VL model trains with sft or dpo (the default sigmoid loss, which TRL computes with the images)."""
+VisionCollator = MediaCollator  # the image collators (paths: ENCODED_IMAGES, the default)
+PairwiseVisionCollator = PairwiseMediaCollator
+
+
+def media_collator(config, tokenizer, model, plugin, paths: str = ENCODED_IMAGES):
+    """The sft/dpo collator of a model with media (its stage and packing checked by the caller)."""
+    if config.method.stage == "dpo":
+        return PairwiseMediaCollator(tokenizer, model, plugin, paths)
+    return MediaCollator(tokenizer, model, plugin, paths)
+
+
+def check_stage(config, model: str = "a vision-language model", media: str = "images") -> None:
+    """A VL model (or data/audio.py's audio-language model: `model`, `media`) trains with sft or dpo (the default
+    sigmoid loss, which TRL computes with the media)."""
     stage = config.method.stage
     if stage not in IMAGE_STAGES:
-        raise DataError(f"stage {stage} on a vision-language model is not supported yet; use stage: sft or dpo")
+        raise DataError(f"stage {stage} on {model} is not supported yet; use stage: sft or dpo")
     lf = config.lf_method
     own = (
         config.method.pref_loss != "sigmoid"
@@ -258,8 +283,8 @@ def check_stage(config) -> None:
     )
     if stage == "dpo" and own:
         raise DataError(
-            "dpo on a vision-language model takes pref_loss: sigmoid without dpo_label_smoothing, "
-            "pref_bco_weight or ld_alpha for now (those losses run without the images)"
+            f"dpo on {model} takes pref_loss: sigmoid without dpo_label_smoothing, "
+            f"pref_bco_weight or ld_alpha for now (those losses run without the {media})"
         )
 
 
@@ -271,6 +296,4 @@ def vision_collator(config, tokenizer, model, plugin: ImagePlugin):
             "Gemma 3's image attention come from the padded sequence and the image tokens); remove `packing` or "
             "set it to false"
         )
-    if config.method.stage == "dpo":
-        return PairwiseVisionCollator(tokenizer, model, plugin)
-    return VisionCollator(tokenizer, model, plugin)
+    return media_collator(config, tokenizer, model, plugin)

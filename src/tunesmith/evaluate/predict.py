@@ -83,36 +83,38 @@ def encode_prompts(
 
 
 def media_kind(plugin) -> dict:
-    """How predict carries a plugin's medium: the encoder wrapper (training's), the encoded examples' column of
-    paths, the collator (training's), and the words of the cut error."""
-    from tunesmith.data.audio import ENCODED_AUDIOS, AudioCollator, is_audio_plugin, with_audios
-    from tunesmith.data.vision import ENCODED_IMAGES, VisionCollator, with_images
+    """How predict carries a plugin's medium through training's wrapper and collator (data.vision.with_media,
+    MediaCollator): the records' column of media, the encoded examples' column of paths, and the words of the cut
+    error."""
+    from tunesmith.data.audio import AUDIOS, ENCODED_AUDIOS, is_audio_plugin
+    from tunesmith.data.media import IMAGES
+    from tunesmith.data.vision import ENCODED_IMAGES
 
-    if is_audio_plugin(plugin):  # no tokenizer for with_audios: encode_with_media's own check names the record
+    if is_audio_plugin(plugin):  # no audio cut check in the wrapper: encode_with_media's own check names the record
         return {
-            "wrap": with_audios,
+            "column": AUDIOS,
             "paths": ENCODED_AUDIOS,
-            "collator": AudioCollator,
             "noun": "audio",
             "fix": "raise cutoff_len or use shorter audios",
         }
     return {
-        "wrap": with_images,
+        "column": IMAGES,
         "paths": ENCODED_IMAGES,
-        "collator": VisionCollator,
         "noun": "image",
         "fix": "raise cutoff_len or lower image_max_pixels",
     }
 
 
 def encode_with_media(records, encode, plugin, tokenizer, cutoff_len: int) -> dict:
-    """encode() through training's media wrapper (data.vision.with_images, data.audio.with_audios), record by record
-    so that a prompt whose media tokens cutoff_len cuts (the model would find fewer image or audio tokens than
-    features) is refused by its record number."""
+    """encode() through training's media wrapper (data.vision.with_media), record by record so that a prompt whose
+    media tokens cutoff_len cuts (the model would find fewer image or audio tokens than features) is refused by its
+    record number."""
     import torch
 
+    from tunesmith.data.vision import with_media
+
     kind = media_kind(plugin)
-    wrapped, whole = kind["wrap"](encode, plugin), None
+    wrapped, whole = with_media(encode, plugin, kind["column"], kind["paths"]), None
     out: dict = {}
     for index in range(len(records)):
         one = records[index : index + 1]
@@ -122,7 +124,7 @@ def encode_with_media(records, encode, plugin, tokenizer, cutoff_len: int) -> di
             raise DataError(f"predict data record {index}: {exc}") from None
         for ids, labels, paths in zip(encoded["input_ids"], encoded["labels"], encoded[kind["paths"]], strict=True):
             if paths and len(ids) + len(labels) >= cutoff_len:  # shorter: nothing was cut (see infer_seqlen)
-                whole = whole or kind["wrap"](partial_uncut(encode), plugin)
+                whole = whole or with_media(partial_uncut(encode), plugin, kind["column"], kind["paths"])
                 full = whole(one)["input_ids"][0]
                 kept, needed = (
                     int(plugin.token_type_ids(tokenizer, torch.tensor(row)).ne(0).sum()) for row in (ids, full)
@@ -157,9 +159,9 @@ def generate(
 ) -> list[str]:
     """Decoded answers to each prompt, batched with left padding; kwargs: infer.loader.generation_kwargs. With a
     media plugin, `media` (each prompt's image or audio paths) go in through the training collator, left-padded:
-    VisionCollator's pixel_values, image_grid_thw, mm_token_type_ids (Qwen-VL's M-RoPE positions are computed by the
-    model from the attention mask, so padding does not shift them); AudioCollator's input_features and
-    feature_attention_mask (Qwen2-Audio puts each row's audio features at its <|AUDIO|> tokens, in order)."""
+    data.vision.MediaCollator: an image plugin's pixel_values, image_grid_thw, mm_token_type_ids (Qwen-VL's M-RoPE
+    positions are computed by the model from the attention mask, so padding does not shift them); the audio
+    plugin's input_features and feature_attention_mask (Qwen2-Audio puts each row's audio features at its <|AUDIO|> tokens, in order)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -168,9 +170,11 @@ def generate(
     pad_id = kwargs["pad_token_id"]
     collate = None
     if plugin is not None:
+        from tunesmith.data.vision import MediaCollator
+
         kind = media_kind(plugin)
         tokenizer.padding_side = "left"  # generation continues each row at its end, as LLaMA-Factory's predict does
-        collator = kind["collator"](tokenizer, None, plugin)
+        collator = MediaCollator(tokenizer, None, plugin, kind["paths"])
 
         def collate(start: int, stop: int) -> dict:
             return collator(
