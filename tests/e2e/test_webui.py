@@ -371,3 +371,16 @@ def test_estimate_button_shows_the_breakdown_a_warning_and_plain_errors(tiny_mod
     assert "无法估算" in estimate_text({"template": "chatml"}, "zh")  # no model: says what is missing
     missing = estimate_text({**config, "model_name_or_path": str(tmp_path / "nowhere")}, "en")
     assert missing.startswith("**Cannot estimate**") and "nowhere" in missing
+
+
+def test_the_media_keys_go_into_the_train_yaml_and_carry_to_predict():
+    values = {key: field.default for key, field in form.fields().items()
+              if key in {k for keys in form.SECTIONS.values() for k in keys}}
+    values.update(model_name_or_path="models/vl", template="qwen2_vl", dataset="mllm_demo", media_dir="media",
+                  image_max_pixels=65536, freeze_vision_tower=False)
+    config = form.to_config(values)
+    assert config["media_dir"] == "media" and config["image_max_pixels"] == 65536
+    assert config["freeze_vision_tower"] is False and "image_min_pixels" not in config  # defaults stay out
+    predict = form.eval_config(config, {"eval_dataset": "mllm_demo"}, "predict")
+    assert predict["media_dir"] == "media" and predict["image_max_pixels"] == 65536
+    assert "freeze_vision_tower" not in predict  # a training-only key

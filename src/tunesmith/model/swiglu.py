@@ -39,13 +39,12 @@ def _function():
     return SiluMul
 
 
-def _is_swiglu(module) -> bool:
-    """The MLP's forward is LlamaMLP's (the same bytecode and names) and its act_fn is SiLU."""
+def _is_swiglu(module, llama) -> bool:
+    """The MLP's forward is LlamaMLP's (`llama`: its code; the same bytecode and names) and its act_fn is SiLU."""
     import torch
     from transformers.activations import SiLUActivation
-    from transformers.models.llama.modeling_llama import LlamaMLP
 
-    code, llama = getattr(type(module).forward, "__code__", None), LlamaMLP.forward.__code__
+    code = getattr(type(module).forward, "__code__", None)
     return (
         code is not None
         and code.co_code == llama.co_code
@@ -65,8 +64,11 @@ def use_recomputed_swiglu(model) -> int:
             return type(self).forward(self, x)
         return self.down_proj(function.apply(self.gate_proj(x), self.up_proj(x)))
 
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    llama = LlamaMLP.forward.__code__
     for module in model.modules():
-        if _is_swiglu(module):
+        if _is_swiglu(module, llama):
             module.forward = types.MethodType(forward, module)
             count += 1
     if count:

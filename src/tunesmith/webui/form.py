@@ -31,6 +31,9 @@ SECTIONS: dict[str, list[str]] = {
     "loading": ["trust_remote_code", "cache_dir", "model_revision", "hf_hub_token", "use_fast_tokenizer",
                 "split_special_tokens", "resize_vocab", "low_cpu_mem_usage"],
     "freeze": ["freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules"],
+    "multimodal": ["media_dir", "image_max_pixels", "image_min_pixels", "image_do_pan_and_scan", "crop_to_patches",
+                   "audio_sampling_rate", "freeze_vision_tower", "freeze_multi_modal_projector",
+                   "freeze_language_model"],
     "rlhf": ["pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "kto_chosen_weight", "kto_rejected_weight",
              "simpo_gamma", "ref_model", "reward_model", "ppo_epochs", "ppo_buffer_size", "ppo_whiten_rewards",
              "reward_funcs", "reward_pattern", "num_generations", "max_completion_length", "beta", "epsilon",
@@ -50,7 +53,7 @@ EVAL_SECTIONS: dict[str, list[str]] = {
 # Train-tab keys an eval or predict run also reads.
 EVAL_CARRIED = [*SECTIONS["model"], *SECTIONS["quantization"], *SECTIONS["rope"], *SECTIONS["loading"], "flash_attn",
                 "use_unsloth", "enable_liger_kernel", "dtype", "disable_gradient_checkpointing", "dataset_dir",
-                "cutoff_len", "seed"]
+                "cutoff_len", "seed", *SECTIONS["multimodal"][:6]]  # predict reads images/audios as training did
 DEMO_BENCHMARK = Path(__file__).resolve().parents[1] / "evaluate" / "demo_benchmark"
 EVAL_DEFAULTS = {"task_dir": str(DEMO_BENCHMARK), "task": "demo_en_test", "max_new_tokens": 64, "max_samples": 20}
 # Keys whose form default differs from the schema's (the form starts from a sensible run).
