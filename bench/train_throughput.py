@@ -101,6 +101,10 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
         import tunesmith.model.fast_lora
 
         tunesmith.model.fast_lora.use_fast_lora = lambda model: 0
+    if config.pop("bench_plain_head", False):  # bench-only switch: lm_head + cross_entropy unfused
+        import tunesmith.model.fused_head
+
+        tunesmith.model.fused_head.use_fused_head = lambda model: False
     if tool == "tunesmith":
         from tunesmith.config.load import build_config
         from tunesmith.train.run import run_training
@@ -294,7 +298,7 @@ def main() -> None:
         "--ts-extra",
         nargs="*",
         default=[],
-        help="key=value added to tunesmith's config (bench_plain_logits=true: logits everywhere; bench_peft_lora=true: peft LoRA forward)",
+        help="key=value added to tunesmith's config (bench_plain_logits=true: logits everywhere; bench_peft_lora=true: peft LoRA forward; bench_plain_head=true: head and loss unfused)",
     )
     parser.add_argument("--lf-extra", nargs="*", default=[], help="key=value added to LF's config")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)

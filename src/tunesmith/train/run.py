@@ -101,6 +101,7 @@ def _run_training(config: Config) -> dict:
                                          config.method.loraplus_lr_embedding), None)
     from tunesmith.data.collate import configure
     from tunesmith.model.fast_lora import use_fast_lora
+    from tunesmith.model.fused_head import use_fused_head
     from tunesmith.model.packed_attention import use_packed_attention
     from tunesmith.model.swiglu import use_recomputed_swiglu
 
@@ -119,6 +120,8 @@ def _run_training(config: Config) -> dict:
         use_packed_attention(model)
     if not args.deepspeed and not args.fsdp:  # ZeRO-3/FSDP gather a weight only when its own module runs
         use_fast_lora(model)
+        if getattr(collator, "label_logits", False):  # logits only where labels are: the head and loss in chunks
+            use_fused_head(model)
     use_recomputed_swiglu(model)  # one (tokens, intermediate) activation fewer per MLP
     trainer = spec.make_trainer(
         config=config,
