@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_golden  # noqa: F401  stubs torchaudio/av for LF's import
 
 del sys.modules["av"]
-import av  # noqa: E402  the real PyAV, which LF's plugin uses to decode
-from llamafactory import __version__ as lf_version  # noqa: E402
-from llamafactory.data import mm_plugin  # noqa: E402
+import av
+from llamafactory import __version__ as lf_version
+from llamafactory.data import mm_plugin
 
 mm_plugin.av = av
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +30,12 @@ SETTINGS = {
     "defaults": {"video_fps": 2.0, "video_maxlen": 128, "image_max_pixels": 256 * 256, "image_min_pixels": 16 * 16},
     "maxlen_5": {"video_fps": 2.0, "video_maxlen": 5, "image_max_pixels": 256 * 256, "image_min_pixels": 16 * 16},
     "fps_0.5_small": {"video_fps": 0.5, "video_maxlen": 128, "image_max_pixels": 64 * 64, "image_min_pixels": 16 * 16},
-    "fps_3_min_pixels": {"video_fps": 3.0, "video_maxlen": 128, "image_max_pixels": 1024 * 1024,
-                         "image_min_pixels": 512 * 512},
+    "fps_3_min_pixels": {
+        "video_fps": 3.0,
+        "video_maxlen": 128,
+        "image_max_pixels": 1024 * 1024,
+        "image_min_pixels": 512 * 512,
+    },
 }
 
 
@@ -48,12 +52,18 @@ def main() -> None:
         for name, settings in SETTINGS.items():
             out = plugin._regularize_videos([str(video)], **settings)
             frames = out["videos"][0]
-            cases.append({
-                "video": video.name, "settings": name, "frames": len(frames),
-                "sizes": sorted({frame.size for frame in frames}),
-                "fps_per_video": out["fps_per_video"][0], "duration": out["durations"][0],
-                "frames_indices": out["frames_indices"][0], "means": [frame_mean(frame) for frame in frames],
-            })
+            cases.append(
+                {
+                    "video": video.name,
+                    "settings": name,
+                    "frames": len(frames),
+                    "sizes": sorted({frame.size for frame in frames}),
+                    "fps_per_video": out["fps_per_video"][0],
+                    "duration": out["durations"][0],
+                    "frames_indices": out["frames_indices"][0],
+                    "means": [frame_mean(frame) for frame in frames],
+                }
+            )
     OUT.write_text(json.dumps({"llamafactory": lf_version, "settings": SETTINGS, "cases": cases}, indent=1) + "\n")
     print(f"wrote {len(cases)} cases to {OUT}")
 

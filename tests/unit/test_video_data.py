@@ -114,8 +114,13 @@ def test_frame_sampling_equals_llamafactorys_on_its_demo_videos():
     golden = json.loads(GOLDEN.read_text())
     for case in golden["cases"]:
         settings = golden["settings"][case["settings"]]
-        clip = read_video(DEMO / "mllm_demo_data" / case["video"], settings["video_fps"], settings["video_maxlen"],
-                          settings["image_max_pixels"], settings["image_min_pixels"])
+        clip = read_video(
+            DEMO / "mllm_demo_data" / case["video"],
+            settings["video_fps"],
+            settings["video_maxlen"],
+            settings["image_max_pixels"],
+            settings["image_min_pixels"],
+        )
         where = f"{case['video']} {case['settings']}"
         assert len(clip.frames) == case["frames"], where
         assert sorted({frame.size for frame in clip.frames}) == [tuple(size) for size in case["sizes"]], where
@@ -136,11 +141,18 @@ def test_video_keys_are_honoured_and_use_audio_in_video_says_it_needs_qwen_omni(
     from tunesmith.config.load import load_config
     from tunesmith.config.refusals import reason_of
 
-    config = load_config(None, {"video_fps": 1.0, "video_maxlen": 8, "video_max_pixels": 4096,
-                                "video_min_pixels": 1024, "use_audio_in_video": True})
+    config = load_config(
+        None,
+        {
+            "video_fps": 1.0,
+            "video_maxlen": 8,
+            "video_max_pixels": 4096,
+            "video_min_pixels": 1024,
+            "use_audio_in_video": True,
+        },
+    )
     assert (config.multimodal.video_fps, config.multimodal.video_maxlen) == (1.0, 8)
-    assert all(reason_of(key) is None for key in ("video_fps", "video_maxlen", "video_max_pixels",
-                                                  "video_min_pixels"))
+    assert all(reason_of(key) is None for key in ("video_fps", "video_maxlen", "video_max_pixels", "video_min_pixels"))
     assert "Qwen2.5-Omni" in reason_of("use_audio_in_video")
 
 
@@ -148,8 +160,9 @@ def test_video_settings_reach_the_plugin():
     from tunesmith.config.load import load_config
     from tunesmith.data.vision_video import make_video_plugin
 
-    config = load_config(None, {"video_fps": 1.0, "video_maxlen": 8, "video_max_pixels": 4096,
-                                "video_min_pixels": 1024})
+    config = load_config(
+        None, {"video_fps": 1.0, "video_maxlen": 8, "video_max_pixels": 4096, "video_min_pixels": 1024}
+    )
     processor = None  # the video processor (torchvision's) is not called here; the settings are what is checked
     plugin = make_video_plugin("qwen3_vl", (processor, "qwen3_vl"), config.multimodal)
     assert (plugin.fps, plugin.maxlen, plugin.max_pixels, plugin.min_pixels) == (1.0, 8, 4096, 1024)
@@ -163,15 +176,26 @@ def _config(tmp_path, model, data, **more) -> str:
     import yaml
 
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"model_name_or_path": str(model), "dataset": "video_demo",
-                                    "dataset_dir": str(data), "template": "qwen2_vl", "stage": "sft",
-                                    "output_dir": str(tmp_path / "out"), **more}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(model),
+                "dataset": "video_demo",
+                "dataset_dir": str(data),
+                "template": "qwen2_vl",
+                "stage": "sft",
+                "output_dir": str(tmp_path / "out"),
+                **more,
+            }
+        )
+    )
     return str(path)
 
 
 @pytest.mark.skipif(not NO_TORCHVISION, reason="torchvision imports here: the video processor path runs instead")
-def test_videos_without_torchvision_stop_early_with_what_to_install(tiny_vl_model_dir, video_data_dir, tmp_path,
-                                                                    capsys):
+def test_videos_without_torchvision_stop_early_with_what_to_install(
+    tiny_vl_model_dir, video_data_dir, tmp_path, capsys
+):
     cfg = _config(tmp_path, tiny_vl_model_dir, video_data_dir)
     for job in (["data", "check", cfg], ["train", cfg]):
         assert main(job) == 2

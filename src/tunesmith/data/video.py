@@ -25,7 +25,7 @@ class Clip:
     frames: list  # PIL images, an even number of them
     fps: float  # sampled frames per second of video (video_fps when the stream has no duration)
     duration: float  # seconds
-    indices: list  # LF's frames_indices: each sampled frame's index / the stream's fps * video_fps (Qwen3-VL's timestamps)
+    indices: list  # LF's frames_indices: sampled index / the stream's fps * video_fps (Qwen3-VL's timestamps)
 
 
 def _av():
@@ -111,7 +111,7 @@ def read_video(path, fps: float, maxlen: int, max_pixels: int, min_pixels: int) 
         with av.open(str(path)) as container:
             stream = _stream(container)
             indices = sample_indices(stream, fps, maxlen)
-            wanted = set(int(i) for i in indices)
+            wanted = {int(i) for i in indices}
             container.seek(0)
             frames = [frame.to_image() for n, frame in enumerate(container.decode(stream)) if n in wanted]
             stream_fps = float(stream.average_rate)

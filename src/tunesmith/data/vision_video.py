@@ -53,11 +53,24 @@ class VideoPlugin:
         frames = [clip.frames for clip in clips]
         if self.timestamps:
             metadata = [
-                {"fps": self.fps, "duration": c.duration, "total_num_frames": len(c.frames), "frames_indices": c.indices}
+                {
+                    "fps": self.fps,
+                    "duration": c.duration,
+                    "total_num_frames": len(c.frames),
+                    "frames_indices": c.indices,
+                }
                 for c in clips
             ]
-            out = dict(self.video_processor(videos=frames, video_metadata=metadata, fps=self.fps, return_metadata=True,
-                                            do_sample_frames=False, return_tensors="pt"))
+            out = dict(
+                self.video_processor(
+                    videos=frames,
+                    video_metadata=metadata,
+                    fps=self.fps,
+                    return_metadata=True,
+                    do_sample_frames=False,
+                    return_tensors="pt",
+                )
+            )
         else:
             out = dict(self.video_processor(videos=frames, return_tensors="pt"))
         if self.second_per_grid:
@@ -127,11 +140,16 @@ def make_video_plugin(name: str, video, multimodal=None, tokens: dict | None = N
     processor, model_type = video
     settings = {}
     if multimodal is not None:
-        settings = {"fps": multimodal.video_fps, "maxlen": multimodal.video_maxlen,
-                    "max_pixels": multimodal.video_max_pixels, "min_pixels": multimodal.video_min_pixels}
+        settings = {
+            "fps": multimodal.video_fps,
+            "maxlen": multimodal.video_maxlen,
+            "max_pixels": multimodal.video_max_pixels,
+            "min_pixels": multimodal.video_min_pixels,
+        }
     tokens = {key: value for key, value in (tokens or {}).items() if key in ("video_token", "vision_bos", "vision_eos")}
-    return VideoPlugin(processor, timestamps=name == "qwen3_vl", second_per_grid=model_type in SECOND_PER_GRID,
-                       **tokens, **settings)
+    return VideoPlugin(
+        processor, timestamps=name == "qwen3_vl", second_per_grid=model_type in SECOND_PER_GRID, **tokens, **settings
+    )
 
 
 def with_videos(base, plugin: VideoPlugin, tokenizer=None):

@@ -64,4 +64,3 @@ def load_video_processor(model_args) -> tuple[object, str]:
             "video_preprocessor_config.json or preprocessor_config.json"
         ) from None
     return processor, config.model_type
-
