@@ -209,6 +209,9 @@ def preview(config, n: int = 3) -> int:
             audios = row.get("audio_paths") or []
             for line in media_spans(tokenizer, input_ids, audios, "<|AUDIO|>", "audio") if audios else []:
                 print(line)
+            videos = row.get("video_paths") or []
+            for line in media_spans(tokenizer, input_ids, videos, "<|video_pad|>", "video") if videos else []:
+                print(line)
             print(f"input_ids: {input_ids}")
             print(f"labels:    {labels}")
     return 0

@@ -119,3 +119,11 @@ def test_qwen2_5_vl_passes_second_per_grid_ts(video_data_dir):
     plugin = VideoPlugin(Qwen2VLVideoProcessor(), second_per_grid=True, max_pixels=4096)
     inputs = plugin.inputs([str(video_data_dir / "videos" / "short.mp4")])  # 4 frames over 2 s: 2 fps
     assert inputs["second_per_grid_ts"].tolist() == pytest.approx([1.0])  # temporal_patch_size 2 / 2 fps
+
+
+def test_preview_marks_the_video_tokens(tiny_vl_model_dir, video_data_dir, capsys):
+    args = [f"model_name_or_path={tiny_vl_model_dir}", f"dataset_dir={video_data_dir}", "dataset=video_demo"]
+    assert main(["data", "preview", "-n", "1", str(EXAMPLE), *args, "video_max_pixels=4096"]) == 0
+    out = capsys.readouterr().out
+    assert "<|vision_start|><|video_pad|>×8<|vision_end|>What happens?" in out  # 2 x 4 x 4 patches / 2²
+    assert "video 0 (short.mp4): tokens" in out

@@ -136,9 +136,14 @@ def maps_videos(data_args) -> bool:
     """Whether a dataset of `dataset` or `eval_dataset` maps a videos column (known from dataset_info.json before
     any data is read, so a missing video processor stops a run before anything heavy)."""
     from tunesmith.data.registry import resolve_datasets
+    from tunesmith.errors import DataError
 
     names = [*(data_args.dataset or []), *(data_args.eval_dataset or [])]
-    return any(spec.column(VIDEOS) for spec in resolve_datasets(names, data_args.dataset_dir))
+    try:
+        specs = resolve_datasets(names, data_args.dataset_dir)
+    except DataError:  # an unknown dataset: reported where the data loads, after the run's other checks
+        return False
+    return any(spec.column(VIDEOS) for spec in specs)
 
 
 def video_processor_for(config):
