@@ -171,3 +171,58 @@ def write_audio_dataset(folder: Path) -> Path:
 def audio_data_dir(tmp_path_factory) -> Path:
     """write_audio_dataset in a session folder. Do not write into it."""
     return write_audio_dataset(tmp_path_factory.mktemp("audio-data"))
+
+
+def write_video(path: Path, frames: int, fps: int, size: tuple[int, int] = (64, 48), codec: str = "mpeg4") -> Path:
+    """A tiny video written with PyAV: `frames` frames of `size` (width, height) at `fps`, each a different red."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            pixels = np.zeros((height, width, 3), np.uint8)
+            pixels[..., 0] = (index * 40) % 256
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def write_video_dataset(folder: Path) -> Path:
+    """A tiny video dataset in LF's layout: `video_demo` (ShareGPT, like LF's mllm_video_demo), `video_alpaca`
+    (Alpaca) and `video_dpo` (ranking); videos in folder/videos/ (a 2 s mp4 at 5 fps, a 1.75 s avi at 4 fps)."""
+    import json
+
+    write_video(folder / "videos" / "short.mp4", 10, 5)
+    write_video(folder / "videos" / "tiny.avi", 7, 4, (40, 30))
+    chat = [{"messages": [{"role": "user", "content": "<video>What happens?"},
+                          {"role": "assistant", "content": f"It turns red ({name})."}],
+             "videos": [f"videos/{name}"]} for name in ("short.mp4", "tiny.avi")]
+    chat.append({"messages": [{"role": "user", "content": "<video>and<video>: which is longer?"},
+                              {"role": "assistant", "content": "The first."}],
+                 "videos": ["videos/short.mp4", "videos/tiny.avi"]})
+    (folder / "video_demo.json").write_text(json.dumps(chat))
+    alpaca = [{"instruction": "<video>Name the colour.", "input": "", "output": "red", "videos": ["videos/short.mp4"]}]
+    (folder / "video_alpaca.json").write_text(json.dumps(alpaca))
+    pairs = [{"instruction": "<video>Which colour?", "chosen": "red", "rejected": "blue", "videos": [f"videos/{n}"]}
+             for n in ("short.mp4", "tiny.avi")]
+    (folder / "video_dpo.json").write_text(json.dumps(pairs))
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    (folder / "dataset_info.json").write_text(json.dumps({
+        "video_demo": {"file_name": "video_demo.json", "formatting": "sharegpt",
+                       "columns": {"messages": "messages", "videos": "videos"}, "tags": tags},
+        "video_alpaca": {"file_name": "video_alpaca.json", "columns": {"prompt": "instruction", "query": "input",
+                                                                       "response": "output", "videos": "videos"}},
+        "video_dpo": {"file_name": "video_dpo.json", "ranking": True, "columns": {
+            "prompt": "instruction", "chosen": "chosen", "rejected": "rejected", "videos": "videos"}},
+    }))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def video_data_dir(tmp_path_factory) -> Path:
+    """write_video_dataset in a session folder. Do not write into it."""
+    return write_video_dataset(tmp_path_factory.mktemp("video-data"))

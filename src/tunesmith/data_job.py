@@ -29,6 +29,9 @@ def _setup(config):
     tokenizer = load_tokenizer(config.model, config.lf_model)
     template = resolve_template(config.data, tokenizer)
     image_processor = load_image_processor(config.model)
+    from tunesmith.data.video import video_processor_for
+
+    video = video_processor_for(config)  # Qwen-VL's, when the data maps videos (it needs torchvision); else None
     if image_processor is None:
         from tunesmith.model.audio import load_feature_extractor
 
@@ -40,7 +43,7 @@ def _setup(config):
         return tokenizer, template, make_audio_plugin(template, feature_extractor, config.multimodal)
     from tunesmith.data.vision import make_plugin
 
-    return tokenizer, template, make_plugin(template, image_processor, config.multimodal)
+    return tokenizer, template, make_plugin(template, image_processor, config.multimodal, video)
 
 
 def sequences(row: dict) -> list[tuple[str, list[int], list[int]]]:
@@ -205,6 +208,9 @@ def preview(config, n: int = 3) -> int:
                 print(line)
             audios = row.get("audio_paths") or []
             for line in media_spans(tokenizer, input_ids, audios, "<|AUDIO|>", "audio") if audios else []:
+                print(line)
+            videos = row.get("video_paths") or []
+            for line in media_spans(tokenizer, input_ids, videos, "<|video_pad|>", "video") if videos else []:
                 print(line)
             print(f"input_ids: {input_ids}")
             print(f"labels:    {labels}")

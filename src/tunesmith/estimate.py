@@ -95,6 +95,7 @@ def run_estimate(config, throughput: str | None = None, measure_steps: str | Non
     dataset = None
     if config.data.dataset:
         from tunesmith.data.pipeline import build_datasets
+        from tunesmith.data.video import video_processor_for
         from tunesmith.model.audio import load_feature_extractor
         from tunesmith.model.load import load_image_processor, load_tokenizer
         from tunesmith.train.stages import STAGES
@@ -102,7 +103,8 @@ def run_estimate(config, throughput: str | None = None, measure_steps: str | Non
         tokenizer = load_tokenizer(config.model)
         dataset = build_datasets(  # a VL (audio) model's data is encoded with its image tokens (audio tokens)
             config, tokenizer, encoding=STAGES[config.method.stage].encoding,
-            image_processor=load_image_processor(config.model), feature_extractor=load_feature_extractor(config.model)
+            image_processor=load_image_processor(config.model), feature_extractor=load_feature_extractor(config.model),
+            video=video_processor_for(config),
         ).train
     try:
         speed = float(throughput) if throughput else None

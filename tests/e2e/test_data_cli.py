@@ -145,9 +145,9 @@ def test_llamafactory_demo_data_checks_and_previews(tmp_path, tiny_model_dir, ca
     cfg = config(tmp_path, tiny_model_dir, dataset=name, dataset_dir=str(LF_DATA), stage=lf_stage(entry, name),
                  max_samples=50)
     columns = entry.get("columns", {}).keys()
-    if "videos" in columns:  # LF's video demos: refused with the reason
+    if "videos" in columns:  # LF's video demos need a Qwen-VL model; this one is text-only
         assert main(["data", "check", cfg]) == 2
-        assert "tunesmith trains on text, images and audios, not video" in capsys.readouterr().err
+        assert "videos train on Qwen2-VL, Qwen2.5-VL and Qwen3-VL models" in capsys.readouterr().err
         return
     if "audios" in columns:  # audios need an audio-language model; this one is text-only
         assert main(["data", "check", cfg]) == 2

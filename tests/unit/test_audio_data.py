@@ -75,16 +75,22 @@ def test_bad_audios_name_the_file_record_and_medium(audio_data_dir, tmp_path, ro
     assert "audio_alpaca.json) record 1 (0-based" in message and "(medium: audio)" in message and expected in message
 
 
-def test_video_columns_stay_refused_with_the_reason(audio_data_dir, tmp_path):
+def test_audios_and_videos_in_one_record_load_both(audio_data_dir, tmp_path):
+    """LF's mllm_video_audio_demo layout: both columns load (training them together needs Qwen2.5-Omni)."""
+    from conftest import write_video
+
     data = tmp_path / "data"
     shutil.copytree(audio_data_dir, data)
+    write_video(data / "videos" / "v.mp4", 4, 2)
     info = json.loads((data / "dataset_info.json").read_text())
     info["audio_demo"]["columns"]["videos"] = "videos"
     (data / "dataset_info.json").write_text(json.dumps(info))
-    with pytest.raises(
-        DataError, match="not video yet .video training needs Qwen-VL's video processor, which needs torchvision"
-    ):
-        load_records(["audio_demo"], str(data), "sft")
+    row = {"messages": [{"role": "user", "content": "<video><audio>What is it?"},
+                        {"role": "assistant", "content": "A tone."}],
+           "audios": ["audios/low.wav"], "videos": ["videos/v.mp4"]}
+    (data / "audio_demo.json").write_text(json.dumps([row]))
+    record = load_records(["audio_demo"], str(data), "sft")[0]
+    assert record["audios"] == [str(data / "audios" / "low.wav")] and record["videos"] == [str(data / "videos" / "v.mp4")]
 
 
 def test_pyav_decodes_mono_at_the_sampling_rate(tmp_path):

@@ -273,15 +273,14 @@ def test_record_errors(tmp_path, rows, entry, stage, expected):
         assert part in message
 
 
-def test_video_columns_are_refused_before_reading(tmp_path):
+def test_a_mapped_videos_column_must_exist(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
-    (folder / "mllm.json").write_text("not read")
+    (folder / "mllm.json").write_text(json.dumps([{"messages": [{"from": "human", "value": "hi"},
+                                                                {"from": "gpt", "value": "hello"}]}]))
     (folder / "dataset_info.json").write_text(json.dumps({"mllm": {
         "file_name": "mllm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "videos": "videos"}}}))
-    with pytest.raises(DataError, match="maps videos columns; tunesmith trains on text, images and audios, not "
-                                        "video yet .video training needs Qwen-VL.s video processor, which needs "
-                                        "torchvision"):
+    with pytest.raises(DataError, match="has no column 'videos' .videos. for stage sft"):
         load_records(["mllm"], str(folder), "sft")
 
 

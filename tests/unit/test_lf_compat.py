@@ -93,11 +93,12 @@ def test_image_and_video_audio_keys_load_and_other_families_keys_are_refused_wit
     assert (config.multimodal.image_max_pixels, config.multimodal.image_min_pixels) == (262144, 32 * 32)
     assert (config.multimodal.freeze_multi_modal_projector, config.multimodal.freeze_language_model) == (True, False)
     # LF's Qwen3-VL examples set video_max_pixels for image-only data: video/audio settings load at any value and
-    # act only on videos/audios in the data, which are refused there (tests/unit/test_vl_data.py)
+    # act only on videos/audios in the data (tests/unit/test_video_data.py)
     config = load_config(None, {"image_max_pixels": 262144, "video_max_pixels": 16384, "audio_sampling_rate": 8000})
     assert (config.multimodal.video_max_pixels, config.multimodal.audio_sampling_rate) == (16384, 8000)
-    assert "which are refused: video training needs Qwen-VL's video processor" in reason_of("video_fps")
-    assert "only acts on videos" in reason_of("use_audio_in_video")
+    assert reason_of("video_fps") is None  # honoured: frames are sampled at it (data/video.py)
+    assert "only acts on a model tunesmith does not support" in reason_of("use_audio_in_video")
+    assert "Qwen2.5-Omni" in reason_of("use_audio_in_video")
     assert reason_of("audio_sampling_rate") is None  # honoured: audios are resampled to it (data/audio.py)
     assert load_config(None, {"image_do_pan_and_scan": True}).multimodal.image_do_pan_and_scan  # Gemma 3's
     assert load_config(None, {"crop_to_patches": True}).multimodal.crop_to_patches  # InternVL's

@@ -69,24 +69,22 @@ def test_every_local_entry_loads_for_its_stage(name, cache_dir):
         assert f"dataset '{name}'" in str(err.value) and str(path) in str(err.value)
         return
     columns = entry.get("columns", {}).keys()
-    if "videos" in columns:  # video: refused with the reason (images and audios are trained)
-        with pytest.raises(DataError, match="tunesmith trains on text, images and audios, not video yet"):
-            load_records([name], str(DEMO), stage, cache_dir=cache_dir)
-        return
     records = load_records([name], str(DEMO), stage, cache_dir=cache_dir)
     assert len(records) == file_records(path)  # nothing in the demo data is skipped
     images = ["images"] if "images" in columns else []
     audios = ["audios"] if "audios" in columns else []
-    assert records.column_names == ["prompt", "response", "system", "tools", "kto_tag", *images, *audios]
+    videos = ["videos"] if "videos" in columns else []
+    assert records.column_names == ["prompt", "response", "system", "tools", "kto_tag", *images, *audios, *videos]
     if images:  # paths resolved against dataset_dir (LF's default media_dir), one per <image>
         for record in records.to_list():
             assert record["images"] and all(Path(p).is_file() and Path(p).is_absolute() for p in record["images"])
             text = "".join(m["content"] for m in record["prompt"] + record["response"])
             assert text.count("<image>") == len(record["images"])
-    for record in records.to_list() if audios else []:  # the same for audios and <audio>
-        assert record["audios"] and all(Path(p).is_file() and Path(p).is_absolute() for p in record["audios"])
-        text = "".join(m["content"] for m in record["prompt"] + record["response"])
-        assert text.count("<audio>") == len(record["audios"])
+    for medium in (*audios, *videos):  # the same for audios and <audio>, videos and <video>
+        for record in records.to_list():
+            assert record[medium] and all(Path(p).is_file() and Path(p).is_absolute() for p in record[medium])
+            text = "".join(m["content"] for m in record["prompt"] + record["response"])
+            assert text.count(f"<{medium[:-1]}>") == len(record[medium])
     check_shape(records.to_list(), stage)
 
 

@@ -61,19 +61,20 @@ def test_bad_images_name_the_file_record_and_medium(vl_data_dir, tmp_path, row, 
     assert "vl_alpaca.json) record 1 (0-based" in message and "(medium: image)" in message and expected in message
 
 
-def test_video_and_audio_columns_are_refused_with_the_reason(vl_data_dir, tmp_path):
+def test_images_and_videos_in_one_record_load_both(vl_data_dir, tmp_path):
+    from conftest import write_video
+
     data = tmp_path / "data"
     shutil.copytree(vl_data_dir, data)
+    write_video(data / "videos" / "v.mp4", 4, 2)
     info = json.loads((data / "dataset_info.json").read_text())
     info["vl_alpaca"]["columns"]["videos"] = "videos"
     (data / "dataset_info.json").write_text(json.dumps(info))
-    with pytest.raises(
-        DataError,
-        match="maps videos columns; tunesmith trains on text, images and audios, not "
-        "video yet .video training needs Qwen-VL.s video processor, which needs "
-        "torchvision",
-    ):
-        load_records(["vl_alpaca"], str(data), "sft")
+    row = {"instruction": "<image><video>Same colour?", "input": "", "output": "no", "images": ["images/red.png"],
+           "videos": ["videos/v.mp4"]}
+    (data / "vl_alpaca.json").write_text(json.dumps([row]))
+    record = load_records(["vl_alpaca"], str(data), "sft")[0]
+    assert record["images"] == [str(data / "images" / "red.png")] and record["videos"] == [str(data / "videos" / "v.mp4")]
 
 
 def test_images_expand_to_vision_tokens_in_the_encoding(vl_data_dir):

@@ -112,6 +112,9 @@ def _text(content, where: str, images: list | None = None, audios: list | None =
             continue
         if kind == "input_audio" and audios is not None:
             raise ApiError(400, f"{where}: audios are accepted in user messages only", param=where)
+        if kind == "video_url":
+            raise ApiError(400, f"{where}: videos are not taken by chat or the API yet (they train, on Qwen-VL "
+                           "models); send text and images", param=where)
         if kind != "text":
             supported = "text, image_url and input_audio" if audios is not None else "text and image_url"
             raise ApiError(400, f"{where}: only {supported} content parts are supported, got {kind!r}", param=where)

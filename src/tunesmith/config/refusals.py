@@ -21,25 +21,26 @@ MEGATRON = (
 ENV_SWITCHES = {"USE_MCA": MEGATRON, "USE_MEGATRON_BRIDGE": MEGATRON}
 # Multimodal keys tunesmith honours (images on Qwen-VL, LLaVA/LLaVA-NeXT, Gemma 3 and InternVL models:
 # data/vision*.py, model/vision*.py; image_do_pan_and_scan is Gemma 3's and crop_to_patches InternVL's, each refused
-# with another template by data/vision.py's make_plugin; audios on Qwen2-Audio: data/audio.py); the others of the
-# group are refused off their defaults with the reason below.
+# with another template by data/vision.py's make_plugin; audios on Qwen2-Audio: data/audio.py; videos on Qwen-VL:
+# data/video.py, data/vision_video.py, as in LF acting only on records that carry videos); the others of the group
+# are refused off their defaults with the reason below.
 MULTIMODAL_HONOURED = ("media_dir", "image_max_pixels", "image_min_pixels", "freeze_vision_tower",
                        "freeze_multi_modal_projector", "freeze_language_model", "image_do_pan_and_scan",
-                       "crop_to_patches", "audio_sampling_rate")
+                       "crop_to_patches", "audio_sampling_rate", "video_max_pixels", "video_min_pixels", "video_fps",
+                       "video_maxlen")
 MULTIMODAL_REASONS = {
-    "video": "video training needs Qwen-VL's video processor, which needs torchvision (not installable with torch "
-             "2.13 here); tunesmith trains on images and audios only for now",
+    "use_audio_in_video": "use_audio_in_video feeds the audio track of videos to Qwen2.5-Omni (template qwen2_omni), "
+                          "which tunesmith does not support yet; Qwen-VL models read the frames only",
 }
 
 
-# Settings for videos in the data: as in LLaMA-Factory they act only on records that carry videos, so they load at
-# any value (LF's Qwen3-VL examples set video_max_pixels for image-only data); records with videos are what is
-# refused (data/media.py), with the reason below. use_audio_in_video reads the audio track of videos: video too.
-MULTIMODAL_OPTIONS = ("video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen", "use_audio_in_video")
+# Options of a model tunesmith does not have: as in LLaMA-Factory they act only with it (use_audio_in_video only on
+# Qwen2.5-Omni; LF's Qwen-VL plugins ignore it), so they load at any value; the reason says what is missing.
+MULTIMODAL_OPTIONS = ("use_audio_in_video",)
 
 
 def multimodal_reason(key: str) -> str:
-    return MULTIMODAL_REASONS.get(key, MULTIMODAL_REASONS["video"])
+    return MULTIMODAL_REASONS.get(key, MULTIMODAL_REASONS["use_audio_in_video"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +283,7 @@ def reason_of(key: str) -> str | None:
 
     if key in GROUPS[MULTIMODAL_GROUP].model_fields:
         if key in MULTIMODAL_OPTIONS:
-            return f"only acts on videos in the data, which are refused: {multimodal_reason(key)}"
+            return f"only acts on a model tunesmith does not support: {multimodal_reason(key)}"
         return None if key in MULTIMODAL_HONOURED else multimodal_reason(key)
     for feature in FEATURES:
         if key in feature.keys:

@@ -91,9 +91,9 @@ class EvalArgs(Group):
 
 
 class MultimodalArgs(Group):
-    """LLaMA-Factory's image/video/audio keys, with its defaults: the image, audio and freeze keys are honoured
-    (Qwen-VL, LLaVA, Gemma 3, InternVL and Qwen2-Audio models; pan-and-scan on Gemma 3, crop-to-patches on
-    InternVL); video keys are refused off their defaults, with the reason."""
+    """LLaMA-Factory's image/video/audio keys, with its defaults: the image, video, audio and freeze keys are
+    honoured (Qwen-VL, LLaVA, Gemma 3, InternVL and Qwen2-Audio models; videos on Qwen-VL; pan-and-scan on Gemma 3,
+    crop-to-patches on InternVL); use_audio_in_video (Qwen2.5-Omni's) loads and is refused with the reason."""
 
     media_dir: str | None = Field(None, description="Folder of the images/videos/audios (default dataset_dir).")
     image_max_pixels: int = Field(768 * 768, description="Largest image, in pixels.")

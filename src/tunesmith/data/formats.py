@@ -8,7 +8,7 @@ import logging
 from functools import partial
 
 from tunesmith.data.audio import AUDIOS, record_audios
-from tunesmith.data.media import IMAGES, NOT_YET, record_images
+from tunesmith.data.media import IMAGES, record_images
 from tunesmith.data.records import (
     ANSWER_ROLES,
     ASSISTANT,
@@ -20,13 +20,14 @@ from tunesmith.data.records import (
     make_record,
 )
 from tunesmith.data.registry import DatasetSpec
+from tunesmith.data.video import VIDEOS, record_videos
 from tunesmith.errors import DataError
 
 log = logging.getLogger(__name__)
 
 RECORD_COLUMNS = ("prompt", "response", "system", "tools", "kto_tag")
 DROP = "_drop"  # per-row reason a record is skipped ("" when kept); removed before the records leave convert()
-MEDIA_KEYS = ("images", "videos", "audios")  # LF's media columns; see data/media.py for which are read
+MEDIA_KEYS = ("images", "videos", "audios")  # LF's media columns (data/media.py, video.py, audio.py)
 TOOL_RESULT_JOIN = "\n</tool_response>\n<tool_response>\n"  # LLaMA-Factory's join of parallel OpenAI tool results
 NUM_PROC_MIN_ROWS = 10_000  # below this, worker processes cost more than they save
 ID_COLUMNS = ("id", "uuid")  # a record's own id, named in messages next to its index
@@ -60,9 +61,9 @@ def stage_needs(stage: str) -> StageNeeds:
     return STAGE_NEEDS[stage]
 
 
-def record_features(with_drop: bool = False, images: bool = False, audios: bool = False):
+def record_features(with_drop: bool = False, images: bool = False, audios: bool = False, videos: bool = False):
     """The Arrow schema of canonical records, fixed so datasets of any source concatenate and interleave; datasets
-    that map images (audios) also carry an `images` (`audios`) column of absolute paths."""
+    that map images (audios, videos) also carry an `images` (`audios`, `videos`) column of absolute paths."""
     from datasets import Features, List, Value
 
     message = {"role": Value("string"), "content": Value("string")}
@@ -72,6 +73,8 @@ def record_features(with_drop: bool = False, images: bool = False, audios: bool 
         features[IMAGES] = List(Value("string"))
     if audios:
         features[AUDIOS] = List(Value("string"))
+    if videos:
+        features[VIDEOS] = List(Value("string"))
     if with_drop:
         features[DROP] = Value("string")
     return Features(features)
@@ -134,18 +137,6 @@ def check_stage(spec: DatasetSpec, stage: str) -> None:
                         "train on its undesirable answers: use stage kto, or remove the kto_tag mapping")
 
 
-def check_text_only(spec: DatasetSpec) -> None:
-    """Refuses video columns rather than silently training on the text around them (images and audios are read)."""
-    media = [key for key in NOT_YET if spec.column(key)]
-    if media:
-        kinds = "/".join(NOT_YET[key] for key in media)
-        from tunesmith.config.refusals import multimodal_reason
-
-        raise DataError(f"{spec.where()} maps {'/'.join(media)} columns; tunesmith trains on text, images and "
-                        f"audios, not {kinds} yet ({multimodal_reason(kinds)}): remove them from \"columns\" in "
-                        f"{_where_registry(spec)} to train on the rest")
-
-
 def _needed_keys(spec: DatasetSpec, stage: str) -> list[str]:
     needs = stage_needs(stage)
     keys = ["prompt"] if spec.formatting == "alpaca" else ["messages"]
@@ -161,7 +152,7 @@ def _needed_keys(spec: DatasetSpec, stage: str) -> list[str]:
 def check_columns(spec: DatasetSpec, stage: str, column_names: list[str]) -> None:
     """Every column the stage needs, and every column the registry maps explicitly, must exist in the data."""
     present = set(column_names)
-    keys = set(_needed_keys(spec, stage)) | {k for k, v in (spec.columns or {}).items() if v and k not in NOT_YET}
+    keys = set(_needed_keys(spec, stage)) | {k for k, v in (spec.columns or {}).items() if v}
     missing = [(key, spec.column(key)) for key in keys if spec.column(key) and spec.column(key) not in present]
     missing += [(key, None) for key in _needed_keys(spec, stage) if not spec.column(key)]
     if missing:
@@ -193,6 +184,12 @@ class _Record:
         messages = record["prompt"] + record["response"][:1]
         return record_audios(self.row.get(self.spec.column(AUDIOS)), messages, self.media_dir,
                              lambda problem: self.fail(f"{problem} (medium: audio)"))
+
+    def videos(self, record: dict) -> list[str]:
+        """The record's video paths, resolved against media_dir and checked like its images (each decodes)."""
+        messages = record["prompt"] + record["response"][:1]
+        return record_videos(self.row.get(self.spec.column(VIDEOS)), messages, self.media_dir,
+                             lambda problem: self.fail(f"{problem} (medium: video)"))
 
     def fail(self, problem: str) -> DataError:
         from tunesmith.data.files import locate_record
@@ -377,10 +374,11 @@ def convert_batch(batch: dict, indices: list[int], *, spec: DatasetSpec, stage: 
     """A `datasets.map(batched=True, with_indices=True)` function: raw rows -> record columns plus a drop reason."""
     columns = (*RECORD_COLUMNS, IMAGES) if spec.column(IMAGES) else RECORD_COLUMNS
     columns = (*columns, AUDIOS) if spec.column(AUDIOS) else columns
+    columns = (*columns, VIDEOS) if spec.column(VIDEOS) else columns
     out = {column: [] for column in (*columns, DROP)}
     keys = list(batch)
     empty = make_record([], [])
-    empty[IMAGES] = empty[AUDIOS] = []
+    empty[IMAGES] = empty[AUDIOS] = empty[VIDEOS] = []
     method = _Record.alpaca if spec.formatting == "alpaca" else _Record.sharegpt
     for position, values in zip(indices, zip(*batch.values())):
         index = row_ids[position] if row_ids is not None else position
@@ -392,6 +390,8 @@ def convert_batch(batch: dict, indices: list[int], *, spec: DatasetSpec, stage: 
             record[IMAGES] = row.images(record)
         if spec.column(AUDIOS) and not reason:
             record[AUDIOS] = row.audios(record)
+        if spec.column(VIDEOS) and not reason:
+            record[VIDEOS] = row.videos(record)
         for column in columns:
             out[column].append(record[column])
         out[DROP].append(reason)
@@ -438,7 +438,6 @@ def convert(rows, spec: DatasetSpec, stage: str, *, row_ids: list[int] | None = 
         column = "conversations" if "conversations" in rows.column_names else "messages"
         spec = detect_format(spec, rows.column_names, _first_message(rows, column))
     check_stage(spec, stage)
-    check_text_only(spec)
     check_columns(spec, stage, rows.column_names)
     if num_proc is not None and (num_proc <= 1 or len(rows) < NUM_PROC_MIN_ROWS):
         num_proc = None
@@ -447,7 +446,8 @@ def convert(rows, spec: DatasetSpec, stage: str, *, row_ids: list[int] | None = 
         batched=True,
         with_indices=True,
         remove_columns=rows.column_names,
-        features=record_features(with_drop=True, images=bool(spec.column(IMAGES)), audios=bool(spec.column(AUDIOS))),
+        features=record_features(with_drop=True, images=bool(spec.column(IMAGES)), audios=bool(spec.column(AUDIOS)),
+                                 videos=bool(spec.column(VIDEOS))),
         num_proc=num_proc,
         desc=f"converting {spec.name}",
     )

@@ -40,16 +40,17 @@ def mix(datasets: list, strategy: str = "concat", probs: list[float] | None = No
 
 
 def with_images_column(parts: list) -> list:
-    """Text datasets mixed with image (audio) datasets get an empty `images` (`audios`) column, so their schemas
-    match."""
+    """Text datasets mixed with image (audio, video) datasets get an empty `images` (`audios`, `videos`) column, so
+    their schemas match."""
     from tunesmith.data.audio import AUDIOS
     from tunesmith.data.formats import record_features
     from tunesmith.data.media import IMAGES
+    from tunesmith.data.video import VIDEOS
 
-    media = [column for column in (IMAGES, AUDIOS) if any(column in part.column_names for part in parts)]
+    media = [column for column in (IMAGES, AUDIOS, VIDEOS) if any(column in part.column_names for part in parts)]
     if all(column in part.column_names for part in parts for column in media):
         return parts
-    features = record_features(images=IMAGES in media, audios=AUDIOS in media)
+    features = record_features(images=IMAGES in media, audios=AUDIOS in media, videos=VIDEOS in media)
     out = []
     for part in parts:
         for column in media:
@@ -66,7 +67,7 @@ def load_records(names: list[str] | str, dataset_dir: str, stage: str, *, max_sa
     returns a `datasets.Dataset` whose columns are the canonical record's (plus `images` when a dataset maps
     images: paths relative to media_dir, which defaults to dataset_dir as in LLaMA-Factory)."""
     from tunesmith.data.files import check_available, load_rows, sample
-    from tunesmith.data.formats import check_stage, check_text_only, convert
+    from tunesmith.data.formats import check_stage, convert
     from tunesmith.data.registry import resolve_datasets
 
     specs = resolve_datasets(names, dataset_dir)
@@ -75,9 +76,8 @@ def load_records(names: list[str] | str, dataset_dir: str, stage: str, *, max_sa
     check_mix(mix_strategy, interleave_probs, len(specs))
     for spec in specs:  # fail on a dataset that cannot feed this stage before reading any file
         check_stage(spec, stage)
-    for spec in specs:  # then on one that is missing, offline, or not text
+    for spec in specs:  # then on one that is missing or offline
         check_available(spec)
-        check_text_only(spec)
     parts = []
     for spec in specs:
         rows, row_ids = sample(load_rows(spec, cache_dir), spec, max_samples, seed)

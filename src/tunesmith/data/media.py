@@ -7,7 +7,7 @@ from pathlib import Path
 
 IMAGE_PLACEHOLDER = "<image>"
 IMAGES = "images"  # the canonical record's column of image paths (present only when a dataset maps images)
-NOT_YET = {"videos": "video"}  # LF media tunesmith refuses for now (audios: data/audio.py)
+# videos: data/video.py; audios: data/audio.py
 
 
 def media_list(value) -> list:

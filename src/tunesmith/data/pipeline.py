@@ -88,15 +88,19 @@ def encode_records(records, encoding: str, template, tokenizer, data_args, desc:
     """Maps canonical records to input_ids/attention_mask/labels and drops examples with nothing to train.
     Over-long records are skipped first (see skip_over_long); `bound` defaults to the one of data_args.cutoff_len.
     With an image plugin (data/vision.py), <image> placeholders become vision tokens and each example keeps its
-    image paths; with an audio plugin (data/audio.py), the same for <audio> and audio tokens."""
+    image paths; with an audio plugin (data/audio.py), the same for <audio> and audio tokens; with a Qwen-VL plugin
+    that reads videos (its `video`, data/vision_video.py), the same for <video> and video tokens."""
     from tunesmith.data.audio import AUDIOS, check_audios_fit, is_audio_plugin, with_audios
     from tunesmith.data.encode import encoder_for, text_bound
+    from tunesmith.data.video import VIDEOS
     from tunesmith.data.vision import IMAGES, check_images_fit, with_images
+    from tunesmith.data.vision_video import check_videos_fit, with_videos
 
     audio_plugin = plugin if is_audio_plugin(plugin) else None
     plugin = None if audio_plugin is not None else plugin
     check_images_fit(records, encoding, plugin)
     check_audios_fit(records, encoding, audio_plugin)
+    check_videos_fit(records, encoding, plugin)
     bound = bound or text_bound(tokenizer, data_args.cutoff_len)
     records, _ = skip_over_long(records, encoding, bound, desc)
     encode = encoder_for(encoding, template=template, tokenizer=tokenizer, data_args=data_args, max_chars=bound)
@@ -104,6 +108,8 @@ def encode_records(records, encoding: str, template, tokenizer, data_args, desc:
         encode = with_images(encode, plugin)
     if audio_plugin is not None and AUDIOS in records.column_names:
         encode = with_audios(encode, audio_plugin, tokenizer)
+    if getattr(plugin, "video", None) is not None and VIDEOS in records.column_names:
+        encode = with_videos(encode, plugin.video, tokenizer)
     encoded = records.map(
         encode,
         batched=True,
@@ -169,10 +175,11 @@ def _save_cached(path: Path, key: str, data: EncodedData) -> None:
 
 
 def build_datasets(config, tokenizer, encoding: str, template=None, image_processor=None,
-                   feature_extractor=None) -> EncodedData:
+                   feature_extractor=None, video=None) -> EncodedData:
     """Loads, converts, encodes and splits the config's datasets; reuses `tokenized_path` when it matches.
     image_processor: a vision-language model's, so records with images are encoded for it; feature_extractor: an
-    audio-language model's, for records with audios."""
+    audio-language model's, for records with audios; video: a Qwen-VL model's (video processor, model type) from
+    data/video.py's video_processor_for, for records with videos."""
     data_args, stage = config.data, config.method.stage
     seed = config.train.seed
     # The template first, even when the encoded data is reused: it sets the tokenizer's eos/pad tokens, which the
@@ -182,12 +189,14 @@ def build_datasets(config, tokenizer, encoding: str, template=None, image_proces
     if image_processor is not None:
         from tunesmith.data.vision import make_plugin
 
-        plugin = make_plugin(template, image_processor, config.multimodal)
+        plugin = make_plugin(template, image_processor, config.multimodal, video)
     cache_path = Path(data_args.tokenized_path) if data_args.tokenized_path else None
     media = None
     if plugin is not None:
         media = {"multimodal": config.multimodal.model_dump(mode="json"),
                  "image_processor": plugin.image_processor.to_dict()}
+        if video is not None:
+            media["video_processor"] = video[0].to_dict()
     if feature_extractor is not None:
         from tunesmith.data.audio import make_plugin as make_audio_plugin
 

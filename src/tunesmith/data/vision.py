@@ -21,7 +21,7 @@ PLUGINS = {
         "vision_eos": "<|vision_end|>",
     },
 }
-PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: refused anyway)
+PLUGINS["qwen3_vl"] = PLUGINS["qwen2_vl"]  # the same image expansion (videos differ: data/vision_video.py)
 # template mm_plugin -> "module:class" of the other families' plugins, each with make(image_processor, multimodal)
 # and the interface of ImagePlugin: inputs (the image tensors), expand (training: <image> -> tokens), prepare
 # (inference: both at once), batch_inputs (per-token model inputs of a padded batch), token_type_ids (nonzero at
@@ -55,6 +55,7 @@ class ImagePlugin:
     vision_eos: str = "<|vision_end|>"
     max_pixels: int = 768 * 768
     min_pixels: int = 32 * 32
+    video: object = None  # Qwen-VL's data/vision_video.py VideoPlugin when the data has videos
 
     @property
     def merge_length(self) -> int:
@@ -101,9 +102,10 @@ class ImagePlugin:
         return (input_ids == image).long() + 2 * (input_ids == video).long()
 
 
-def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
+def make_plugin(template, image_processor, multimodal=None, video=None) -> ImagePlugin:
     """The plugin of a VL template (`mm_plugin` in templates.yaml) for this image processor and the config's
-    image_max_pixels/image_min_pixels (and the family's own keys, FAMILY_KEYS)."""
+    image_max_pixels/image_min_pixels (and the family's own keys, FAMILY_KEYS); `video`: model/video.py's (video
+    processor, model type), for data with videos (Qwen-VL only)."""
     name = getattr(template, "mm_plugin", None)
     if name not in PLUGINS and name not in PLUGIN_CLASSES:
         from tunesmith.data.template import template_table
@@ -114,6 +116,10 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
             f"vision-language model set `template:` to one of {', '.join(vl)}"
         )
     check_family_keys(template, name, multimodal)
+    if video is not None:
+        from tunesmith.data.vision_video import make_video_plugin
+
+        video = make_video_plugin(name, video, multimodal, PLUGINS.get(name))
     if name in PLUGIN_CLASSES:
         import importlib
 
@@ -121,7 +127,7 @@ def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
         return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
     if not hasattr(image_processor, "merge_size"):
         raise wrong_family(name, "Qwen-VL", image_processor)
-    return ImagePlugin(image_processor, **PLUGINS[name], **pixel_bounds(multimodal))
+    return ImagePlugin(image_processor, **PLUGINS[name], **pixel_bounds(multimodal), video=video)
 
 
 def pixel_bounds(multimodal) -> dict:
@@ -296,4 +302,9 @@ def vision_collator(config, tokenizer, model, plugin: ImagePlugin):
             "Gemma 3's image attention come from the padded sequence and the image tokens); remove `packing` or "
             "set it to false"
         )
-    return media_collator(config, tokenizer, model, plugin)
+    collator = media_collator(config, tokenizer, model, plugin)
+    if getattr(plugin, "video", None) is not None:  # Qwen-VL with videos: their tensors too
+        from tunesmith.data.vision_video import VideoCollator
+
+        collator = VideoCollator(collator, plugin.video, pairwise=config.method.stage == "dpo")
+    return collator

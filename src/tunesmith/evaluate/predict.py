@@ -46,6 +46,7 @@ def encode_prompts(
     from tunesmith.data.encode import encode_unsupervised
     from tunesmith.data.loader import load_records
     from tunesmith.data.media import IMAGES
+    from tunesmith.data.video import VIDEOS
 
     data = config.data
     records = load_records(
@@ -58,6 +59,11 @@ def encode_prompts(
         cache_dir=config.model.cache_dir,
         media_dir=config.multimodal.media_dir,
     )
+    if VIDEOS in records.column_names and any(records[VIDEOS]):  # not silently answered from the text alone
+        raise DataError(
+            f"{config.source}: the predict data holds videos (a `videos` column); predict and chat take images and "
+            "audios, videos only train for now (sft, dpo): drop the videos column"
+        )
     encode = partial(encode_unsupervised, template=template, tokenizer=tokenizer, cutoff_len=data.cutoff_len)
     media = None  # the plugin of the medium the records hold
     for column, usable, why in ((IMAGES, plugin, no_images), (AUDIOS, audio_plugin, no_audios)):

@@ -58,6 +58,9 @@ def _run_training(config: Config) -> dict:
         extra["dataloader_pin_memory"] = on_accelerator  # pinning needs an accelerator
     extra.update(workers.worker_arguments(config, on_accelerator))  # CPU workers: DDP or DeepSpeed over gloo
     image_processor = load_image_processor(config.model)  # None for a text model
+    from tunesmith.data.video import video_processor_for
+
+    video = video_processor_for(config)  # Qwen-VL's, when the data maps videos (it needs torchvision); else None
     if image_processor is not None:
         from tunesmith.data.vision import check_stage as check_vision_stage
 
@@ -82,7 +85,7 @@ def _run_training(config: Config) -> dict:
     tokenizer = load_tokenizer(config.model, config.lf_model)
     with args.main_process_first(desc="encoding the data"):  # rank 0 encodes (and caches); the others reuse it
         data = build_datasets(config, tokenizer, encoding=spec.encoding, image_processor=image_processor,
-                              feature_extractor=feature_extractor)
+                              feature_extractor=feature_extractor, video=video)
     if args.should_save:  # rank 0 only
         announce_memory(config, data.train)
     model = load_model(config.model, config.method, tokenizer, is_trainable=True, cutoff_len=config.data.cutoff_len,
