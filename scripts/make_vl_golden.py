@@ -45,7 +45,8 @@ from tunesmith.model.tiny_internvl import INTERNVL_TOKENS, tiny_internvl_image_p
 from tunesmith.model.vision import VL_TOKENS, add_media_tokens, tiny_image_processor
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "assets" / "golden_vl"
-TEMPLATES = [name for name, entry in template_table().items() if entry.get("mm_plugin")]
+# the image templates (qwen2_audio: scripts/make_audio_golden.py; qwen2_omni: scripts/make_omni_golden.py)
+TEMPLATES = [n for n, e in template_table().items() if e.get("mm_plugin") not in (None, "qwen2_audio", "qwen2_omni")]
 LLAVA = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}  # mm_plugin -> its family's processor class
 IMAGES = {
     "red.png": ((64, 48), (220, 30, 30)),

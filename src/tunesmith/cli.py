@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = jobs.add_parser("tiny", help="build a tiny random-init model with a local tokenizer (tests, demos)")
     tiny.add_argument("out", help="output folder")
     tiny.add_argument("--arch", default="llama", help="llama, qwen2, qwen3, mistral, gemma, phi3, qwen2_vl, gemma3, "
-                      "internvl, llava, llava_next (vision-language) or qwen2_audio (audio-language)")
+                      "internvl, llava, llava_next (vision-language), qwen2_audio (audio-language) or "
+                      "qwen2_5_omni (Qwen2.5-Omni's thinker: images and audios)")
     tiny.add_argument("--overwrite", action="store_true", help="replace an existing model in the folder")
 
     env = jobs.add_parser("env", help="print platform, Python, torch build, accelerators and package versions")

@@ -28,22 +28,22 @@ def _setup(config):
     require(config, "model_name_or_path", "dataset", job="data")
     tokenizer = load_tokenizer(config.model, config.lf_model)
     template = resolve_template(config.data, tokenizer)
-    image_processor = load_image_processor(config.model)
+    from tunesmith.data.omni import pair
     from tunesmith.data.video import video_processor_for
+    from tunesmith.model.audio import load_feature_extractor
 
+    image_processor, feature_extractor = load_image_processor(config.model), load_feature_extractor(config.model)
     video = video_processor_for(config)  # Qwen-VL's, when the data maps videos (it needs torchvision); else None
-    if image_processor is None:
-        from tunesmith.model.audio import load_feature_extractor
+    image_plugin = audio_plugin = None
+    if image_processor is not None:
+        from tunesmith.data.vision import make_plugin
 
-        feature_extractor = load_feature_extractor(config.model)
-        if feature_extractor is None:
-            return tokenizer, template, None
+        image_plugin = make_plugin(template, image_processor, config.multimodal, video)
+    if feature_extractor is not None:
         from tunesmith.data.audio import make_plugin as make_audio_plugin
 
-        return tokenizer, template, make_audio_plugin(template, feature_extractor, config.multimodal)
-    from tunesmith.data.vision import make_plugin
-
-    return tokenizer, template, make_plugin(template, image_processor, config.multimodal, video)
+        audio_plugin = make_audio_plugin(template, feature_extractor, config.multimodal)
+    return tokenizer, template, pair(image_plugin, audio_plugin)  # both: Qwen2.5-Omni
 
 
 def sequences(row: dict) -> list[tuple[str, list[int], list[int]]]:
@@ -158,8 +158,10 @@ def render(tokenizer, input_ids: list[int], labels: list[int]) -> str:
 
 
 # Qwen-VL's image and video pads, Gemma 3's soft token, InternVL's context token, LLaVA's image token, Qwen2-Audio's
-MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>", "<|AUDIO|>")
-IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>")
+# (and Qwen2.5-Omni's) audio token, Qwen2.5-Omni's image token
+MEDIA_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>", "<|AUDIO|>",
+                "<|IMAGE|>")
+IMAGE_TOKENS = ("<|image_pad|>", "<image_soft_token>", "<IMG_CONTEXT>", "<image>", "<|IMAGE|>")
 
 
 def collapse_media(text: str) -> str:

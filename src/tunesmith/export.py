@@ -17,9 +17,12 @@ log = logging.getLogger(__name__)
 def _model_config(config):
     from transformers import AutoConfig
 
+    from tunesmith.model.omni import thinker_config
+
     try:
-        return AutoConfig.from_pretrained(config.model.model_name_or_path, trust_remote_code=config.model.trust_remote_code,
-                                          cache_dir=config.model.cache_dir)
+        return thinker_config(AutoConfig.from_pretrained(  # a whole Qwen2.5-Omni exports its thinker
+            config.model.model_name_or_path, trust_remote_code=config.model.trust_remote_code,
+            cache_dir=config.model.cache_dir))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the config of {config.model.model_name_or_path}: {exc}") from None
 
@@ -93,16 +96,19 @@ def save_processor_files(config, folder: Path) -> None:
     """A multimodal model's image processor or audio feature extractor (preprocessor_config.json, with the base's
     settings) and its other processor files, so the merged folder reloads with its processor; nothing for a text
     model."""
+    from tunesmith.model.audio import load_feature_extractor
     from tunesmith.model.load import load_image_processor, save_image_processor
 
-    processor = load_image_processor(config.model)
-    if processor is None:
-        from tunesmith.model.audio import load_feature_extractor
-
-        processor = load_feature_extractor(config.model)  # an audio-language model's (Qwen2-Audio)
+    image_processor, feature_extractor = load_image_processor(config.model), load_feature_extractor(config.model)
+    processor = image_processor or feature_extractor  # Qwen2.5-Omni has both: they share one file
     if processor is None:
         return
-    save_image_processor(processor, folder)  # a feature extractor saves the same way (nothing attached to strip)
+    if image_processor is not None and feature_extractor is not None:
+        from tunesmith.model.omni import save_omni_processors
+
+        save_omni_processors(image_processor, feature_extractor, folder)
+    else:
+        save_image_processor(processor, folder)  # a feature extractor saves the same way (nothing attached)
     base = Path(config.model.model_name_or_path)
     for name in PROCESSOR_FILES:
         if (base / name).is_file() and not (folder / name).exists():

@@ -9,7 +9,8 @@ from tunesmith.config.load import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.yaml")  # eval: test_eval.py; VL: test_vl_train.py;
-                  if not p.stem.startswith(("eval", "train_vl", "train_audio")))  # audio: test_audio_train.py
+                  if not p.stem.startswith(("eval", "train_vl", "train_audio", "train_omni")))  # audio: test_audio_train.py;
+# omni: test_omni.py
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -30,12 +30,13 @@ MULTIMODAL_HONOURED = ("media_dir", "image_max_pixels", "image_min_pixels", "fre
                        "video_maxlen")
 MULTIMODAL_REASONS = {
     "use_audio_in_video": "use_audio_in_video feeds the audio track of videos to Qwen2.5-Omni (template qwen2_omni), "
-                          "which tunesmith does not support yet; Qwen-VL models read the frames only",
+                          "whose videos tunesmith does not train yet (its images and audios train); Qwen-VL models "
+                          "read the frames only",
 }
 
 
-# Options of a model tunesmith does not have: as in LLaMA-Factory they act only with it (use_audio_in_video only on
-# Qwen2.5-Omni; LF's Qwen-VL plugins ignore it), so they load at any value; the reason says what is missing.
+# Options of what tunesmith does not train: as in LLaMA-Factory they act only with it (use_audio_in_video only on
+# Qwen2.5-Omni's videos; LF's Qwen-VL plugins ignore it), so they load at any value; the reason says what is missing.
 MULTIMODAL_OPTIONS = ("use_audio_in_video",)
 
 

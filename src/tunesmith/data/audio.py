@@ -21,6 +21,7 @@ ENCODED_AUDIOS = "audio_paths"  # the encoded examples' column of audio paths (t
 # template mm_plugin -> its tokens (LF's get_mm_plugin(name="qwen2_audio", audio_token="<|AUDIO|>"); the bos/eos
 # tokens are the processor's audio_bos_token/audio_eos_token, Qwen2AudioProcessor's defaults)
 PLUGINS = {"qwen2_audio": {"audio_token": "<|AUDIO|>", "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}}
+PLUGINS["qwen2_omni"] = PLUGINS["qwen2_audio"]  # Qwen2.5-Omni's audios: the same tokens and count (data/omni.py)
 AUDIO_STAGES = ("sft", "dpo")
 MIN_AUDIO_TOKENS = 2  # a 70 ms audio (7 mel frames of 10 ms); shorter ones break the model (AudioPlugin.expand_lengths)
 AUDIO_ENCODINGS = ("supervised", "pairwise")

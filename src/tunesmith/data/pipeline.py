@@ -92,12 +92,16 @@ def encode_records(records, encoding: str, template, tokenizer, data_args, desc:
     that reads videos (its `video`, data/vision_video.py), the same for <video> and video tokens."""
     from tunesmith.data.audio import AUDIOS, check_audios_fit, is_audio_plugin, with_audios
     from tunesmith.data.encode import encoder_for, text_bound
+    from tunesmith.data.omni import check_no_videos, is_omni_plugin
     from tunesmith.data.video import VIDEOS
     from tunesmith.data.vision import IMAGES, check_images_fit, with_images
     from tunesmith.data.vision_video import check_videos_fit, with_videos
 
     audio_plugin = plugin if is_audio_plugin(plugin) else None
     plugin = None if audio_plugin is not None else plugin
+    if is_omni_plugin(plugin):  # Qwen2.5-Omni: the image wrapper, then the audio one around it
+        check_no_videos(records)
+        plugin, audio_plugin = plugin.image, plugin.audio
     check_images_fit(records, encoding, plugin)
     check_audios_fit(records, encoding, audio_plugin)
     check_videos_fit(records, encoding, plugin)
@@ -185,24 +189,25 @@ def build_datasets(config, tokenizer, encoding: str, template=None, image_proces
     # The template first, even when the encoded data is reused: it sets the tokenizer's eos/pad tokens, which the
     # collator and the saved tokenizer need (a rank that loads rank 0's tokenized_path trains with them too).
     template = template or resolve_template(data_args, tokenizer)
-    plugin = None
+    from tunesmith.data.omni import pair
+
+    image_plugin = audio_plugin = media = None
     if image_processor is not None:
         from tunesmith.data.vision import make_plugin
 
-        plugin = make_plugin(template, image_processor, config.multimodal, video)
-    cache_path = Path(data_args.tokenized_path) if data_args.tokenized_path else None
-    media = None
-    if plugin is not None:
-        media = {"multimodal": config.multimodal.model_dump(mode="json"),
-                 "image_processor": plugin.image_processor.to_dict()}
+        image_plugin = make_plugin(template, image_processor, config.multimodal, video)
+        media = {"image_processor": image_plugin.image_processor.to_dict()}
         if video is not None:
             media["video_processor"] = video[0].to_dict()
     if feature_extractor is not None:
         from tunesmith.data.audio import make_plugin as make_audio_plugin
 
-        plugin = make_audio_plugin(template, feature_extractor, config.multimodal)
-        media = {"multimodal": config.multimodal.model_dump(mode="json"),
-                 "feature_extractor": feature_extractor.to_dict()}
+        audio_plugin = make_audio_plugin(template, feature_extractor, config.multimodal)
+        media = {**(media or {}), "feature_extractor": feature_extractor.to_dict()}
+    plugin = pair(image_plugin, audio_plugin)  # both: Qwen2.5-Omni (data/omni.py)
+    if media is not None:
+        media["multimodal"] = config.multimodal.model_dump(mode="json")
+    cache_path = Path(data_args.tokenized_path) if data_args.tokenized_path else None
     key = cache_key(data_args, stage, encoding, tokenizer, seed, media) if cache_path else ""
     if cache_path and cache_path.exists() and not data_args.overwrite_cache:
         cached = _load_cached(cache_path, key)

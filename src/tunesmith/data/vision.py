@@ -31,6 +31,7 @@ PLUGIN_CLASSES = {
     "intern_vl": "tunesmith.data.vision_internvl:InternVLPlugin",
     "llava": "tunesmith.data.vision_llava:LlavaPlugin",
     "llava_next": "tunesmith.data.vision_llava:LlavaNextPlugin",
+    "qwen2_omni": "tunesmith.data.omni:OmniImagePlugin",  # its images; data/omni.py pairs it with the audio plugin
 }
 # multimodal keys only one family reads: key -> (its mm_plugin, what it is)
 FAMILY_KEYS = {

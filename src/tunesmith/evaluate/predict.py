@@ -73,10 +73,10 @@ def encode_prompts(
                     f"{config.source}: the predict data holds {column} (an `{column}` column) but they "
                     f"cannot be used: {why}"
                 )
-            if media is not None:  # no model tunesmith loads takes both (Qwen2.5-Omni is not supported)
+            if media is not None:  # Qwen2.5-Omni trains on both; predict carries one medium for now
                 raise DataError(
-                    f"{config.source}: the predict data holds images and audios; a model takes one of "
-                    "them: split the data"
+                    f"{config.source}: the predict data holds images and audios; predict reads one of them per "
+                    "dataset for now (Qwen2.5-Omni trains and chats with both): split the data"
                 )
             media = usable
     if media is not None:

@@ -77,8 +77,11 @@ def load_feature_extractor(model_args: Any):
         config = AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
-    if not is_audio_model(config) or getattr(config, "vision_config", None) is not None:
-        return None  # a text or vision-language model (an omni model's audio is not supported yet)
+    from tunesmith.model.omni import is_omni, thinker_config
+
+    config = thinker_config(config)  # a whole Qwen2.5-Omni: its thinker's towers
+    if not is_audio_model(config) or (getattr(config, "vision_config", None) is not None and not is_omni(config)):
+        return None  # a text or vision-language model (Qwen2.5-Omni's thinker has both towers: it takes audios)
     try:
         return AutoFeatureExtractor.from_pretrained(name, **kwargs)
     except (OSError, ValueError, ImportError) as exc:

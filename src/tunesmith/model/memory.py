@@ -164,6 +164,9 @@ def count_shape(config) -> Shape:
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"estimate: cannot read the config of {model_args.model_name_or_path}: {exc}") from None
+    from tunesmith.model.omni import thinker_config
+
+    model_config = thinker_config(model_config)  # a whole Qwen2.5-Omni trains its thinker
     text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     dtype = resolve_dtype(model_args.dtype)
     try:  # under ZeRO-3, from_config would partition the model with collectives (deepspeed.zero.Init), and only

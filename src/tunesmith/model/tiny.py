@@ -82,7 +82,8 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
 
 # tiny vision-language models (model/vision.py, model/tiny_gemma3.py, model/tiny_internvl.py, model/vision_llava.py)
 VISION_ARCHS = ("qwen2_vl", "gemma3", "internvl", "llava", "llava_next")
-AUDIO_ARCHS = ("qwen2_audio",)  # tiny audio-language models (model/audio.py)
+AUDIO_ARCHS = ("qwen2_audio", "qwen2_5_omni")  # tiny audio-language models (model/audio.py, model/omni.py)
+MODEL_TYPES = {"qwen2_5_omni": "qwen2_5_omni_thinker"}  # arch -> its config's model_type, where they differ
 
 # Training text of the tiny tokenizer: English, a little code and JSON, some Chinese.
 CORPUS = """\
@@ -283,6 +284,8 @@ def save_tiny_model(
             save_tiny_vl = functools.partial(save_tiny_llava, arch=arch)
         if arch == "qwen2_audio":
             from tunesmith.model.audio import save_tiny_audio as save_tiny_vl
+        if arch == "qwen2_5_omni":
+            from tunesmith.model.omni import save_tiny_omni as save_tiny_vl
 
         tmp = new_staging(out)
         try:
@@ -332,6 +335,6 @@ def ensure_tiny_model(out_dir: str | os.PathLike, arch: str = "llama", **kwargs:
             if not _is_built(out):  # not a lost race with another builder: a real problem
                 raise
     model_type = json.loads((out / "config.json").read_text(encoding="utf-8")).get("model_type")
-    if model_type != arch:
+    if model_type != MODEL_TYPES.get(arch, arch):
         raise ModelError(f"{out} holds a {model_type!r} model, not {arch!r}; use another folder or rebuild it")
     return out

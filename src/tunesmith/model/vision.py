@@ -104,6 +104,14 @@ COMPOSITE["llava"] = COMPOSITE["gemma3"]
 COMPOSITE["llava_next"] = COMPOSITE["gemma3"]
 # Qwen2-Audio (model/audio.py): freeze_vision_tower stands for its audio tower, as in LF
 COMPOSITE["qwen2_audio"] = {**COMPOSITE["gemma3"], "vision": ("audio_tower",)}
+# Qwen2.5-Omni's thinker (model/omni.py): LF's entry, but its language-model key "model" names every part in
+# transformers 5's layout (model.visual, model.audio_tower, model.language_model), so the text model's own name
+COMPOSITE["qwen2_5_omni_thinker"] = {
+    "vision": ("visual.patch_embed", "visual.blocks", "audio_tower"),
+    "projector": ("visual.merger", "audio_tower.proj"),
+    "language": ("language_model", "lm_head"),
+    "lora_conflict": ("patch_embed",),
+}
 # model type -> the config.json key of the image tokens per image (or crop/patch) that its plugin expands <image> to
 SEQ_LENGTH_KEYS = {"gemma3": "mm_tokens_per_image", "internvl": "image_seq_length"}
 

@@ -103,12 +103,15 @@ def _run_training(config: Config) -> dict:
         optimizers = (loraplus_optimizer(model, args, config.method.loraplus_lr_ratio,
                                          config.method.loraplus_lr_embedding), None)
     from tunesmith.data.collate import configure
+    from tunesmith.data.omni import is_omni_plugin, omni_collator
     from tunesmith.model.fast_lora import use_fast_lora
     from tunesmith.model.fused_head import use_fused_head
     from tunesmith.model.packed_attention import use_packed_attention
     from tunesmith.model.swiglu import use_recomputed_swiglu
 
-    if feature_extractor is not None:  # an audio model: padded batches with input_features (data/audio.py)
+    if is_omni_plugin(data.plugin):  # Qwen2.5-Omni: pixel_values and input_features (data/omni.py)
+        collator = omni_collator(config, tokenizer, model, data.plugin)
+    elif feature_extractor is not None:  # an audio model: padded batches with input_features (data/audio.py)
         from tunesmith.data.audio import audio_collator
 
         collator = audio_collator(config, tokenizer, model, data.plugin)
@@ -155,9 +158,13 @@ def _run_training(config: Config) -> dict:
         outputs.record_run(output_dir, config)
     model.config.use_cache = True  # training turned the KV cache off; the saved model is for inference
     outputs.save_final(trainer, tokenizer, output_dir)
-    if image_processor is not None and main_process:  # a VL model's outputs reload with their image processor
+    if image_processor is not None and feature_extractor is not None and main_process:  # Qwen2.5-Omni: one file
+        from tunesmith.model.omni import save_omni_processors
+
+        save_omni_processors(image_processor, feature_extractor, output_dir)
+    elif image_processor is not None and main_process:  # a VL model's outputs reload with their image processor
         save_image_processor(image_processor, output_dir)
-    if feature_extractor is not None and main_process:  # an audio model's outputs reload with their extractor
+    elif feature_extractor is not None and main_process:  # an audio model's outputs reload with their extractor
         feature_extractor.save_pretrained(output_dir)
     if pissa_convert:
         save_pissa_converted(model, output_dir)
