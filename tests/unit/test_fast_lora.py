@@ -136,3 +136,49 @@ def test_fast_lora_trains_through_the_cli_to_the_same_adapter(tmp_path, tiny_mod
         patch.setattr(fast_lora, "use_fast_lora", lambda model: 0)
         plain = train(tmp_path / "plain")
     assert fast["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5)
+
+
+def _merged_nodes(output) -> int:
+    """How many merged-weight LoRA matmuls the autograd graph of `output` holds."""
+    seen, stack, count = set(), [output.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += "MergedLoraLinear" in type(node).__name__
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return count
+
+
+def test_fast_lora_on_bitsandbytes_4bit_equals_peft(tmp_path, tiny_model_dir):
+    """QLoRA on the CPU: the dequantized 4-bit weight merged with B A gives peft + bitsandbytes' loss and gradients."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from tunesmith.model.fast_lora import use_fast_lora
+
+    def qlora():
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            tiny_model_dir, quantization_config=quantization, dtype=torch.float32
+        )
+        torch.manual_seed(0)
+        config = peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        return peft.get_peft_model(model, config).train()
+
+    plain, fast = qlora(), qlora()
+    assert use_fast_lora(fast) == 14
+    ids = torch.randint(0, 100, (2, 24))
+    assert _merged_nodes(fast(input_ids=ids).logits) == 14 and _merged_nodes(plain(input_ids=ids).logits) == 0
+    loss, grads = _loss_and_grads(plain, ids)
+    fast_loss, fast_grads = _loss_and_grads(fast, ids)
+    assert grads.keys() == fast_grads.keys() and len(grads) == 28
+    torch.testing.assert_close(fast_loss, loss, rtol=1e-5, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

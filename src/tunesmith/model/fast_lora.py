@@ -8,8 +8,11 @@ one big matmul each way plus four skinny ones backward (dA, dB), with no element
 overhead falls by about two thirds (same measurement).
 
 Only where the two are the same function of x: an unmerged, enabled, plain LoRA adapter (no DoRA or other variant,
-no dropout, no lora_bias, one active adapter) on a float32 nn.Linear whose weight is frozen, in training with grad.
-Anything else (quantized base layers, bf16/fp16, dropout, eval/generation) takes peft's own forward. The parameters,
+no dropout, no lora_bias, one active adapter) on a float32 nn.Linear whose weight is frozen, or on a bitsandbytes
+4-bit layer on the CPU computing in float32 (QLoRA: its CPU matmul dequantizes the weight to float32 and multiplies,
+forward and backward; here the dequantized weight is merged instead, and dequantized again for the backward pass, as
+bitsandbytes does), in training with grad. Anything else (8-bit, HQQ or GPU bases, bf16/fp16, dropout,
+eval/generation) takes peft's own forward. The parameters,
 their names, what peft saves and merges are peft's: only the arithmetic of the forward and backward differs.
 """
 
@@ -28,14 +31,19 @@ def _function():
         """y = x W_eff^T + bias, W_eff = W + s B A; gradients for x, A and B (W is frozen)."""
 
         @staticmethod
-        def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
+        def forward(ctx, x, weight, bias, lora_a, lora_b, scaling, quantized=None):
+            # quantized: a bnb 4-bit base layer; its weight is dequantized here and again in backward, not kept
             ctx.save_for_backward(x, weight, lora_a, lora_b)  # not the merged weight: a copy of W per layer
-            ctx.scaling = scaling
+            ctx.scaling, ctx.quantized = scaling, quantized
+            if quantized is not None:
+                weight = _dequantized(quantized)
             return torch.nn.functional.linear(x, torch.addmm(weight, lora_b, lora_a, alpha=scaling), bias)
 
         @staticmethod
         def backward(ctx, grad):
             x, weight, lora_a, lora_b = ctx.saved_tensors
+            if ctx.quantized is not None:
+                weight = _dequantized(ctx.quantized)
             x2, grad2 = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
             grad_x = None
             if ctx.needs_input_grad[0]:  # merged again: out x in x r flops, against keeping it for the whole step
@@ -43,9 +51,43 @@ def _function():
             # (r, tokens) @ (tokens, features): the layouts MKL runs fast for a small r
             grad_a = (grad2 @ lora_b).t() @ x2 * ctx.scaling if ctx.needs_input_grad[3] else None
             grad_b = ((x2 @ lora_a.t()).t() @ grad2).t() * ctx.scaling if ctx.needs_input_grad[4] else None
-            return grad_x, None, None, grad_a, grad_b, None
+            return grad_x, None, None, grad_a, grad_b, None, None
 
     return MergedLoraLinear
+
+
+def _dequantized(base):
+    """A bnb Linear4bit's weight as float32 (out, in): what its CPU matmul multiplies by (bnb's gemm_4bit there)."""
+    import bitsandbytes.functional as bnb_functional
+    import torch
+
+    return bnb_functional.dequantize_4bit(base.weight.data, base.weight.quant_state).to(torch.float32)
+
+
+def _is_4bit(base) -> bool:
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return False
+    return type(base) is Linear4bit
+
+
+def _base_applies(base, x) -> bool:
+    """The base layer is a frozen float32 nn.Linear, or a bnb 4-bit layer on the CPU computing in float32."""
+    import torch
+
+    if (base.bias is not None and base.bias.requires_grad) or x.dtype != torch.float32:
+        return False
+    if type(base) is torch.nn.Linear:
+        return not base.weight.requires_grad and base.weight.dtype == torch.float32
+    return (
+        _is_4bit(base)
+        and x.device.type == "cpu"
+        and base.compute_dtype in (None, torch.float32)
+        and getattr(base.weight, "quant_state", None) is not None
+        and not getattr(base.weight.quant_state, "packing_format_for_cpu", False)  # bnb's inference layout
+        and (base.bias is None or base.bias.dtype == torch.float32)
+    )
 
 
 def _applies(module, x) -> bool:
@@ -57,28 +99,31 @@ def _applies(module, x) -> bool:
     if len(active) != 1 or active[0] not in module.lora_A or active[0] in module.lora_variant:
         return False
     name = active[0]
-    base = module.base_layer
     return (
-        type(base) is torch.nn.Linear
-        and not base.weight.requires_grad
-        and (base.bias is None or not base.bias.requires_grad)
+        _base_applies(module.base_layer, x)
         and not module.fan_in_fan_out
         and not module.use_dora.get(name, False)
         and not module.lora_bias.get(name, False)
         and isinstance(module.lora_dropout[name], torch.nn.Identity)
-        and x.dtype == base.weight.dtype == module.lora_A[name].weight.dtype == torch.float32
+        and module.lora_A[name].weight.dtype == module.lora_B[name].weight.dtype == torch.float32
     )
 
 
 def _forward(function):
+    import torch
+
     def forward(self, x, *args, **kwargs):
         if args or kwargs or not _applies(self, x):
             return type(self).forward(self, x, *args, **kwargs)
         name = self.active_adapters[0]
         base = self.base_layer
-        return function.apply(
-            x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, float(self.scaling[name])
-        )
+        lora = self.lora_A[name].weight, self.lora_B[name].weight, float(self.scaling[name])
+        if type(base) is not torch.nn.Linear:  # bnb 4-bit
+            from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+
+            fix_4bit_weight_quant_state_from_module(base)
+            return function.apply(x, None, base.bias, *lora, base)
+        return function.apply(x, base.weight, base.bias, *lora)
 
     return forward
 
@@ -92,15 +137,26 @@ def use_fast_lora(model) -> int:
         return 0
     import torch
 
-    function, count = _function(), 0
+    layers = [Linear]
+    try:
+        from peft.tuners.lora.bnb import Linear4bit
+
+        layers.append(Linear4bit)
+    except ImportError:  # peft defines it only where bitsandbytes imports
+        pass
+    function, count, quantized = _function(), 0, 0
     forward = _forward(function)
     for module in model.modules():
-        if type(module) is not Linear or type(module.base_layer) is not torch.nn.Linear:
+        base = getattr(module, "base_layer", None)
+        if type(module) not in layers or not (type(base) is torch.nn.Linear or _is_4bit(base)):
             continue
         module.forward = types.MethodType(forward, module)
         count += 1
+        quantized += type(base) is not torch.nn.Linear
     if count:
         log.info(
-            "LoRA: %d float32 linear layers train through one merged-weight matmul (exact to fp32 rounding)", count
+            "LoRA: %d linear layers%s train through one merged-weight matmul in float32 (exact to fp32 rounding)",
+            count,
+            f" ({quantized} bitsandbytes 4-bit, on the CPU)" if quantized else "",
         )
     return count
