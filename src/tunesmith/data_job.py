@@ -37,8 +37,10 @@ def _setup(config):
     image_plugin = audio_plugin = None
     if image_processor is not None:
         from tunesmith.data.vision import make_plugin
+        from tunesmith.data.vision_video import with_video_plugin
 
-        image_plugin = make_plugin(template, image_processor, config.multimodal, video)
+        image_plugin = with_video_plugin(make_plugin(template, image_processor, config.multimodal), template, video,
+                                         config.multimodal)
     if feature_extractor is not None:
         from tunesmith.data.audio import make_plugin as make_audio_plugin
 

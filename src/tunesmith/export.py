@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def _model_config(config):
     from transformers import AutoConfig
 
-    from tunesmith.model.omni import thinker_config
+    from tunesmith.model.omni_config import thinker_config
 
     try:
         return thinker_config(AutoConfig.from_pretrained(  # a whole Qwen2.5-Omni exports its thinker

@@ -74,6 +74,7 @@ def test_the_collator_carries_the_video_tensors(tiny_vl_model_dir, video_data_di
     from tunesmith.data.pipeline import build_datasets
     from tunesmith.data.video import video_processor_for
     from tunesmith.data.vision import vision_collator
+    from tunesmith.data.vision_video import video_collator
     from tunesmith.model.load import load_image_processor, load_tokenizer
 
     config = load_config(
@@ -95,7 +96,8 @@ def test_the_collator_carries_the_video_tensors(tiny_vl_model_dir, video_data_di
         image_processor=load_image_processor(config.model),
         video=video_processor_for(config),
     )
-    batch = vision_collator(config, tokenizer, None, data.plugin)([data.train[i] for i in range(len(data.train))])
+    collator = video_collator(vision_collator(config, tokenizer, None, data.plugin), data.plugin, config)
+    batch = collator([data.train[i] for i in range(len(data.train))])
     video = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     merge = data.plugin.video.merge_length
     assert int((batch["input_ids"] == video).sum()) == int(batch["video_grid_thw"].prod(-1).sum()) // merge

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from tunesmith.data.media import count_placeholders, media_list, resolve_image
+from tunesmith.data.media import count_placeholders, media_list, pyav, resolve_image
 from tunesmith.data.vision import MediaCollator, media_collator, with_media
 from tunesmith.data.vision import check_stage as check_media_stage
 from tunesmith.errors import ConfigError, DataError
@@ -31,27 +31,13 @@ class AudioDecodeError(ValueError):
     """A file PyAV cannot decode as audio."""
 
 
-def _av():
-    """PyAV (a tunesmith dependency, `av`), or an error saying how to get it."""
-    try:
-        import av
-    except ImportError:
-        from tunesmith.errors import DependencyError
-
-        raise DependencyError(
-            "audios are decoded with PyAV, which is not installed: pip install 'av>=14,<19' (or "
-            "re-run scripts/setup.sh)"
-        ) from None
-    return av
-
-
 def decode_audio(source, sampling_rate: int):
     """The audio of a file (path or binary file object) as a float32 mono numpy array at `sampling_rate`: decoded
     by PyAV, its channels averaged, resampled by PyAV (FFmpeg's libswresample). LF 0.9.5 does the same with
     torchaudio: load, average the channels, resample. (libswresample's own stereo-to-mono mix is not an average.)"""
     import numpy as np
 
-    av = _av()
+    av = pyav("audios")
 
     try:
         with av.open(source if hasattr(source, "read") else str(source)) as container:
@@ -85,7 +71,7 @@ def decode_audio(source, sampling_rate: int):
 
 def check_audio(path: Path) -> str | None:
     """Why the file cannot be used as audio (None when PyAV opens it and finds an audio stream)."""
-    av = _av()
+    av = pyav("audios")
 
     try:
         with av.open(str(path)) as container:

@@ -10,6 +10,20 @@ IMAGES = "images"  # the canonical record's column of image paths (present only 
 # videos: data/video.py; audios: data/audio.py
 
 
+def pyav(media: str):
+    """PyAV (a tunesmith dependency, `av`, which decodes audios and videos), or an error saying how to get it."""
+    try:
+        import av
+    except ImportError:
+        from tunesmith.errors import DependencyError
+
+        raise DependencyError(
+            f"{media} are decoded with PyAV, which is not installed: pip install 'av>=14,<19' (or "
+            "re-run scripts/setup.sh)"
+        ) from None
+    return av
+
+
 def media_list(value) -> list:
     """A row's media value as a list: LF takes one path or a list of paths; null or [] is no media."""
     if value is None:

@@ -194,8 +194,10 @@ def build_datasets(config, tokenizer, encoding: str, template=None, image_proces
     image_plugin = audio_plugin = media = None
     if image_processor is not None:
         from tunesmith.data.vision import make_plugin
+        from tunesmith.data.vision_video import with_video_plugin
 
-        image_plugin = make_plugin(template, image_processor, config.multimodal, video)
+        image_plugin = with_video_plugin(make_plugin(template, image_processor, config.multimodal), template, video,
+                                         config.multimodal)
         media = {"image_processor": image_plugin.image_processor.to_dict()}
         if video is not None:
             media["video_processor"] = video[0].to_dict()

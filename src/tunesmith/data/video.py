@@ -7,7 +7,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from tunesmith.data.media import count_placeholders, media_list, regularize, resolve_image
+from tunesmith.data.media import count_placeholders, media_list, pyav, regularize, resolve_image
 
 VIDEO_PLACEHOLDER = "<video>"
 VIDEOS = "videos"  # the canonical record's column of video paths (present only when a dataset maps videos)
@@ -28,12 +28,6 @@ class Clip:
     indices: list  # LF's frames_indices: sampled index / the stream's fps * video_fps (Qwen3-VL's timestamps)
 
 
-def _av():
-    from tunesmith.data.audio import _av as av  # PyAV, or the error saying how to get it
-
-    return av()
-
-
 def _stream(container):
     stream = next((s for s in container.streams if s.type == "video"), None)
     if stream is None:
@@ -43,7 +37,7 @@ def _stream(container):
 
 def check_video(path: Path) -> str | None:
     """Why the file cannot be used as a video (None when PyAV opens it and decodes a first frame of video)."""
-    av = _av()
+    av = pyav("videos")
     try:
         with av.open(str(path)) as container:
             next(container.decode(_stream(container)))
@@ -106,7 +100,7 @@ def read_video(path, fps: float, maxlen: int, max_pixels: int, min_pixels: int) 
     """LF's Qwen2VLPlugin._regularize_videos for one file: the sampled frames (the last one repeated when their
     number is odd), each resized as Qwen-VL's images are (data/media.py's regularize with video_max_pixels and
     video_min_pixels)."""
-    av = _av()
+    av = pyav("videos")
     try:
         with av.open(str(path)) as container:
             stream = _stream(container)

@@ -103,10 +103,10 @@ class ImagePlugin:
         return (input_ids == image).long() + 2 * (input_ids == video).long()
 
 
-def make_plugin(template, image_processor, multimodal=None, video=None) -> ImagePlugin:
+def make_plugin(template, image_processor, multimodal=None) -> ImagePlugin:
     """The plugin of a VL template (`mm_plugin` in templates.yaml) for this image processor and the config's
-    image_max_pixels/image_min_pixels (and the family's own keys, FAMILY_KEYS); `video`: model/video.py's (video
-    processor, model type), for data with videos (Qwen-VL only)."""
+    image_max_pixels/image_min_pixels (and the family's own keys, FAMILY_KEYS). Videos: data/vision_video.py's
+    with_video_plugin adds theirs."""
     name = getattr(template, "mm_plugin", None)
     if name not in PLUGINS and name not in PLUGIN_CLASSES:
         from tunesmith.data.template import template_table
@@ -117,10 +117,6 @@ def make_plugin(template, image_processor, multimodal=None, video=None) -> Image
             f"vision-language model set `template:` to one of {', '.join(vl)}"
         )
     check_family_keys(template, name, multimodal)
-    if video is not None:
-        from tunesmith.data.vision_video import make_video_plugin
-
-        video = make_video_plugin(name, video, multimodal, PLUGINS.get(name))
     if name in PLUGIN_CLASSES:
         import importlib
 
@@ -128,7 +124,7 @@ def make_plugin(template, image_processor, multimodal=None, video=None) -> Image
         return getattr(importlib.import_module(module), cls).make(image_processor, multimodal)
     if not hasattr(image_processor, "merge_size"):
         raise wrong_family(name, "Qwen-VL", image_processor)
-    return ImagePlugin(image_processor, **PLUGINS[name], **pixel_bounds(multimodal), video=video)
+    return ImagePlugin(image_processor, **PLUGINS[name], **pixel_bounds(multimodal))
 
 
 def pixel_bounds(multimodal) -> dict:
@@ -303,9 +299,4 @@ def vision_collator(config, tokenizer, model, plugin: ImagePlugin):
             "Gemma 3's image attention come from the padded sequence and the image tokens); remove `packing` or "
             "set it to false"
         )
-    collator = media_collator(config, tokenizer, model, plugin)
-    if getattr(plugin, "video", None) is not None:  # Qwen-VL with videos: their tensors too
-        from tunesmith.data.vision_video import VideoCollator
-
-        collator = VideoCollator(collator, plugin.video, pairwise=config.method.stage == "dpo")
-    return collator
+    return media_collator(config, tokenizer, model, plugin)

@@ -152,6 +152,26 @@ def make_video_plugin(name: str, video, multimodal=None, tokens: dict | None = N
     )
 
 
+def with_video_plugin(plugin, template, video, multimodal=None):
+    """The image plugin with its `video` set for `video`, model/video.py's (video processor, model type), or as it is
+    when there are no videos (None)."""
+    if video is None:
+        return plugin
+    import dataclasses
+
+    from tunesmith.data.vision import PLUGINS
+
+    name = getattr(template, "mm_plugin", None)
+    return dataclasses.replace(plugin, video=make_video_plugin(name, video, multimodal, PLUGINS.get(name)))
+
+
+def video_collator(collator, plugin, config):
+    """The VL collator, wrapped to add the videos' tensors when the plugin reads videos (Qwen-VL); else as it is."""
+    if getattr(plugin, "video", None) is None:
+        return collator
+    return VideoCollator(collator, plugin.video, pairwise=config.method.stage == "dpo")
+
+
 def with_videos(base, plugin: VideoPlugin, tokenizer=None):
     """data.vision.with_media for videos (the records' `videos`, the examples' ENCODED_VIDEOS). With the tokenizer,
     an example whose video tokens cutoff_len cut is an error (the model would fail on it: tokens != features)."""

@@ -77,7 +77,7 @@ def load_feature_extractor(model_args: Any):
         config = AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
-    from tunesmith.model.omni import is_omni, thinker_config
+    from tunesmith.model.omni_config import is_omni, thinker_config
 
     config = thinker_config(config)  # a whole Qwen2.5-Omni: its thinker's towers
     if not is_audio_model(config) or (getattr(config, "vision_config", None) is not None and not is_omni(config)):

@@ -127,7 +127,7 @@ def load_image_processor(model_args: ModelArgs):
         config = AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
-    from tunesmith.model.omni import thinker_config
+    from tunesmith.model.omni_config import thinker_config
 
     config = thinker_config(config)  # a whole Qwen2.5-Omni: its thinker's towers
     if getattr(config, "vision_config", None) is None:
@@ -287,7 +287,7 @@ def load_model(
         model_config = AutoConfig.from_pretrained(name, **kwargs, **head_kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc, "model") from None
-    from tunesmith.model.omni import thinker_config
+    from tunesmith.model.omni_config import thinker_config
 
     model_config = thinker_config(model_config)  # a whole Qwen2.5-Omni trains its thinker, as in LF
     if getattr(model_config, "vision_config", None) is not None and head == "causal_lm":

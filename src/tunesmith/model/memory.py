@@ -164,7 +164,7 @@ def count_shape(config) -> Shape:
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"estimate: cannot read the config of {model_args.model_name_or_path}: {exc}") from None
-    from tunesmith.model.omni import thinker_config
+    from tunesmith.model.omni_config import thinker_config
 
     model_config = thinker_config(model_config)  # a whole Qwen2.5-Omni trains its thinker
     text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config

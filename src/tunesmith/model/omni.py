@@ -18,9 +18,6 @@ OMNI_TOKENS = (
     "<|audio_bos|>",
     "<|audio_eos|>",
 )
-# The model type tunesmith trains: the thinker (text out), as LF trains it; "qwen2_5_omni" is the whole model with
-# its talker and token2wav (speech out), which LF loads and then replaces by its thinker.
-THINKER = "qwen2_5_omni_thinker"
 
 
 def tiny_qwen2_5_omni(ids: dict[str, int], vocab_size: int, tokenizer: Any = None) -> Any:
@@ -115,18 +112,3 @@ def save_tiny_omni(out: Any, tokenizer: Any, seed: int = 0) -> None:
     ids = add_media_tokens(tokenizer, OMNI_TOKENS)
     processors = OmniProcessors(tiny_image_processor(), tiny_feature_extractor())
     save_tiny_multimodal(out, tokenizer, ids, tiny_qwen2_5_omni, processors, seed)
-
-
-def is_omni(model_or_config: Any) -> bool:
-    """A Qwen2.5-Omni thinker (or a whole Qwen2.5-Omni, which holds one): images and audios in one model."""
-    config = thinker_config(getattr(model_or_config, "config", model_or_config))
-    return getattr(config, "model_type", None) == THINKER
-
-
-def thinker_config(config: Any) -> Any:
-    """The config tunesmith loads: a whole Qwen2.5-Omni checkpoint's (model_type qwen2_5_omni, Qwen's releases) is
-    its thinker's, whose weights load from the same folder (transformers skips the talker's and token2wav's); LF
-    loads the whole model and keeps its thinker, the same weights. Any other config as it is."""
-    if getattr(config, "model_type", None) == "qwen2_5_omni" and getattr(config, "thinker_config", None) is not None:
-        return config.thinker_config
-    return config

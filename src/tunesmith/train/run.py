@@ -117,8 +117,9 @@ def _run_training(config: Config) -> dict:
         collator = audio_collator(config, tokenizer, model, data.plugin)
     elif data.plugin is not None:  # a VL model: padded batches with pixel_values (no packing, see data/vision.py)
         from tunesmith.data.vision import vision_collator
+        from tunesmith.data.vision_video import video_collator
 
-        collator = vision_collator(config, tokenizer, model, data.plugin)
+        collator = video_collator(vision_collator(config, tokenizer, model, data.plugin), data.plugin, config)
     else:
         collator = spec.make_collator(tokenizer, model)
     configure(collator, config)  # sft: padding-free packing unless `packing: false`, rows of at most cutoff_len
