@@ -56,8 +56,9 @@ def test_recomputed_swiglu_gives_the_same_loss_and_gradients_bitwise():
     assert grads.keys() == fast_grads.keys()
     for name, grad in grads.items():
         assert torch.equal(fast_grads[name], grad), name
-    # one (tokens, intermediate) float32 tensor fewer per layer: 2 layers x 40 tokens x 96
-    assert _saved_bytes(plain, ids) - _saved_bytes(fast, ids) == 2 * 40 * 96 * 4
+    # silu(gate) and the product not kept (a plain down_proj): two (tokens, intermediate) float32 tensors fewer per
+    # layer, 2 layers x 40 tokens x 96
+    assert _saved_bytes(plain, ids) - _saved_bytes(fast, ids) == 2 * 2 * 40 * 96 * 4
 
 
 def test_recomputed_swiglu_only_for_the_standard_silu_mlp_and_only_in_training():
@@ -104,6 +105,10 @@ def test_recomputed_swiglu_composes_with_lora(lora):
     plain.train(), fast.train()
     loss, grads = _grads(plain, ids)
     fast_loss, fast_grads = _grads(fast, ids)
+    if lora:  # down_proj is a LoRA layer: it keeps the product as its input, silu(gate) alone goes
+        unmerged = copy.deepcopy(plain)
+        use_recomputed_swiglu(unmerged)
+        assert _saved_bytes(plain, ids) - _saved_bytes(unmerged, ids) == 2 * 32 * 96 * 4
     torch.testing.assert_close(fast_loss, loss, rtol=1e-5, atol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -107,6 +107,7 @@ def _run_training(config: Config) -> dict:
     from tunesmith.model.fast_lora import use_fast_lora
     from tunesmith.model.fused_head import use_fused_head
     from tunesmith.model.packed_attention import use_packed_attention
+    from tunesmith.model.rmsnorm import use_recomputed_rmsnorm
     from tunesmith.model.swiglu import use_recomputed_swiglu
 
     if is_omni_plugin(data.plugin):  # Qwen2.5-Omni: pixel_values and input_features (data/omni.py)
@@ -130,6 +131,7 @@ def _run_training(config: Config) -> dict:
         if getattr(collator, "label_logits", False):  # logits only where labels are: the head and loss in chunks
             use_fused_head(model)
     use_recomputed_swiglu(model)  # one (tokens, intermediate) activation fewer per MLP
+    use_recomputed_rmsnorm(model)  # Full/Freeze: the norms keep their input only
     trainer = spec.make_trainer(
         config=config,
         model=model,
