@@ -20,8 +20,10 @@ How each number is measured, the same way for both tools (each run is its own pr
 - held-out loss: val_size 0.1 is done here, once: the records are shuffled (seed 42) and split 90/10 into two JSON
   files, so packed and unpacked runs hold out the same examples. Each trained output is scored by the same
   evaluator (this process, tunesmith's qwen encoding, unpacked): label-token-weighted mean cross-entropy.
-- peak RSS: the worker's ru_maxrss at exit (the JSON result also has it as of trainer.train()'s start:
-  peak_before_train_gb, what imports, the model and the data took before any training step).
+- peak RSS: the worker's own high-water mark at exit (VmHWM in /proc/self/status; not ru_maxrss, which Linux
+  carries over from the forking parent, this bench process, whose evaluator has loaded models by then). The JSON
+  result also has it as of trainer.train()'s start: peak_before_train_gb, what imports, the model and the data took
+  before any training step.
 - useful FLOP/s: 6N (full) or 4N + 6 x adapter params (LoRA) per non-padding token, N = parameters without the
   input embedding (the LM head counts: it is a matmul per token), as a share of a measured fp32 matmul peak.
 """
@@ -67,6 +69,19 @@ def real_tokens(inputs) -> int:
     return count
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory: VmHWM (its own address space's high-water mark), ru_maxrss elsewhere."""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def worker(tool: str, config_path: str, result_path: str) -> None:
     """Runs one training in this process (tunesmith or LF, whichever venv runs it) and writes its numbers."""
     import resource
@@ -86,7 +101,7 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
 
     def train(self, *args, **kwargs):  # CPU seconds of trainer.train(): steadier than wall time on a shared box
         before = resource.getrusage(resource.RUSAGE_SELF)
-        counter["peak_before_train_gb"] = before.ru_maxrss / 1024**2  # imports, model, data: before any step
+        counter["peak_before_train_gb"] = peak_rss_gb()  # imports, model, data: before any step
         try:
             return original_train(self, *args, **kwargs)
         finally:
@@ -127,7 +142,7 @@ def worker(tool: str, config_path: str, result_path: str) -> None:
         "steps": counter["steps"],
         "train_runtime": float(metrics["train_runtime"]),
         "cpu_s": counter.get("cpu_s"),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": peak_rss_gb(),
         "peak_before_train_gb": counter.get("peak_before_train_gb"),
         "train_loss": metrics.get("train_loss"),
     }
