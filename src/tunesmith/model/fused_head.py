@@ -55,7 +55,8 @@ def _function():
                     continue
                 probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the chunk's logits
                 probs[torch.arange(len(safe)), safe] -= 1.0  # d(sum of losses)/d logits = softmax - one-hot
-                probs.mul_(valid[:, None])
+                if not bool(valid.all()):  # the collator's label-only rows are all valid: no pass over the chunk
+                    probs.mul_(valid[:, None])
                 if wants_hidden:
                     grad_hidden[rows] = probs @ weight
                 if wants_weight:
