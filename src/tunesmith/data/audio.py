@@ -10,7 +10,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from tunesmith.data.media import count_placeholders, media_list, pyav, resolve_image
+from tunesmith.data.media import count_placeholders, pyav, record_media
 from tunesmith.data.vision import MediaCollator, media_collator, with_media
 from tunesmith.data.vision import check_stage as check_media_stage
 from tunesmith.errors import ConfigError, DataError
@@ -83,35 +83,9 @@ def check_audio(path: Path) -> str | None:
 
 
 def record_audios(values, messages: list[dict], media_dir: str | None, fail) -> list[str]:
-    """A record's audios as absolute paths, checked: each exists and opens as audio, and the messages hold exactly
-    one <audio> per audio. `fail(problem)` returns the DataError naming the dataset, file and record."""
-    names = media_list(values)
-    for position, name in enumerate(names):
-        if not isinstance(name, str):
-            raise fail(
-                f"audio {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
-                "tunesmith reads audios from files"
-            )
-    paths = []
-    for position, name in enumerate(names):
-        path = resolve_image(name, media_dir)  # the same lookup as images: media_dir/name, else the path as given
-        if path is None:
-            where = f"{Path(media_dir) / name} nor {name}" if media_dir else name
-            raise fail(
-                f"audio {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
-                "to the folder the audio paths are relative to, or fix the path"
-            )
-        problem = check_audio(path)
-        if problem:
-            raise fail(f"audio {position} ({path}) is unreadable: {problem}")
-        paths.append(str(path))
-    count = count_placeholders(messages, AUDIO_PLACEHOLDER)
-    if count != len(paths):
-        raise fail(
-            f"{count} {AUDIO_PLACEHOLDER} placeholders in its messages but {len(paths)} audios in its audios "
-            f"column; put one {AUDIO_PLACEHOLDER} in the text where each audio goes"
-        )
-    return paths
+    """A record's audios, checked (data/media.py's record_media): each exists and PyAV finds an audio stream in it,
+    one <audio> per audio."""
+    return record_media(values, messages, media_dir, fail, "audio", AUDIO_PLACEHOLDER, check_audio)
 
 
 def audio_seqlen(frames: int) -> int:

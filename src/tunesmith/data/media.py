@@ -57,36 +57,43 @@ def count_placeholders(messages: list[dict], placeholder: str = IMAGE_PLACEHOLDE
     return sum(str(message.get("content") or "").count(placeholder) for message in messages)
 
 
-def record_images(values, messages: list[dict], media_dir: str | None, fail) -> list[str]:
-    """A record's images as absolute paths, checked: each exists and opens, and the messages hold exactly one
-    <image> per image. `fail(problem)` returns the DataError naming the dataset, file and record."""
+def record_media(values, messages: list[dict], media_dir: str | None, fail, kind: str, placeholder: str, check,
+                 note: str = "") -> list[str]:
+    """A record's media of one kind ("image", "audio", "video") as absolute paths, checked: each exists and `check`
+    (path -> why it is unusable, or None) passes, and the messages hold exactly one `placeholder` per file. `fail`
+    (problem) returns the DataError naming the dataset, file and record; `note` ends the not-a-path message."""
     names = media_list(values)
     for position, name in enumerate(names):
         if not isinstance(name, str):
             raise fail(
-                f"image {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
-                "tunesmith reads images from files"
+                f"{kind} {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
+                f"tunesmith reads {kind}s from files{note}"
             )
     paths = []
     for position, name in enumerate(names):
-        path = resolve_image(name, media_dir)
+        path = resolve_image(name, media_dir)  # every kind: media_dir/name, else the path as given
         if path is None:
             where = f"{Path(media_dir) / name} nor {name}" if media_dir else name
             raise fail(
-                f"image {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
-                "to the folder the image paths are relative to, or fix the path"
+                f"{kind} {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
+                f"to the folder the {kind} paths are relative to, or fix the path"
             )
-        problem = check_image(path)
+        problem = check(path)
         if problem:
-            raise fail(f"image {position} ({path}) is unreadable: {problem}")
+            raise fail(f"{kind} {position} ({path}) is unreadable: {problem}")
         paths.append(str(path))
-    count = count_placeholders(messages)
+    count = count_placeholders(messages, placeholder)
     if count != len(paths):
         raise fail(
-            f"{count} {IMAGE_PLACEHOLDER} placeholders in its messages but {len(paths)} images in its images "
-            f"column; put one {IMAGE_PLACEHOLDER} in the text where each image goes"
+            f"{count} {placeholder} placeholders in its messages but {len(paths)} {kind}s in its {kind}s "
+            f"column; put one {placeholder} in the text where each {kind} goes"
         )
     return paths
+
+
+def record_images(values, messages: list[dict], media_dir: str | None, fail) -> list[str]:
+    """A record's images, checked (record_media): each exists and PIL reads it, one <image> per image."""
+    return record_media(values, messages, media_dir, fail, "image", IMAGE_PLACEHOLDER, check_image)
 
 
 def check_placeholders(messages: list[dict], paths: list) -> None:

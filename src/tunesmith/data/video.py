@@ -7,7 +7,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from tunesmith.data.media import count_placeholders, media_list, pyav, regularize, resolve_image
+from tunesmith.data.media import pyav, record_media, regularize
 
 VIDEO_PLACEHOLDER = "<video>"
 VIDEOS = "videos"  # the canonical record's column of video paths (present only when a dataset maps videos)
@@ -51,35 +51,12 @@ def check_video(path: Path) -> str | None:
 
 
 def record_videos(values, messages: list[dict], media_dir: str | None, fail) -> list[str]:
-    """A record's videos as absolute paths, checked: each exists and decodes, and the messages hold exactly one
-    <video> per video. `fail(problem)` returns the DataError naming the dataset, file and record."""
-    names = media_list(values)
-    for position, name in enumerate(names):
-        if not isinstance(name, str):
-            raise fail(
-                f"video {position} must be a file path (text), got {type(name).__name__} {name!r:.60}; "
-                "tunesmith reads videos from files (LF's lists of frame images are not read)"
-            )
-    paths = []
-    for position, name in enumerate(names):
-        path = resolve_image(name, media_dir)  # the same lookup as images: media_dir/name, else the path as given
-        if path is None:
-            where = f"{Path(media_dir) / name} nor {name}" if media_dir else name
-            raise fail(
-                f"video {position} ({name}) not found: no file {where}. Set media_dir (default: dataset_dir) "
-                "to the folder the video paths are relative to, or fix the path"
-            )
-        problem = check_video(path)
-        if problem:
-            raise fail(f"video {position} ({path}) is unreadable: {problem}")
-        paths.append(str(path))
-    count = count_placeholders(messages, VIDEO_PLACEHOLDER)
-    if count != len(paths):
-        raise fail(
-            f"{count} {VIDEO_PLACEHOLDER} placeholders in its messages but {len(paths)} videos in its videos "
-            f"column; put one {VIDEO_PLACEHOLDER} in the text where each video goes"
-        )
-    return paths
+    """A record's videos, checked (data/media.py's record_media): each exists and PyAV decodes a video stream in it,
+    one <video> per video."""
+    return record_media(
+        values, messages, media_dir, fail, "video", VIDEO_PLACEHOLDER, check_video,
+        note=" (LF's lists of frame images are not read)",
+    )
 
 
 def sample_indices(stream, fps: float, maxlen: int):
