@@ -377,10 +377,12 @@ def test_the_media_keys_go_into_the_train_yaml_and_carry_to_predict():
     values = {key: field.default for key, field in form.fields().items()
               if key in {k for keys in form.SECTIONS.values() for k in keys}}
     values.update(model_name_or_path="models/vl", template="qwen2_vl", dataset="mllm_demo", media_dir="media",
-                  image_max_pixels=65536, freeze_vision_tower=False)
+                  image_max_pixels=65536, freeze_vision_tower=False, video_fps=1.0, video_maxlen=16)
     config = form.to_config(values)
     assert config["media_dir"] == "media" and config["image_max_pixels"] == 65536
+    assert config["video_fps"] == 1.0 and config["video_maxlen"] == 16 and "video_max_pixels" not in config
     assert config["freeze_vision_tower"] is False and "image_min_pixels" not in config  # defaults stay out
     predict = form.eval_config(config, {"eval_dataset": "mllm_demo"}, "predict")
     assert predict["media_dir"] == "media" and predict["image_max_pixels"] == 65536
     assert "freeze_vision_tower" not in predict  # a training-only key
+    assert "video_fps" not in predict  # predict refuses videos: their keys stay with training

@@ -96,16 +96,16 @@ class MultimodalArgs(Group):
     crop-to-patches on InternVL); use_audio_in_video (Qwen2.5-Omni's) loads and is refused with the reason."""
 
     media_dir: str | None = Field(None, description="Folder of the images/videos/audios (default dataset_dir).")
-    image_max_pixels: int = Field(768 * 768, description="Largest image, in pixels.")
-    image_min_pixels: int = Field(32 * 32, description="Smallest image, in pixels.")
+    image_max_pixels: int = Field(768 * 768, ge=1, description="Largest image, in pixels.")
+    image_min_pixels: int = Field(32 * 32, ge=1, description="Smallest image, in pixels.")
     image_do_pan_and_scan: bool = Field(False, description="Gemma 3 pan-and-scan: wide or tall images add crops.")
     crop_to_patches: bool = Field(False, description="InternVL: crop images to 1-12 tiles and a thumbnail.")
-    video_max_pixels: int = Field(256 * 256, description="Largest video frame, in pixels.")
-    video_min_pixels: int = Field(16 * 16, description="Smallest video frame, in pixels.")
-    video_fps: float = Field(2.0, description="Video frames sampled per second.")
-    video_maxlen: int = Field(128, description="Most frames per video.")
+    video_max_pixels: int = Field(256 * 256, ge=1, description="Largest video frame, in pixels.")
+    video_min_pixels: int = Field(16 * 16, ge=1, description="Smallest video frame, in pixels.")
+    video_fps: float = Field(2.0, gt=0, description="Video frames sampled per second.")
+    video_maxlen: int = Field(128, ge=1, description="Most frames per video.")
     use_audio_in_video: bool = Field(False, description="Also read the audio of videos.")
-    audio_sampling_rate: int = Field(16000, description="Sampling rate audios are resampled to (the model's "
+    audio_sampling_rate: int = Field(16000, ge=1, description="Sampling rate audios are resampled to (the model's "
                                      "feature extractor's).")
     freeze_vision_tower: bool = Field(True, description="Keep the vision tower frozen.")
     freeze_multi_modal_projector: bool = Field(True, description="Keep the multimodal projector frozen.")

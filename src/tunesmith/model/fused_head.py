@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CHUNK_ELEMENTS = 8 * 1024 * 1024  # logits per chunk: 32 MB of float32 (524 rows at vocab 16,000)
 
 
+@functools.cache  # one class, not one per training step
 def _function():
     import torch
 
