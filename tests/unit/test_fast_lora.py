@@ -157,6 +157,7 @@ def test_fast_lora_on_bitsandbytes_4bit_equals_peft(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from tunesmith.model.fast_lora import use_fast_lora
+    from tunesmith.model.swiglu import use_recomputed_swiglu
 
     def qlora():
         quantization = BitsAndBytesConfig(
@@ -176,6 +177,8 @@ def test_fast_lora_on_bitsandbytes_4bit_equals_peft(tmp_path, tiny_model_dir):
     assert use_fast_lora(fast) == 14
     ids = torch.randint(0, 100, (2, 24))
     assert _merged_nodes(fast(input_ids=ids).logits) == 14 and _merged_nodes(plain(input_ids=ids).logits) == 0
+    assert use_recomputed_swiglu(fast) == 2  # the 4-bit down_proj then merges inside the MLP's function
+    assert _merged_nodes(fast(input_ids=ids).logits) == 12
     loss, grads = _loss_and_grads(plain, ids)
     fast_loss, fast_grads = _loss_and_grads(fast, ids)
     assert grads.keys() == fast_grads.keys() and len(grads) == 28

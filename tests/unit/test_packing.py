@@ -68,6 +68,7 @@ def test_first_fit_keeps_rows_within_capacity():
     assert sorted(i for row in rows for i in row) == list(range(6))
     assert all(sum([300, 200, 250, 40, 500, 10][i] for i in row) <= 512 for row in rows)
     assert first_fit([600, 10], 512) == [[0], [1]]  # an over-long example gets a row of its own
+    assert first_fit([600, 10, 300], None) == [[0, 1, 2]]  # no capacity: one row, in order
 
 
 def test_packed_batch_has_restarting_positions_and_no_mask(tokenizer, model):
@@ -171,3 +172,32 @@ def test_per_example_attention_leaves_other_batches_and_the_saved_config_alone(t
     torch.testing.assert_close(ours, plain)
     packed_model.save_pretrained(tmp_path)
     assert "tunesmith" not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
+
+
+def test_one_row_per_batch_with_per_example_attention_gives_the_padded_loss_and_gradients(tokenizer, packed_model):
+    """What training does when every layer attends per example (train/run.py): a batch is one row, no padding."""
+    from tunesmith.model.packed_attention import one_row_per_batch
+
+    assert one_row_per_batch(packed_model)
+    feats = features([17, 40, 9, 25, 33], seed=4)
+    batch = CausalLMCollator(tokenizer, packed_model, capacity=None, label_logits=True)(feats)
+    assert batch["input_ids"].shape == (1, 124) and batch["position_ids"][0, 17:57].tolist() == list(range(40))
+    loss, grads = loss_and_grads(packed_model, batch)
+    packed_model.set_attn_implementation("sdpa")
+    reference_loss, reference_grads = loss_and_grads(packed_model, padded(tokenizer, packed_model, feats))
+    assert not one_row_per_batch(packed_model)  # plain sdpa: the mask over a whole row grows with its square
+    assert float(loss) == pytest.approx(float(reference_loss), rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_sliding_window_layers_keep_rows_within_cutoff():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tunesmith.model.packed_attention import one_row_per_batch, use_packed_attention
+
+    config = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, use_sliding_window=True, sliding_window=8,
+                         max_window_layers=1, attn_implementation="sdpa")
+    model = Qwen2ForCausalLM(config)
+    assert use_packed_attention(model) and not one_row_per_batch(model)

@@ -101,6 +101,18 @@ def test_a_stream_without_a_frame_count_samples_video_maxlen(tmp_path):
         assert sample_indices(stream, 2.0, 4).tolist() == [0, 1, 2, 3]  # LF's "infinite video" rule
 
 
+def test_a_stream_with_frames_but_no_duration_is_refused_with_the_reason():
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from tunesmith.data.video import VideoDecodeError
+
+    for duration, reason in ((None, "but no duration"), (0, "but a duration of 0 s")):
+        stream = SimpleNamespace(frames=10, duration=duration, time_base=Fraction(1, 1000))  # what PyAV reports
+        with pytest.raises(VideoDecodeError, match=reason):
+            sample_indices(stream, 2.0, 4)
+
+
 def _has_encoder(name: str) -> bool:
     import av
 

@@ -11,9 +11,11 @@ from tunesmith.data.records import IGNORE_INDEX
 log = logging.getLogger(__name__)
 
 
-def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
+def first_fit(lengths: list[int], capacity: int | None) -> list[list[int]]:
     """Example indices grouped into rows of at most `capacity` tokens, first-fit by decreasing length (an example
-    longer than `capacity` gets a row of its own)."""
+    longer than `capacity` gets a row of its own); capacity None: one row holding every example, in order."""
+    if capacity is None:
+        return [list(range(len(lengths)))]
     rows: list[list[int]] = []
     room: list[int] = []
     for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
@@ -46,7 +48,8 @@ class CausalLMCollator:
     """Training batches without padding work; evaluation batches (model.eval()) right-padded as before, so eval
     losses and metrics see the same tensors as without the fast paths.
 
-    packing: the batch's examples are packed first-fit into rows of at most `capacity` tokens; position_ids restart
+    packing: the batch's examples are packed first-fit into rows of at most `capacity` tokens (capacity None: all in
+    one row, no padding at all, for attention that works per example, model/packed_attention.py); position_ids restart
     at 0 for each example and there is no attention_mask, so transformers builds a block-diagonal causal mask (no
     attention across examples, LLaMA-Factory's neat_packing semantics); each row is padded to the longest row by a
     segment of its own, use_cache is False (with a cache transformers ignores packed positions), and the first label of each example is -100 (it would be predicted from the example
@@ -60,7 +63,7 @@ class CausalLMCollator:
         self,
         tokenizer,
         model,
-        capacity: int,
+        capacity: int | None,
         packing: bool = True,
         label_logits: bool = True,
         pad_to_multiple_of: int | None = None,

@@ -69,6 +69,9 @@ def sample_indices(stream, fps: float, maxlen: int):
         return np.linspace(0, maxlen - 1, maxlen).astype(np.int32)
     if stream.duration is None:  # LF fails here (None * time_base); say why instead
         raise VideoDecodeError("its video stream has a frame count but no duration, so frames cannot be sampled")
+    if stream.duration <= 0:  # LF divides by it (fps_per_video); say why instead
+        raise VideoDecodeError(f"its video stream has {stream.frames} frames but a duration of 0 s, so frames cannot "
+                               "be sampled (re-encode it, e.g. with ffmpeg -i in.mp4 out.mp4)")
     count = max(1, math.floor(float(stream.duration * stream.time_base) * fps))
     return np.linspace(0, total - 1, min(total, maxlen, count)).astype(np.int32)
 
@@ -85,6 +88,8 @@ def read_video(path, fps: float, maxlen: int, max_pixels: int, min_pixels: int) 
             wanted = {int(i) for i in indices}
             container.seek(0)
             frames = [frame.to_image() for n, frame in enumerate(container.decode(stream)) if n in wanted]
+            if not stream.average_rate:  # Qwen3-VL's timestamps divide by it
+                raise VideoDecodeError("its video stream has no frame rate")
             stream_fps = float(stream.average_rate)
             duration = None if stream.duration is None else float(stream.duration * stream.time_base)
     except VideoDecodeError:

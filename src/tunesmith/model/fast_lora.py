@@ -18,12 +18,14 @@ their names, what peft saves and merges are peft's: only the arithmetic of the f
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def _function():
     import torch
 
@@ -35,25 +37,39 @@ def _function():
             # quantized: a bnb 4-bit base layer; its weight is dequantized here and again in backward, not kept
             ctx.save_for_backward(x, weight, lora_a, lora_b)  # not the merged weight: a copy of W per layer
             ctx.scaling, ctx.quantized = scaling, quantized
-            if quantized is not None:
-                weight = _dequantized(quantized)
-            return torch.nn.functional.linear(x, torch.addmm(weight, lora_b, lora_a, alpha=scaling), bias)
+            return torch.nn.functional.linear(x, merged_weight(weight, lora_a, lora_b, scaling, quantized), bias)
 
         @staticmethod
         def backward(ctx, grad):
             x, weight, lora_a, lora_b = ctx.saved_tensors
-            if ctx.quantized is not None:
-                weight = _dequantized(ctx.quantized)
-            x2, grad2 = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
-            grad_x = None
-            if ctx.needs_input_grad[0]:  # merged again: out x in x r flops, against keeping it for the whole step
-                grad_x = grad @ torch.addmm(weight, lora_b, lora_a, alpha=ctx.scaling)
-            # (r, tokens) @ (tokens, features): the layouts MKL runs fast for a small r
-            grad_a = (grad2 @ lora_b).t() @ x2 * ctx.scaling if ctx.needs_input_grad[3] else None
-            grad_b = ((x2 @ lora_a.t()).t() @ grad2).t() * ctx.scaling if ctx.needs_input_grad[4] else None
+            grad_x, grad_a, grad_b = merged_backward(
+                ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4],
+                x, grad, weight, lora_a, lora_b, ctx.scaling, ctx.quantized,
+            )
             return grad_x, None, None, grad_a, grad_b, None, None
 
     return MergedLoraLinear
+
+
+def merged_weight(weight, lora_a, lora_b, scaling: float, quantized=None):
+    """W + s B A, W dequantized first for a bnb 4-bit base (`quantized`: the base layer)."""
+    import torch
+
+    if quantized is not None:
+        weight = _dequantized(quantized)
+    return torch.addmm(weight, lora_b, lora_a, alpha=scaling)
+
+
+def merged_backward(need_x, need_a, need_b, x, grad, weight, lora_a, lora_b, scaling, quantized=None):
+    """Gradients of y = x (W + s B A)^T for x, A and B (each None where not needed)."""
+    x2, grad2 = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    grad_x = None
+    if need_x:  # merged again: out x in x r flops, against keeping it for the whole step
+        grad_x = grad @ merged_weight(weight, lora_a, lora_b, scaling, quantized)
+    # (r, tokens) @ (tokens, features): the layouts MKL runs fast for a small r
+    grad_a = (grad2 @ lora_b).t() @ x2 * scaling if need_a else None
+    grad_b = ((x2 @ lora_a.t()).t() @ grad2).t() * scaling if need_b else None
+    return grad_x, grad_a, grad_b
 
 
 def _dequantized(base):
@@ -109,23 +125,35 @@ def _applies(module, x) -> bool:
     )
 
 
-def _forward(function):
+def operands(module, x):
+    """(weight, bias, lora_a, lora_b, scaling, quantized) of a LoRA layer whose merged path applies to x, else None;
+    quantized is the bnb 4-bit base layer (weight None then) or None."""
     import torch
 
-    def forward(self, x, *args, **kwargs):
-        if args or kwargs or not _applies(self, x):
-            return type(self).forward(self, x, *args, **kwargs)
-        name = self.active_adapters[0]
-        base = self.base_layer
-        lora = self.lora_A[name].weight, self.lora_B[name].weight, float(self.scaling[name])
-        if type(base) is not torch.nn.Linear:  # bnb 4-bit
-            from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+    if not _applies(module, x):
+        return None
+    name = module.active_adapters[0]
+    base = module.base_layer
+    lora = module.lora_A[name].weight, module.lora_B[name].weight, float(module.scaling[name])
+    if type(base) is not torch.nn.Linear:  # bnb 4-bit
+        from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
 
-            fix_4bit_weight_quant_state_from_module(base)
-            return function.apply(x, None, base.bias, *lora, base)
-        return function.apply(x, base.weight, base.bias, *lora)
+        fix_4bit_weight_quant_state_from_module(base)
+        return None, base.bias, *lora, base
+    return base.weight, base.bias, *lora, None
 
-    return forward
+
+def fast_forward(self, x, *args, **kwargs):
+    """A LoRA layer's forward with use_fast_lora: the merged-weight matmul where it applies, else peft's."""
+    merged = None if args or kwargs else operands(self, x)
+    if merged is None:
+        return type(self).forward(self, x, *args, **kwargs)
+    return _function().apply(x, *merged)
+
+
+def is_fast(module) -> bool:
+    """Whether use_fast_lora switched this module (it may still take peft's forward, see operands)."""
+    return getattr(getattr(module, "forward", None), "__func__", None) is fast_forward
 
 
 def use_fast_lora(model) -> int:
@@ -144,13 +172,12 @@ def use_fast_lora(model) -> int:
         layers.append(Linear4bit)
     except ImportError:  # peft defines it only where bitsandbytes imports
         pass
-    function, count, quantized = _function(), 0, 0
-    forward = _forward(function)
+    count, quantized = 0, 0
     for module in model.modules():
         base = getattr(module, "base_layer", None)
         if type(module) not in layers or not (type(base) is torch.nn.Linear or _is_4bit(base)):
             continue
-        module.forward = types.MethodType(forward, module)
+        module.forward = types.MethodType(fast_forward, module)
         count += 1
         quantized += type(base) is not torch.nn.Linear
     if count:

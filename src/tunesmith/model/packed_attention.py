@@ -86,3 +86,12 @@ def use_packed_attention(model) -> bool:
         return False
     log.info("attention: sdpa per packed example (causal kernel, no work across examples)")
     return True
+
+
+def one_row_per_batch(model) -> bool:
+    """Whether a packed batch can be a single row: every attention layer runs per example (NAME, no sliding window;
+    a sliding layer takes sdpa with the whole row's mask, whose work grows with the row's length squared)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) != NAME:
+        return False
+    return not any(getattr(module, "sliding_window", None) for module in base.modules())

@@ -106,7 +106,7 @@ def _run_training(config: Config) -> dict:
     from tunesmith.data.omni import is_omni_plugin, omni_collator
     from tunesmith.model.fast_lora import use_fast_lora
     from tunesmith.model.fused_head import use_fused_head
-    from tunesmith.model.packed_attention import use_packed_attention
+    from tunesmith.model.packed_attention import one_row_per_batch, use_packed_attention
     from tunesmith.model.rmsnorm import use_recomputed_rmsnorm
     from tunesmith.model.swiglu import use_recomputed_swiglu
 
@@ -126,6 +126,9 @@ def _run_training(config: Config) -> dict:
     configure(collator, config)  # sft: padding-free packing unless `packing: false`, rows of at most cutoff_len
     if getattr(collator, "packing", False):  # each packed example attends on its own, through sdpa's causal kernel
         use_packed_attention(model)
+        if one_row_per_batch(model):  # so a batch can be one row: no padding at all, nothing across examples
+            collator.capacity = None
+            log.info("training batches: one packed row per batch (no padding)")
     if not args.deepspeed and not args.fsdp:  # ZeRO-3/FSDP gather a weight only when its own module runs
         use_fast_lora(model)
         if getattr(collator, "label_logits", False):  # logits only where labels are: the head and loss in chunks
