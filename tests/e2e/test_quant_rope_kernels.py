@@ -40,6 +40,24 @@ def test_qlora_trains_and_reloads_the_same(tiny_model_dir, tmp_path, method, bit
     assert replies[0] == replies[1]
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_qlora_weights_do_not_keep_the_checkpoint_mapped(tiny_model_dir):
+    """The weights bitsandbytes leaves unquantized are copied out of the memory-mapped checkpoint for training."""
+    pytest.importorskip("bitsandbytes")
+    from tunesmith.model.load import load_model
+
+    config = load_config(None, {"model_name_or_path": str(tiny_model_dir), "quantization_bit": 4})
+    model = load_model(config.model, config.method, None, is_trainable=True, cutoff_len=config.data.cutoff_len)
+    mapped = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith("model.safetensors") and str(tiny_model_dir) in line:
+            start, end = (int(bound, 16) for bound in line.split()[0].split("-"))
+            mapped.append((start, end))
+    inside = [name for name, param in model.named_parameters()
+              if any(start <= param.data_ptr() < end for start, end in mapped)]
+    assert not inside
+
+
 def _load(tiny_model_dir, **keys):
     from tunesmith.model.load import load_model
 

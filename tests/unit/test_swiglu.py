@@ -42,6 +42,18 @@ def _saved_bytes(model, ids):
     return sum(total)
 
 
+def _with_fast_paths(plain, ids):
+    """A copy of `plain` with fast LoRA and the recomputed SwiGLU; (copy, plain's (loss, grads), the copy's)."""
+    from tunesmith.model.fast_lora import use_fast_lora
+    from tunesmith.model.swiglu import use_recomputed_swiglu
+
+    fast = copy.deepcopy(plain)
+    use_fast_lora(fast)
+    assert use_recomputed_swiglu(fast) == 2
+    plain.train(), fast.train()
+    return fast, _grads(plain, ids), _grads(fast, ids)
+
+
 def test_recomputed_swiglu_gives_the_same_loss_and_gradients_bitwise():
     from tunesmith.model.swiglu import use_recomputed_swiglu
 
@@ -92,19 +104,13 @@ def test_recomputed_swiglu_only_for_the_standard_silu_mlp_and_only_in_training()
 @pytest.mark.parametrize("lora", [True, False])
 def test_recomputed_swiglu_composes_with_lora(lora):
     peft = pytest.importorskip("peft")
-    from tunesmith.model.fast_lora import use_fast_lora
     from tunesmith.model.swiglu import use_recomputed_swiglu
 
     plain = _llama()
     if lora:
         plain = peft.get_peft_model(plain, peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    fast = copy.deepcopy(plain)
-    use_fast_lora(fast)
-    assert use_recomputed_swiglu(fast) == 2
     ids = torch.randint(0, 128, (2, 16))
-    plain.train(), fast.train()
-    loss, grads = _grads(plain, ids)
-    fast_loss, fast_grads = _grads(fast, ids)
+    _, (loss, grads), (fast_loss, fast_grads) = _with_fast_paths(plain, ids)
     if lora:  # down_proj is a LoRA layer: it keeps the product as its input, silu(gate) alone goes
         unmerged = copy.deepcopy(plain)
         use_recomputed_swiglu(unmerged)
@@ -119,17 +125,11 @@ def test_a_merged_lora_down_proj_recomputes_its_input_bitwise():
     loss and gradients bitwise as fast LoRA over the op-by-op MLP."""
     peft = pytest.importorskip("peft")
     from tunesmith.model.fast_lora import use_fast_lora
-    from tunesmith.model.swiglu import use_recomputed_swiglu
 
     plain = peft.get_peft_model(_llama(), peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     use_fast_lora(plain)
-    fast = copy.deepcopy(plain)
-    use_fast_lora(fast)
-    assert use_recomputed_swiglu(fast) == 2
     ids = torch.randint(0, 128, (2, 16))
-    plain.train(), fast.train()
-    loss, grads = _grads(plain, ids)
-    fast_loss, fast_grads = _grads(fast, ids)
+    fast, (loss, grads), (fast_loss, fast_grads) = _with_fast_paths(plain, ids)
     assert torch.equal(loss, fast_loss) and grads.keys() == fast_grads.keys() and len(grads) == 28
     for name, grad in grads.items():
         assert torch.equal(fast_grads[name], grad), name

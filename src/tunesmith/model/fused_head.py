@@ -49,12 +49,14 @@ def _function():
                 valid = target != IGNORE_INDEX
                 safe = target.masked_fill(~valid, 0)
                 logits = part @ weight.t()
-                lse = torch.logsumexp(logits, dim=-1)
                 picked = logits.gather(1, safe[:, None]).squeeze(1)
-                total += ((lse - picked) * valid).sum()
+                high = logits.amax(dim=-1, keepdim=True)
+                probs = logits.sub_(high).exp_()  # in place of the chunk's logits: no second vocab-wide tensor
+                sums = probs.sum(dim=-1, keepdim=True)
+                total += ((high + sums.log()).squeeze(1) - picked).mul_(valid).sum()  # log-sum-exp - the target's
                 if not (wants_hidden or wants_weight):
                     continue
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the chunk's logits
+                probs.div_(sums)  # softmax
                 probs[torch.arange(len(safe)), safe] -= 1.0  # d(sum of losses)/d logits = softmax - one-hot
                 if not bool(valid.all()):  # the collator's label-only rows are all valid: no pass over the chunk
                     probs.mul_(valid[:, None])
