@@ -25,6 +25,21 @@ def test_explicit_key_decides(model):
 
 
 def test_estimate_grows_with_the_batch_and_says_on_for_a_huge_one(model):
-    small = activation_bytes(model.config, 256, 4)
-    assert activation_bytes(model.config, 512, 4) > 2 * small - 1
+    small = activation_bytes(model, 256)
+    assert activation_bytes(model, 512) == 2 * small
     assert checkpointing(model, ModelArgs(), batch_tokens=10**9) is True
+
+
+def test_the_decision_uses_the_estimate_commands_arithmetic(model):
+    """The same bytes as `tunesmith estimate`'s activations for that shape; eager attention adds its probabilities."""
+    from tunesmith.model.shape import activation_bytes as estimate
+    from tunesmith.model.shape import text_shape
+
+    shape = text_shape(model.config)
+    assert activation_bytes(model, 256) == estimate(shape, 1, 256, 4, checkpointing=False, eager=False)
+    attention, model.config._attn_implementation = model.config._attn_implementation, "eager"
+    try:
+        eager = activation_bytes(model, 256)
+    finally:
+        model.config._attn_implementation = attention
+    assert eager == estimate(shape, 1, 256, 4, checkpointing=False, eager=True) > activation_bytes(model, 256)

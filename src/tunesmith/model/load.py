@@ -388,19 +388,19 @@ def pad_id(tokenizer) -> int:
     raise ModelError("the tokenizer has neither a pad nor an eos token; set `template` so that one is added")
 
 
-def activation_bytes(model_config, batch_tokens: int, itemsize: int) -> int:
-    """A generous estimate of what one training batch's activations hold without checkpointing: per token and
-    layer, the saved inputs of norms, projections and MLP (~16 hidden + 4 intermediate values) plus eager/math
-    attention probabilities (2 x heads x max row length, taken as batch_tokens); logits in float32 three times."""
-    get = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    hidden = getattr(get, "hidden_size", 0) or 0
-    inter = getattr(get, "intermediate_size", None) or 4 * hidden
-    layers = getattr(get, "num_hidden_layers", 0) or 0
-    heads = getattr(get, "num_attention_heads", 0) or 0
-    vocab = getattr(get, "vocab_size", 0) or 0
-    row = min(batch_tokens, getattr(get, "max_position_embeddings", None) or batch_tokens)
-    per_token = layers * (16 * hidden + 4 * inter + 2 * heads * row) * itemsize + 12 * vocab
-    return batch_tokens * per_token
+def activation_bytes(model, batch_tokens: int) -> float:
+    """What one training batch's activations hold without checkpointing: model/memory.py's estimate (the one
+    `tunesmith estimate` prints, checked against measured memory in bench/README.md) for the loaded model's shape,
+    dtype and attention (eager attention keeps its probabilities; the batch taken as one row, generously)."""
+    import torch
+
+    from tunesmith.model.shape import activation_bytes as estimate
+    from tunesmith.model.shape import text_shape
+
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    itemsize = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    eager = getattr(model.config, "_attn_implementation", None) == "eager"
+    return estimate(text_shape(config), 1, batch_tokens, itemsize, checkpointing=False, eager=eager)
 
 
 def free_memory(model) -> int:
@@ -425,10 +425,7 @@ def checkpointing(model, model_args: ModelArgs, batch_tokens: int | None) -> boo
         return not model_args.disable_gradient_checkpointing
     if not batch_tokens:
         return True
-    import torch
-
-    itemsize = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
-    need, free = activation_bytes(model.config, batch_tokens, itemsize), free_memory(model)
+    need, free = activation_bytes(model, batch_tokens), free_memory(model)
     fits = need < free // 2
     log.info("gradient checkpointing %s: activations of about %.2f GB for %d tokens per batch, %.1f GB free "
              "(set disable_gradient_checkpointing: %s)", "off" if fits else "on", need / 1e9, batch_tokens,

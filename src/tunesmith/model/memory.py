@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.model.shape import Shape, activation_bytes, text_shape
 
 GIB = 2**30
 # Optimizer state bytes per trainable parameter. AdamW keeps two fp32 moments (Loshchilov & Hutter 2019; the
@@ -44,25 +45,6 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # and an fp32 scale per row (Dettmers et al. 2022), negligible per weight.
 QUANT_BYTES = {(4, True): 0.5 + 0.127 / 8, (4, False): 0.5 + 0.5 / 8, (8, True): 1.0, (8, False): 1.0}
 PAIRED_STAGES = {"rm": 2, "dpo": 2, "kto": 2}  # sequences per example: chosen + rejected (KTO: + its KL batch)
-
-
-@dataclasses.dataclass
-class Shape:
-    """What the arithmetic needs to know about the model, counted on the meta device."""
-
-    parameters: int
-    trainable: int
-    weight_bytes: float
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    dtype: str = "float32"
-    lora_rank: int = 0
-    lora_modules_per_layer: int = 0
 
 
 @dataclasses.dataclass
@@ -120,30 +102,6 @@ class Estimate:
         if "checkpointing" in self.strategy:
             per_token += 2 * self.shape.parameters
         return per_token * self.train_tokens
-
-
-def activation_bytes(shape: Shape, batch: int, seq_len: int, elem: int, *, checkpointing: bool, eager: bool) -> float:
-    """Bytes autograd keeps between forward and backward for one micro-batch, plus the loss's logits.
-
-    Per token and decoder layer, following Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
-    Transformer Models", sec. 4.1: sbh(34 + 5as/h) for GPT) redone for a Llama block (RMSNorm, GQA, SwiGLU, no
-    dropout): two RMSNorms keep their input and output (4h), q/k/v/attention output (h_q + 2 h_kv + h), the SwiGLU
-    MLP its gate, up, SiLU(gate) and product (4i), each LoRA module its rank-r intermediate. sdpa/flash attention keep
-    only a logsumexp per head and row (Dao et al. 2022); eager attention keeps the softmax matrix, heads x s per
-    token, in float32. With (non-reentrant) checkpointing each layer keeps its input only and one layer is recomputed
-    at a time during backward (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"). The head: logits
-    (V in the compute dtype), their float32 upcast for the loss and log-softmax (2 x 4V), as transformers'
-    ForCausalLMLoss computes it.
-    """
-    h, i = shape.hidden, shape.intermediate
-    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    per_layer = (4 * h + q + 2 * kv + h + 4 * i + shape.lora_rank * shape.lora_modules_per_layer) * elem
-    if eager:
-        per_layer += shape.heads * seq_len * 4
-    tokens = batch * seq_len
-    layers = per_layer * shape.layers if not checkpointing else h * elem * shape.layers + per_layer
-    head = shape.vocab * (elem + 8)
-    return tokens * (layers + head + h * elem)  # + the embedding output
 
 
 def count_shape(config) -> Shape:
@@ -210,22 +168,14 @@ def count_shape(config) -> Shape:
         else:  # peft's prepare_model_for_kbit_training casts the rest of a quantized model to float32
             weight_bytes += param.numel() * (4 if bits else param.element_size())
         lora_modules += name.endswith("lora_A.default.weight")
-    layers = text.num_hidden_layers
-    heads = text.num_attention_heads
-    return Shape(
+    return text_shape(
+        text,
         parameters=total,
         trainable=trainable,
         weight_bytes=weight_bytes,
-        hidden=text.hidden_size,
-        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
-        layers=layers,
-        heads=heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
-        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
-        vocab=text.vocab_size,
         dtype=str(dtype).removeprefix("torch."),
         lora_rank=config.method.lora_rank if lora_modules else 0,
-        lora_modules_per_layer=lora_modules // max(layers, 1),
+        lora_modules_per_layer=lora_modules // max(text.num_hidden_layers, 1),
     )
 
 
