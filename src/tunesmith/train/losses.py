@@ -122,10 +122,9 @@ def _asft_trainer(config, model, kwargs):
                 else:
                     reference = self.accelerator.unwrap_model(model)
                     context = reference.disable_adapter()
-                with context:
-                    ref_logits = reference(
-                        input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
-                    ).logits
+                with context:  # a packed batch's position_ids keep each example to itself, as for the policy
+                    keys = ("input_ids", "attention_mask", "position_ids", "use_cache")
+                    ref_logits = reference(**{key: inputs[key] for key in keys if key in inputs}).logits
             outputs = model(**inputs)
             loss = asft_loss(outputs, labels, ref_logits, alpha)
             return (loss, outputs) if return_outputs else loss
