@@ -201,3 +201,18 @@ def test_sliding_window_layers_keep_rows_within_cutoff():
                          max_window_layers=1, attn_implementation="sdpa")
     model = Qwen2ForCausalLM(config)
     assert use_packed_attention(model) and not one_row_per_batch(model)
+
+
+@pytest.mark.parametrize(
+    ("keys", "packs"),
+    [({}, True), ({"packing": False}, False), ({"neftune_noise_alpha": 5}, False),
+     ({"neftune_noise_alpha": 5, "packing": True}, True)],
+)
+def test_config_decides_packing_and_neftune_pads_unless_asked(tokenizer, model, tiny_model_dir, keys, packs):
+    """NEFTune's noise is scaled by the row's length: its batches stay padded (per example, as LF) by default."""
+    from tunesmith.config.load import load_config
+    from tunesmith.data.collate import configure
+
+    collate = CausalLMCollator(tokenizer, model, capacity=None)
+    configure(collate, load_config(None, {"model_name_or_path": str(tiny_model_dir), "cutoff_len": 96, **keys}))
+    assert collate.packing is packs and collate.capacity == 96

@@ -146,12 +146,16 @@ def causal_lm_collator(tokenizer, model, capacity: int | None = None, packing: b
 
 
 def configure(collator, config) -> None:
-    """Applies the config to a CausalLMCollator (no-op for other collators): `packing: false` turns packing off,
-    cutoff_len bounds the packed rows, LF's DFT/EAFT/ASFT losses get the logits of every position."""
+    """Applies the config to a CausalLMCollator (no-op for other collators): `packing: false` turns packing off (and
+    NEFTune does, unless `packing: true`), cutoff_len bounds the packed rows, LF's DFT/EAFT/ASFT losses get the logits of every position."""
     if not isinstance(collator, CausalLMCollator):
         return
     if config.data.packing is False:
         collator.packing = False
+    elif config.data.packing is None and config.train.neftune_noise_alpha:
+        collator.packing = False  # NEFTune scales its noise by the row's length: per example, as LF's padded batches
+        log.info("neftune_noise_alpha: batches are padded, as in LLaMA-Factory (NEFTune's noise scales with the row "
+                 "length; `packing: true` packs anyway)")
     collator.capacity = config.data.cutoff_len
     lf = config.lf_method
     if lf.use_dft_loss or lf.use_eaft_loss or lf.use_asft_loss:  # LF's losses read every position's logits
