@@ -216,3 +216,32 @@ def test_config_decides_packing_and_neftune_pads_unless_asked(tokenizer, model, 
     collate = CausalLMCollator(tokenizer, model, capacity=None)
     configure(collate, load_config(None, {"model_name_or_path": str(tiny_model_dir), "cutoff_len": 96, **keys}))
     assert collate.packing is packs and collate.capacity == 96
+
+
+def test_a_packed_batch_builds_no_mask_for_per_example_attention(tokenizer, packed_model, monkeypatch):
+    """transformers would build a (rows, 1, length, length) mask from packed position_ids; per-example attention
+    never reads it, so none is built (one row of 32 K tokens: 1 GB); sliding-window masks still are."""
+    from transformers import Qwen2Config
+
+    from tunesmith.model import packed_attention
+
+    received = []
+    attention = packed_attention.packed_sdpa_attention
+    monkeypatch.setattr(packed_attention, "packed_sdpa_attention",
+                        lambda module, q, k, v, mask, **kw: received.append(mask) or attention(module, q, k, v, mask, **kw))
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(packed_attention.NAME, packed_attention.packed_sdpa_attention)
+    batch = CausalLMCollator(tokenizer, packed_model, capacity=None, label_logits=True)(features([17, 40, 9], seed=5))
+    try:
+        loss_and_grads(packed_model, batch)
+    finally:
+        AttentionInterface.register(packed_attention.NAME, attention)
+    assert received and all(mask is None for mask in received)
+    packed = {"batch_size": 1, "q_length": 12, "kv_length": 12, "attention_mask": None, "allow_is_causal_skip": False,
+              "config": packed_model.config}
+    assert packed_attention.packed_sdpa_mask(**packed) is None
+    sliding = Qwen2Config(use_sliding_window=True, sliding_window=8, max_window_layers=0, num_hidden_layers=2)
+    for other in ({"local_size": 8}, {"config": sliding}, {"allow_is_causal_skip": True, "q_length": 12}):
+        mask = packed_attention.packed_sdpa_mask(**{**packed, **other})
+        assert other.get("allow_is_causal_skip") or mask.shape == (1, 1, 12, 12), other

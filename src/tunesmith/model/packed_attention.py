@@ -6,7 +6,8 @@ the row, the blocks across examples and above the diagonal included, only to mas
 goes through transformers' own `sdpa_attention_forward` with `is_causal=True`, so the kernel skips the upper triangle
 and nothing is computed across examples: the same attention (the mask's pattern exactly), for sum(L_i^2)/2 instead of
 row_length^2 work. Batches that are not packed, decoding with a cache and sliding-window layers take the plain sdpa
-path with the mask transformers built (registered under our name with sdpa's mask function).
+path with the mask transformers built (registered under our name: sdpa's mask function, which skips building the
+unused mask of a packed batch, packed_sdpa_mask).
 """
 
 from __future__ import annotations
@@ -57,30 +58,61 @@ def _segments(position_ids, query, key, kwargs, module) -> list[list[tuple[int, 
         return None
     if position_ids.shape[0] != query.shape[0]:
         position_ids = position_ids.expand(query.shape[0], -1)
-    starts = position_ids == 0
-    if not bool(starts[:, 1:].any()):
+    # transformers' rule (find_packed_sequence_indices): an example starts wherever the position does not go up by 1
+    starts = (position_ids[:, 1:] - position_ids[:, :-1]) != 1
+    if not bool(starts.any()):
         return None  # one example per row: sdpa's own causal path already applies
     length = position_ids.shape[1]
     out = []
     for row in starts.tolist():
-        begins = [index for index, start in enumerate(row) if start] or [0]
-        if begins[0] != 0:
-            return None  # a row that does not start an example: not our packing
+        begins = [0] + [index + 1 for index, start in enumerate(row) if start]
         out.append(list(zip(begins, begins[1:] + [length])))
     return out
+
+
+def packed_sdpa_mask(*args, **kwargs):
+    """sdpa's mask function (transformers' sdpa_mask), except for a packed training batch of a model without
+    sliding-window or chunked layers: there packed_sdpa_attention keeps each example to itself and the mask would go
+    unused, yet it is a (rows, 1, length, length) tensor: 1 GB for one row of 32 K tokens. transformers asks for a
+    mask without causal skip, no 2D attention_mask, no local window and queries over their own keys exactly when it
+    found packed position_ids (or a model adds its own mask functions: image tokens, which are never packed here)."""
+    from transformers.masking_utils import sdpa_mask
+
+    if (
+        not args
+        and kwargs.get("attention_mask") is None
+        and not kwargs.get("allow_is_causal_skip", True)
+        and kwargs.get("local_size") is None
+        and kwargs.get("q_length") == kwargs.get("kv_length")
+        and not kwargs.get("q_offset")
+        and not kwargs.get("kv_offset")
+        and _full_attention_only(kwargs.get("config"))
+    ):
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
+def _full_attention_only(config) -> bool:
+    """Every layer attends over the whole sequence (no sliding window or chunks), by the model's config."""
+    if config is None:
+        return False
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return all(kind == "full_attention" for kind in layer_types)
+    return not (getattr(config, "sliding_window", None) or getattr(config, "attention_chunk_size", None))
 
 
 def use_packed_attention(model) -> bool:
     """Switches a model that runs sdpa to the per-example packed attention (registering it with transformers'
     AttentionInterface and sdpa's mask under NAME); True when it did."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "_attn_implementation", None) != "sdpa":
         return False
     AttentionInterface.register(NAME, packed_sdpa_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, packed_sdpa_mask)
     base.set_attn_implementation(NAME)
     if base.config._attn_implementation != NAME:
         return False
