@@ -37,6 +37,19 @@ def test_form_values_become_the_yaml_the_cli_reads():
     assert "only applies to finetuning_type: lora" in form.validate({**config, "finetuning_type": "full"})
 
 
+def test_a_key_unset_by_default_stays_unset_unless_chosen():
+    """packing is unset by default (on for sft and pt): the page offers unset/true/false, not a checkbox, which the
+    browser sends as false when left alone (every run from the page trained unpacked, half as fast)."""
+    import gradio as gr
+
+    field = form.fields()["packing"]
+    assert (field.kind, field.choices, field.default) == ("choice", (None, True, False), None)
+    widget = form.component(gr, field)
+    assert isinstance(widget, gr.Dropdown) and widget.value is None
+    assert "packing" not in form.to_config({"packing": widget.preprocess(None)})
+    assert form.to_config({"packing": widget.preprocess(False)})["packing"] is False
+
+
 def test_chinese_texts_cover_every_form_key():
     from tunesmith.webui.texts import texts
 

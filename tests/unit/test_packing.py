@@ -227,8 +227,11 @@ def test_a_packed_batch_builds_no_mask_for_per_example_attention(tokenizer, pack
 
     received = []
     attention = packed_attention.packed_sdpa_attention
-    monkeypatch.setattr(packed_attention, "packed_sdpa_attention",
-                        lambda module, q, k, v, mask, **kw: received.append(mask) or attention(module, q, k, v, mask, **kw))
+    def spy(module, query, key, value, mask, **kwargs):
+        received.append(mask)
+        return attention(module, query, key, value, mask, **kwargs)
+
+    monkeypatch.setattr(packed_attention, "packed_sdpa_attention", spy)
     from transformers import AttentionInterface
 
     AttentionInterface.register(packed_attention.NAME, packed_attention.packed_sdpa_attention)

@@ -147,7 +147,8 @@ def causal_lm_collator(tokenizer, model, capacity: int | None = None, packing: b
 
 def configure(collator, config) -> None:
     """Applies the config to a CausalLMCollator (no-op for other collators): `packing: false` turns packing off (and
-    NEFTune does, unless `packing: true`), cutoff_len bounds the packed rows, LF's DFT/EAFT/ASFT losses get the logits of every position."""
+    NEFTune does, unless `packing: true`), cutoff_len bounds the packed rows, LF's DFT/EAFT/ASFT losses get the
+    logits of every position."""
     if not isinstance(collator, CausalLMCollator):
         return
     if config.data.packing is False:

@@ -114,7 +114,10 @@ def fields() -> dict[str, Field]:
     for group in GROUPS.values():
         for key, info in group.model_fields.items():
             kind, choices = _kind(info.annotation)
-            out[key] = Field(key, kind, tuple(choices), FORM_DEFAULTS.get(key, info.default), info.description or "")
+            default = FORM_DEFAULTS.get(key, info.default)
+            if kind == "bool" and default is None:  # unset/true/false: a checkbox would write false when left alone
+                kind, choices = "choice", (None, True, False)
+            out[key] = Field(key, kind, tuple(choices), default, info.description or "")
     train = training_fields()
     shown = [k for sections in (SECTIONS, EVAL_SECTIONS) for keys in sections.values() for k in keys]
     for key in (k for k in shown if k not in out):
